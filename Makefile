@@ -1,0 +1,50 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each bootstraps .venv.
+PYTHON ?= python3
+VENV ?= .venv
+# Empty: the newest Airflow 3 the declared range allows. CI also runs the lowest supported one.
+AIRFLOW_VERSION ?=
+AIRFLOW_LOWEST ?= 3.1.8
+LOWEST_VENV ?= .venv-lowest
+DEMO_HOME ?= $(CURDIR)/.demo/airflow
+
+AIRFLOW_SPEC = $(if $(AIRFLOW_VERSION),apache-airflow==$(AIRFLOW_VERSION),apache-airflow>=3.1.8,<4)
+UV = $(VENV)/bin/uv
+
+.PHONY: venv demo test test-fast test-lowest bench system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(UV) pip install --python $(VENV)/bin/python "$(AIRFLOW_SPEC)" -e ".[test,postgres]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages the test suite needs (PostgreSQL server for the store tests).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: venv
+	bash scripts/demo.sh $(VENV) "$(DEMO_HOME)"
+
+test: venv system-deps
+	$(VENV)/bin/python -m pytest
+
+# Unit tests only: no real Airflow runs.
+test-fast: venv
+	$(VENV)/bin/python -m pytest -m "not slow"
+
+# The lowest supported Airflow, in its own fresh venv: provider discovery, DAG integrity, the ETL in a real Airflow.
+test-lowest: system-deps
+	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
+	$(LOWEST_VENV)/bin/python -m pytest tests/airflow tests/etl
+
+bench: venv system-deps
+	$(VENV)/bin/python bench/bench_store.py
+	$(VENV)/bin/python bench/bench_import.py
+	$(VENV)/bin/python bench/bench_synthetic.py
+
+clean:
+	rm -rf $(VENV) $(LOWEST_VENV) .demo .pytest_cache

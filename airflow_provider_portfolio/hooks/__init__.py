@@ -1,0 +1,1 @@
+"""Airflow hooks: a Connection in, a ready client out."""

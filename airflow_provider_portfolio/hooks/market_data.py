@@ -1,0 +1,100 @@
+"""Resolve the ``sources=`` of data operators into :class:`MarketDataSource` objects.
+
+A source name is either ``"synthetic"`` (the built-in synthetic market) or an Airflow connection id
+whose connection type picks the hook that serves it. Vendor hooks register here as they land.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from airflow_provider_portfolio.exceptions import InvalidInputError
+
+if TYPE_CHECKING:
+    from airflow_provider_portfolio.market.sources import MarketDataSource
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic"
+
+#: Connection type -> dotted path of the hook class that serves bars for it.
+SOURCE_HOOKS: dict[str, str] = {}
+
+_fallback_logged = False
+
+
+def default_sources() -> list[str]:
+    """Sources used when an operator is given none: the synthetic market (logged once per process).
+
+    :raises InvalidInputError: in ``[portfolio] execution_mode = live``, where an invented market is
+        never a default.
+    """
+    global _fallback_logged
+    from airflow_provider_portfolio.config import execution_mode
+
+    if execution_mode() == "live":
+        raise InvalidInputError(
+            "no sources given and [portfolio] execution_mode is 'live': name the data connections in sources="
+        )
+    if not _fallback_logged:
+        _fallback_logged = True
+        log.info("No data sources given: using the synthetic market")
+    return [SYNTHETIC]
+
+
+def validate_source_names(sources: object) -> list[str]:
+    """Check the shape of ``sources`` (a list of non-empty strings) without any lookup.
+
+    :raises InvalidInputError: when it is not a list of strings.
+    """
+    if isinstance(sources, str):
+        sources = [part.strip() for part in sources.split(",") if part.strip()]
+    if not isinstance(sources, (list, tuple)) or not sources or not all(
+        isinstance(s, str) and s.strip() for s in sources
+    ):
+        raise InvalidInputError(f"sources must be a non-empty list of connection ids or 'synthetic', got {sources!r}")
+    return [s.strip() for s in sources]
+
+
+def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[MarketDataSource]:
+    """Turn source names into source objects, in order.
+
+    :param names: ``"synthetic"`` or connection ids.
+    :param exchange: the equities calendar for the synthetic market.
+    :param seed: the synthetic market's seed.
+    :raises InvalidInputError: for a connection that does not exist or whose type serves no bars, and
+        for ``"synthetic"`` in live mode.
+    """
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    from airflow_provider_portfolio.config import execution_mode
+
+    resolved: list[MarketDataSource] = []
+    for name in names:
+        if name == SYNTHETIC:
+            if execution_mode() == "live":
+                raise InvalidInputError("source 'synthetic' is refused in [portfolio] execution_mode = live")
+            from airflow_provider_portfolio.market.synthetic import SyntheticMarket
+
+            resolved.append(SyntheticMarket(seed=seed, exchange=exchange))
+            continue
+        try:
+            conn = BaseHook.get_connection(name)
+        except AirflowNotFoundException:
+            raise InvalidInputError(f"source {name!r} is neither 'synthetic' nor an existing connection id") from None
+        hook_path = SOURCE_HOOKS.get((conn.conn_type or "").lower())
+        if hook_path is None:
+            supported = ", ".join(sorted(SOURCE_HOOKS)) or "none yet"
+            raise InvalidInputError(
+                f"connection {name!r} has type {conn.conn_type!r}, which serves no market data "
+                f"(market-data connection types: {supported}; or use 'synthetic')"
+            )
+        from importlib import import_module
+
+        module, _, cls_name = hook_path.rpartition(".")
+        hook_cls = getattr(import_module(module), cls_name)
+        resolved.append(hook_cls(**{hook_cls.conn_name_attr: name}))
+    return resolved

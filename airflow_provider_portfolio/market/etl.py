@@ -1,0 +1,257 @@
+"""The daily-bars ETL as plain Python: plan what the store lacks, fetch with failover, gate, upsert.
+
+:class:`~airflow_provider_portfolio.operators.etl.PortfolioETLOperator` is a thin Airflow adapter over
+:func:`load_bars`; a notebook or a container can call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from airflow_provider_portfolio.exceptions import DataQualityError, InvalidInputError
+from airflow_provider_portfolio.market.bars import parse_timeframe, validate_symbols
+from airflow_provider_portfolio.market.calendar import MarketCalendar, calendar_for_symbol
+from airflow_provider_portfolio.market.quality import QualityRules, check_bars
+from airflow_provider_portfolio.market.sources import FailoverChain, MarketDataSource
+
+if TYPE_CHECKING:
+    from airflow_provider_portfolio.store import PortfolioStore
+
+log = logging.getLogger(__name__)
+
+MODES = ("incremental", "full")
+
+
+@dataclass
+class SymbolResult:
+    """What happened to one symbol: rows written, the source that served it, or the error."""
+
+    symbol: str
+    sessions_requested: int = 0
+    sessions_missing: int = 0
+    rows_fetched: int = 0
+    rows_written: int = 0
+    source: str | None = None
+    failed_sources: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class EtlReport:
+    """Summary of one load; :meth:`to_dict` is what goes to XCom."""
+
+    start: str
+    end: str
+    timeframe: str
+    mode: str
+    store: str
+    results: list[SymbolResult]
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.symbol for r in self.results if r.error]
+
+    @property
+    def failed_fraction(self) -> float:
+        return len(self.failed) / len(self.results) if self.results else 0.0
+
+    @property
+    def rows_written(self) -> int:
+        return sum(r.rows_written for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "timeframe": self.timeframe,
+            "mode": self.mode,
+            "store": self.store,
+            "rows_written": self.rows_written,
+            "failed": self.failed,
+            "symbols": {
+                r.symbol: {k: v for k, v in asdict(r).items() if k != "symbol" and v not in (None, {})}
+                for r in self.results
+            },
+        }
+
+
+def to_session_date(value: object, name: str) -> pd.Timestamp:
+    """Parse a date parameter (``date``, ``datetime``, ISO string) to a tz-naive midnight Timestamp.
+
+    :raises InvalidInputError: naming the parameter when it is not a date.
+    """
+    if isinstance(value, (date, datetime, pd.Timestamp)):
+        ts = pd.Timestamp(value)
+    elif isinstance(value, str) and value.strip():
+        try:
+            ts = pd.Timestamp(value.strip())
+        except (ValueError, TypeError):
+            raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}") from None
+    else:
+        raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
+    if ts is pd.NaT:
+        raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.normalize()
+
+
+def last_closed_session(calendar: MarketCalendar, at: datetime) -> pd.Timestamp:
+    """The latest session of ``calendar`` whose close is at or before ``at`` (tz-aware)."""
+    at_ts = pd.Timestamp(at)
+    sessions = calendar.sessions(at_ts.tz_convert("UTC").normalize().tz_localize(None) - pd.Timedelta(days=30),
+                                 at_ts.tz_convert("UTC").normalize().tz_localize(None))
+    closed = sessions[sessions["market_close"] <= at_ts]
+    if closed.empty:
+        raise InvalidInputError(f"no {calendar.name} session closed in the 30 days before {at_ts.isoformat()}")
+    return closed.index[-1]
+
+
+def plan_missing_sessions(
+    store: PortfolioStore, symbol: str, sessions: pd.DataFrame, timeframe: str
+) -> pd.DatetimeIndex:
+    """Sessions of ``sessions`` (as from :meth:`MarketCalendar.sessions`) that hold no bar in the store."""
+    if sessions.empty:
+        return pd.DatetimeIndex([])
+    first_open = sessions["market_open"].iloc[0]
+    last_close = sessions["market_close"].iloc[-1]
+    tf = parse_timeframe(timeframe)
+    if tf.is_daily:
+        stored = store.bar_timestamps(symbol, tf.name, sessions.index[0].tz_localize("UTC"),
+                                      sessions.index[-1].tz_localize("UTC"))
+        days = pd.DatetimeIndex(sessions.index).as_unit("ns")
+        have = pd.DatetimeIndex(stored).tz_convert("UTC").tz_localize(None).as_unit("ns")
+        return days[~days.isin(have)]
+    stored = store.bar_timestamps(symbol, tf.name, first_open, last_close)
+    idx, inside = _session_positions(sessions, stored)
+    covered = set(idx[inside].tolist())
+    return pd.DatetimeIndex([s for i, s in enumerate(sessions.index) if i not in covered])
+
+
+def load_bars(
+    store: PortfolioStore,
+    sources: Sequence[MarketDataSource],
+    symbols: object,
+    start: object,
+    end: object,
+    *,
+    timeframe: str = "1Day",
+    mode: str = "incremental",
+    exchange: str = "XNYS",
+    rules: QualityRules | None = None,
+    now: datetime | None = None,
+    calendar_for: Callable[[str], MarketCalendar] | None = None,
+) -> EtlReport:
+    """Load bars for ``symbols`` over the sessions in [start, end] into ``store``.
+
+    Per symbol: the sessions the store lacks (``incremental``) or all sessions (``full``) are fetched
+    through a failover chain over ``sources``; bars of sessions not yet closed at ``now`` are dropped
+    (a partial bar is never stored); the batch passes the quality gate whole or is rejected whole;
+    the rest is upserted in one transaction per symbol. A failing symbol never stops the others.
+
+    :param store: a migrated store.
+    :param sources: market-data sources, tried in order.
+    :param symbols: list of tickers (checked by :func:`validate_symbols`).
+    :param start: first session date (inclusive).
+    :param end: last session date (inclusive).
+    :param timeframe: bar timeframe (``1Day``, ``1Hour``, ``5Min``...).
+    :param mode: ``incremental`` (fetch only missing sessions) or ``full`` (refetch the range).
+    :param exchange: calendar of equities; crypto pairs trade 24/7.
+    :param rules: quality rules; defaults apply when ``None``.
+    :param now: the instant that decides which sessions are closed (default: the clock).
+    :param calendar_for: symbol -> calendar (default :func:`calendar_for_symbol` with ``exchange``).
+    :raises InvalidInputError: for bad parameters, before anything is fetched or written.
+    """
+    symbol_list = validate_symbols(symbols)
+    tf = parse_timeframe(timeframe)
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+    start_day = to_session_date(start, "start")
+    end_day = to_session_date(end, "end")
+    if start_day > end_day:
+        raise InvalidInputError(f"start {start_day.date()} is after end {end_day.date()}")
+    if not sources:
+        raise InvalidInputError("no market-data sources given")
+    calendar_for = calendar_for or (lambda symbol: calendar_for_symbol(symbol, exchange))
+    now_ts = pd.Timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
+    if now_ts.tzinfo is None:
+        raise InvalidInputError("now must be timezone-aware")
+
+    plans: dict[str, pd.DataFrame] = {}
+    for symbol in symbol_list:
+        sessions = calendar_for(symbol).sessions(start_day, end_day)
+        if sessions.empty:
+            raise InvalidInputError(
+                f"no {calendar_for(symbol).name} sessions between {start_day.date()} and {end_day.date()} "
+                f"for {symbol}: the range holds only weekends or holidays"
+            )
+        plans[symbol] = sessions[sessions["market_close"] <= now_ts]
+
+    chain = FailoverChain(list(sources))
+    results: list[SymbolResult] = []
+    for symbol in symbol_list:
+        sessions = plans[symbol]
+        result = SymbolResult(symbol, sessions_requested=len(sessions))
+        results.append(result)
+        try:
+            wanted = sessions.index if mode == "full" else plan_missing_sessions(store, symbol, sessions, tf.name)
+            result.sessions_missing = len(wanted)
+            if not len(wanted):
+                continue
+            fetched = chain.fetch(symbol, wanted[0].date(), wanted[-1].date(), tf.name)
+            result.source = fetched.source
+            result.failed_sources = dict(fetched.failures)
+            bars = _within_sessions(fetched.frame, sessions.loc[wanted[0]:wanted[-1]], tf.is_daily)
+            result.rows_fetched = len(bars)
+            check_bars(bars, calendar=calendar_for(symbol), rules=rules) if len(bars) else None
+            result.rows_written = store.upsert_bars(bars) if len(bars) else 0
+        except (DataQualityError, InvalidInputError) as err:
+            result.error = str(err)
+            log.error("%s rejected: %s", symbol, err)
+        except Exception as err:  # a vendor or store failure on one symbol never stops the others
+            result.error = f"{type(err).__name__}: {err}"
+            log.error("%s failed: %s", symbol, result.error)
+        else:
+            if result.sessions_missing:
+                log.info("%s: %d row(s) written from %s", symbol, result.rows_written, result.source)
+    return EtlReport(
+        start=str(start_day.date()),
+        end=str(end_day.date()),
+        timeframe=tf.name,
+        mode=mode,
+        store=store.url,
+        results=results,
+    )
+
+
+def _within_sessions(bars: pd.DataFrame, sessions: pd.DataFrame, daily: bool) -> pd.DataFrame:
+    """Keep the bars a load asked for (sources may return more).
+
+    Daily bars: those dated within the sessions' date span; a bar dated on a non-session day inside
+    the span stays, so the quality gate rejects the batch. Intraday bars: those inside a session's
+    regular hours; pre- and post-market bars are not stored.
+    """
+    if bars.empty:
+        return bars
+    if daily:
+        days = bars["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
+        return bars[(days >= sessions.index[0]) & (days <= sessions.index[-1])].reset_index(drop=True)
+    _, inside = _session_positions(sessions, pd.DatetimeIndex(bars["ts"]))
+    return bars[inside].reset_index(drop=True)
+
+
+def _session_positions(sessions: pd.DataFrame, stamps: pd.DatetimeIndex) -> tuple[Any, Any]:
+    """For each instant: the position of the session whose open precedes it, and whether it is inside it."""
+    opens = pd.DatetimeIndex(sessions["market_open"]).tz_convert("UTC").as_unit("ns").asi8
+    closes = pd.DatetimeIndex(sessions["market_close"]).tz_convert("UTC").as_unit("ns").asi8
+    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+    ns = stamps.as_unit("ns").asi8
+    idx = opens.searchsorted(ns, side="right") - 1
+    inside = (idx >= 0) & (ns < closes[idx.clip(min=0)])
+    return idx, inside

@@ -1,0 +1,1 @@
+"""Airflow operators: parameters and context in, domain calls, small JSON summary out."""

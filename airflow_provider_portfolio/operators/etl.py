@@ -1,0 +1,160 @@
+"""PortfolioETLOperator: load clean bars for a universe into the portfolio store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class PortfolioETLOperator(BaseOperator):
+    """Fetch bars for ``symbols`` through a failover chain of sources, gate them, upsert them.
+
+    Incremental by default: for each symbol only the calendar sessions the store lacks are fetched,
+    so re-running a task for the same interval writes nothing. Each symbol's batch passes the quality
+    gate whole or is rejected whole, and is written in its own transaction. Symbols that fail are
+    reported in the summary; when more than ``max_failed_fraction`` of them fail, the task fails
+    after writing the others (a retry then fetches only what is still missing).
+
+    The range parameters are ``start`` and ``end`` (session dates, inclusive) rather than
+    ``start_date``/``end_date``, which are BaseOperator's own scheduling arguments and are commonly
+    set through DAG ``default_args``.
+
+    Works under dynamic task mapping: ``PortfolioETLOperator.partial(...).expand(symbols=chunks)``
+    with ``chunks`` a list of symbol lists (e.g. 50 symbols each) spreads a large universe over
+    workers; each mapped task writes its own symbols.
+
+    :param symbols: tickers (templated). A list, a JSON list string or a comma-separated string.
+    :param start: first session date (templated). Default: ``history_sessions`` sessions before ``end``.
+    :param end: last session date (templated). Default: the last session closed at the run's data
+        interval end (or its ``run_after`` when the run has no data interval).
+    :param timeframe: bar timeframe (templated): ``1Day`` (default), ``1Hour``, ``15Min``, ``1Min``...
+    :param sources: source names tried in order (templated): ``"synthetic"`` or connection ids of
+        market-data connections. Default: the synthetic market (refused in ``execution_mode = live``).
+    :param store_conn_id: store connection (templated). Default ``[portfolio] store_conn_id``; when
+        that connection does not exist, the embedded SQLite store.
+    :param exchange: calendar of equities; default ``[portfolio] default_exchange``.
+    :param mode: ``incremental`` (default) or ``full`` (refetch and upsert the whole range).
+    :param history_sessions: sessions loaded when ``start`` is not given (default 252, one year).
+    :param max_failed_fraction: the fraction of symbols allowed to fail before the task fails
+        (default 0.0: any failed symbol fails the task, after the others are written).
+    :param max_abs_return: the quality gate's implausible-jump threshold (``None`` disables it).
+    """
+
+    template_fields: Sequence[str] = ("symbols", "start", "end", "timeframe", "sources", "store_conn_id", "mode")
+    ui_color = "#d9ead3"
+
+    def __init__(
+        self,
+        *,
+        symbols: list[str] | str,
+        start: str | None = None,
+        end: str | None = None,
+        timeframe: str = "1Day",
+        sources: list[str] | str | None = None,
+        store_conn_id: str | None = None,
+        exchange: str | None = None,
+        mode: str = "incremental",
+        history_sessions: int = 252,
+        max_failed_fraction: float = 0.0,
+        max_abs_return: float | None = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.symbols = symbols
+        self.start = start
+        self.end = end
+        self.timeframe = timeframe
+        self.sources = sources
+        self.store_conn_id = store_conn_id
+        self.exchange = exchange
+        self.mode = mode
+        self.history_sessions = history_sessions
+        self.max_failed_fraction = max_failed_fraction
+        self.max_abs_return = max_abs_return
+
+    @cached_property
+    def store_hook(self) -> PortfolioStoreHook:
+        return PortfolioStoreHook(store_conn_id=self.store_conn_id or None)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import pandas as pd
+
+        from airflow_provider_portfolio.config import get_option
+        from airflow_provider_portfolio.exceptions import InvalidInputError
+        from airflow_provider_portfolio.hooks.market_data import (
+            default_sources,
+            resolve_sources,
+            validate_source_names,
+        )
+        from airflow_provider_portfolio.market.bars import validate_symbols
+        from airflow_provider_portfolio.market.calendar import MarketCalendar
+        from airflow_provider_portfolio.market.etl import last_closed_session, load_bars, to_session_date
+        from airflow_provider_portfolio.market.quality import QualityRules
+
+        # Bad input fails here, before the store is opened or anything fetched.
+        symbols = validate_symbols(_maybe_json_list(self.symbols))
+        if not 0.0 <= float(self.max_failed_fraction) <= 1.0:
+            raise InvalidInputError(f"max_failed_fraction must be within [0, 1], got {self.max_failed_fraction!r}")
+        source_names = validate_source_names(_maybe_json_list(self.sources)) if self.sources else default_sources()
+        exchange = self.exchange or get_option("default_exchange")
+        calendar = MarketCalendar(exchange)
+        if _blank(self.end):
+            reference = context.get("data_interval_end") or context["dag_run"].run_after
+            end = last_closed_session(calendar, pd.Timestamp(reference))
+        else:
+            end = to_session_date(self.end, "end")
+        if _blank(self.start):
+            window = calendar.sessions(end - pd.Timedelta(days=2 * self.history_sessions + 30), end)
+            start = window.index[-min(self.history_sessions, len(window))]
+        else:
+            start = to_session_date(self.start, "start")
+
+        sources = resolve_sources(source_names, exchange=exchange, seed=int(get_option("synthetic_seed")))
+        store = self.store_hook.get_conn()
+        self.log.info(
+            "Loading %s bars of %d symbol(s) for %s..%s (%s) from %s into %s",
+            self.timeframe, len(symbols), start.date(), end.date(), self.mode, source_names, store.url,
+        )
+        report = load_bars(
+            store,
+            sources,
+            symbols,
+            start,
+            end,
+            timeframe=self.timeframe,
+            mode=self.mode,
+            exchange=exchange,
+            rules=QualityRules(max_abs_return=self.max_abs_return),
+        )
+        summary = report.to_dict()
+        self.log.info("Wrote %d row(s); failed: %s", report.rows_written, report.failed or "none")
+        if report.failed_fraction > self.max_failed_fraction:
+            details = "; ".join(f"{s}: {summary['symbols'][s]['error']}" for s in report.failed)
+            raise RuntimeError(
+                f"{len(report.failed)} of {len(symbols)} symbol(s) failed "
+                f"(max_failed_fraction={self.max_failed_fraction}): {details}"
+            )
+        return summary
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() in ("", "None"))
+
+
+def _maybe_json_list(value: object) -> object:
+    """Templated lists often render as strings: accept a JSON list string."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value

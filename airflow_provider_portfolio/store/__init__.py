@@ -1,0 +1,1 @@
+"""Domain: the portfolio store on SQLAlchemy Core (SQLite or PostgreSQL). Never imports Airflow."""

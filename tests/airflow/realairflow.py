@@ -1,0 +1,129 @@
+"""A real Airflow for tests: a fresh AIRFLOW_HOME, the `airflow` CLI of this venv, loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_airflow(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=env["AIRFLOW_HOME"]
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"airflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+class Standalone:
+    """`airflow standalone` (scheduler, dag-processor, triggerer, api-server) on 127.0.0.1; stopped on exit."""
+
+    def __init__(self, home: Path, **extra_env: str):
+        self.home = home
+        self.port = free_port()
+        self.env = airflow_env(
+            home,
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(self.port),
+            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{self.port}",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{self.port}/execution/",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
+            AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            **extra_env,
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.token: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self.log_path = home / "standalone.log"
+
+    def __enter__(self) -> Standalone:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(BIN / "airflow"), "standalone"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=self.home, start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"airflow standalone exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as resp:
+                    health = json.load(resp)
+                if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler")):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                pass
+            time.sleep(2)
+        else:
+            raise AssertionError(f"airflow standalone not healthy in 180 s:\n{self.tail()}")
+        self.token = self._login()
+        return self
+
+    def _login(self) -> str:
+        passwords = self.home / "simple_auth_manager_passwords.json.generated"
+        deadline = time.monotonic() + 60
+        while not passwords.exists() and time.monotonic() < deadline:
+            time.sleep(1)
+        password = json.loads(passwords.read_text())["admin"]
+        body = self.request("POST", "/auth/token", {"username": "admin", "password": password}, auth=False)
+        return body["access_token"]
+
+    def request(self, method: str, path: str, payload: object = None, *, auth: bool = True) -> dict:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as err:
+            raise AssertionError(f"{method} {path} -> {err.code}: {err.read().decode()[:2000]}") from None
+
+    def tail(self, n: int = 8000) -> str:
+        try:
+            return self.log_path.read_text()[-n:]
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self.log.close()

@@ -1,0 +1,111 @@
+"""The daily ETL in a real Airflow: `airflow db migrate`, `airflow dags test`, and `airflow standalone`."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pandas as pd
+import pandas_market_calendars as mcal
+import pytest
+
+from tests.airflow.realairflow import Standalone, airflow_env, run_airflow
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+EQUITIES = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "SPY", "QQQ", "IWM"]
+UNIVERSE = [*EQUITIES, "BTC/USD"]
+
+
+def stored_days(db: Path) -> dict[str, list[str]]:
+    """symbol -> sorted session dates of its daily bars, read with plain sqlite3 (not the code under test)."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT symbol, ts FROM bars WHERE timeframe = '1Day'").fetchall()
+    out: dict[str, list[str]] = {}
+    for symbol, ts in rows:
+        out.setdefault(symbol, []).append(str(pd.Timestamp(ts).date()))
+    return {s: sorted(v) for s, v in out.items()}
+
+
+def xnys_sessions(start: str, end: str) -> list[str]:
+    """Sessions from the exchange calendar library directly."""
+    return [str(d.date()) for d in mcal.get_calendar("XNYS").schedule(start, end).index]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("airflow-home")
+    run_airflow(airflow_env(home), "db", "migrate")
+    return home
+
+
+def test_dags_test_loads_the_expected_sessions_then_nothing_then_one_more(home):
+    env = airflow_env(home)
+    db = home / "portfolio" / "portfolio.db"
+
+    # 2024-06-04 00:00 UTC: the last closed session is Monday 2024-06-03.
+    run_airflow(env, "dags", "test", "portfolio_daily_etl", "2024-06-04")
+    first = stored_days(db)
+    assert sorted(first) == sorted(UNIVERSE)
+    expected = xnys_sessions("2023-01-01", "2024-06-03")[-252:]
+    assert "2024-05-27" not in expected  # Memorial Day
+    for symbol in EQUITIES:
+        assert first[symbol] == expected, symbol
+    btc = first["BTC/USD"]
+    assert len(btc) == 252 and btc[-1] == "2024-06-03" and "2024-06-01" in btc  # a Saturday
+
+    # The same interval again: nothing new is written.
+    proc = run_airflow(env, "dags", "test", "portfolio_daily_etl", "2024-06-04")
+    assert stored_days(db) == first
+    assert "Wrote 0 row(s)" in proc.stdout + proc.stderr
+
+    # A day later: exactly one more session per symbol.
+    run_airflow(env, "dags", "test", "portfolio_daily_etl", "2024-06-05")
+    later = stored_days(db)
+    for symbol in UNIVERSE:
+        assert later[symbol] == [*first[symbol], "2024-06-04"], symbol
+
+
+def test_standalone_runs_a_dag_triggered_through_the_rest_api_with_no_logical_date(tmp_path):
+    home = tmp_path / "standalone-home"
+    with Standalone(home) as airflow:
+        deadline = time.monotonic() + 120
+        while True:
+            dags = airflow.request("GET", "/api/v2/dags?dag_id_pattern=portfolio_daily_etl")
+            if dags["total_entries"] or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        assert dags["total_entries"] == 1, airflow.tail()
+        airflow.request("PATCH", "/api/v2/dags/portfolio_daily_etl", {"is_paused": False})
+        run = airflow.request("POST", "/api/v2/dags/portfolio_daily_etl/dagRuns", {"logical_date": None})
+        assert run["logical_date"] is None
+        run_id = run["dag_run_id"]
+        deadline = time.monotonic() + 300
+        state = run["state"]
+        while state not in ("success", "failed") and time.monotonic() < deadline:
+            time.sleep(3)
+            state = airflow.request("GET", f"/api/v2/dags/portfolio_daily_etl/dagRuns/{run_id}")["state"]
+        tasks = airflow.request("GET", f"/api/v2/dags/portfolio_daily_etl/dagRuns/{run_id}/taskInstances")
+        assert state == "success", (tasks, airflow.tail())
+        assert {t["task_id"]: t["state"] for t in tasks["task_instances"]} == {
+            "universe_chunks": "success",
+            "load_daily_bars": "success",
+        }
+    days = stored_days(home / "portfolio" / "portfolio.db")
+    assert sorted(days) == sorted(UNIVERSE)
+    assert all(len(v) == 252 for v in days.values())
+
+
+def test_etl_mapped_over_symbol_chunks(tmp_path):
+    home = tmp_path / "mapped-home"
+    env = airflow_env(home, AIRFLOW__CORE__DAGS_FOLDER=str(Path(__file__).resolve().parents[1] / "dags"))
+    run_airflow(env, "db", "migrate")
+    run_airflow(env, "dags", "test", "portfolio_etl_mapped", "2024-06-04")
+    days = stored_days(home / "portfolio" / "portfolio.db")
+    may = xnys_sessions("2024-05-01", "2024-05-31")
+    assert "2024-05-27" not in may and len(may) == 22
+    for symbol in ["AAPL", "MSFT", "NVDA", "AMZN", "SPY"]:
+        assert days[symbol] == may, symbol
+    for symbol in ["BTC/USD", "ETH/USD"]:
+        assert days[symbol] == [str(d.date()) for d in pd.date_range("2024-05-01", "2024-05-31")], symbol
