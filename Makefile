@@ -45,6 +45,7 @@ bench: venv system-deps
 	$(VENV)/bin/python bench/bench_store.py
 	$(VENV)/bin/python bench/bench_import.py
 	$(VENV)/bin/python bench/bench_synthetic.py
+	$(VENV)/bin/python bench/bench_quality.py
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) .demo .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 import pandas_market_calendars as mcal
 import pytest
 
+from airflow_provider_portfolio import __version__
 from tests.airflow.realairflow import Standalone, airflow_env, run_airflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -109,3 +111,13 @@ def test_etl_mapped_over_symbol_chunks(tmp_path):
         assert days[symbol] == may, symbol
     for symbol in ["BTC/USD", "ETH/USD"]:
         assert days[symbol] == [str(d.date()) for d in pd.date_range("2024-05-01", "2024-05-31")], symbol
+
+
+def test_airflow_cli_lists_the_provider_and_its_config(tmp_path):
+    env = airflow_env(tmp_path / "cli-home")
+    (tmp_path / "cli-home").mkdir()
+    providers = json.loads(run_airflow(env, "providers", "list", "-o", "json").stdout.strip().splitlines()[-1])
+    ours = [p for p in providers if p["package_name"] == "airflow-provider-portfolio"]
+    assert ours and ours[0]["version"] == __version__
+    value = run_airflow(env, "config", "get-value", "portfolio", "store_conn_id").stdout.strip().splitlines()[-1]
+    assert value == "portfolio_store_default"

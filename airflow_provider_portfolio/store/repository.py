@@ -1,0 +1,707 @@
+"""PortfolioStore: the bars repository on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+Writes are idempotent upserts on (symbol, timeframe, ts), one transaction per call, batched:
+``executemany`` of pre-converted tuples on the raw ``sqlite3`` connection, and on PostgreSQL a binary
+``COPY`` into a temporary staging table followed by one ``INSERT ... SELECT ... ON CONFLICT``. An
+identical re-upsert changes nothing and reports 0 rows.
+
+SQLite connections run in WAL mode with ``busy_timeout`` and ``synchronous=NORMAL``, and write
+transactions start with ``BEGIN IMMEDIATE``, so several processes (parallel mapped tasks) can write
+to one file: they queue for up to ``busy_timeout_s`` instead of failing.
+
+Every driver failure surfaces as :class:`StoreError` naming the store by its password-hidden URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import ARRAY, BigInteger, String, bindparam, create_engine, event, func, insert, inspect, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.sql.expression import cast, type_coerce
+
+from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
+from airflow_provider_portfolio.market.bars import BAR_COLUMNS, empty_bars, parse_timeframe, validate_symbols
+from airflow_provider_portfolio.store import schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PortfolioStore"]
+
+#: Rows per ``executemany`` batch (SQLite) and per ``COPY`` write (PostgreSQL).
+BATCH_ROWS = 50_000
+#: Symbols per query when a symbol list is given (keeps SQLite's bound-parameter limit far away).
+_SYMBOLS_PER_QUERY = 500
+#: Key of the PostgreSQL advisory lock that serialises migrations.
+_MIGRATION_LOCK_KEY = 0x706F7274666F6C69  # "portfoli"
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds: PostgreSQL's timestamp origin
+_UNIT_TO_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+_SCHEMES = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DB (also postgres:// and postgresql+psycopg2://)"
+
+_VALUES = ("open", "high", "low", "close", "volume")
+_SQLITE_UPSERT = (
+    f"INSERT INTO bars ({', '.join(BAR_COLUMNS)}) VALUES ({', '.join('?' * len(BAR_COLUMNS))}) "
+    "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in schema.BAR_VALUE_COLUMNS)
+    + " WHERE "
+    + " OR ".join(f"bars.{c} IS NOT excluded.{c}" for c in schema.BAR_VALUE_COLUMNS)
+)
+_PG_STAGE = "_portfolio_bars_stage"
+_PG_CREATE_STAGE = f"CREATE TEMPORARY TABLE {_PG_STAGE} (LIKE bars) ON COMMIT DROP"
+_PG_COPY = f"COPY {_PG_STAGE} ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_PG_KEY_MATCH = " AND ".join(f"b.{c} = s.{c}" for c in ("symbol", "timeframe", "ts"))
+_PG_DIFFERS = (f"({', '.join('b.' + c for c in schema.BAR_VALUE_COLUMNS)}) IS DISTINCT FROM "
+               f"({', '.join('s.' + c for c in schema.BAR_VALUE_COLUMNS)})")
+# Step 1: update the stored rows whose values differ.
+_PG_UPDATE = (
+    f"UPDATE bars AS b SET {', '.join(f'{c} = s.{c}' for c in schema.BAR_VALUE_COLUMNS)} "
+    f"FROM {_PG_STAGE} AS s WHERE {_PG_KEY_MATCH} AND {_PG_DIFFERS}"
+)
+# Step 2: plain insert of the new keys (twice as fast as ON CONFLICT on bulk loads)...
+_PG_INSERT_NEW = (
+    f"INSERT INTO bars ({', '.join(BAR_COLUMNS)}) SELECT {', '.join('s.' + c for c in BAR_COLUMNS)} "
+    f"FROM {_PG_STAGE} AS s WHERE NOT EXISTS (SELECT 1 FROM bars AS b WHERE {_PG_KEY_MATCH})"
+)
+# ... or, when a concurrent writer inserted some of those keys meanwhile, the upsert itself.
+_PG_UPSERT = (
+    f"INSERT INTO bars AS b ({', '.join(BAR_COLUMNS)}) SELECT {', '.join(BAR_COLUMNS)} FROM {_PG_STAGE} "
+    "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in schema.BAR_VALUE_COLUMNS)
+    + f" WHERE ({', '.join('b.' + c for c in schema.BAR_VALUE_COLUMNS)}) IS DISTINCT FROM "
+    f"({', '.join('EXCLUDED.' + c for c in schema.BAR_VALUE_COLUMNS)})"
+)
+#: Attempts of a PostgreSQL upsert that lost a deadlock to a concurrent writer.
+_PG_ATTEMPTS = 4
+_PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_PG_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+
+def _normalise_url(url: str | URL) -> URL:
+    """Parse and canonicalise a store URL; never echoes it (it may hold a password)."""
+    if isinstance(url, Path):
+        url = f"sqlite:///{url}"
+    if not isinstance(url, (str, URL)) or not str(url).strip():
+        raise InvalidInputError(f"store URL must be a non-empty string such as {_SCHEMES}")
+    try:
+        parsed = make_url(url.strip() if isinstance(url, str) else url)
+    except Exception:  # the text may contain a password: do not repeat it
+        raise InvalidInputError(f"cannot parse the store URL; expected {_SCHEMES}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    shown = parsed.render_as_string(hide_password=True)
+    if backend in ("postgres", "postgresql"):
+        if driver in ("", "psycopg"):
+            return parsed.set(drivername="postgresql+psycopg")
+        if driver == "psycopg2":
+            try:
+                import psycopg2  # noqa: F401
+            except ImportError:
+                raise InvalidInputError(
+                    f"store URL {shown} asks for psycopg2, which is not installed; use postgresql:// (psycopg 3)"
+                ) from None
+            return parsed.set(drivername="postgresql+psycopg2")
+        raise InvalidInputError(f"store URL {shown}: unsupported PostgreSQL driver {driver!r} (use psycopg)")
+    if backend == "sqlite" and driver in ("", "pysqlite"):
+        return parsed.set(drivername="sqlite")
+    raise InvalidInputError(f"store URL {shown}: unsupported scheme {parsed.drivername!r}; expected {_SCHEMES}")
+
+
+def _utc(value: Any, name: str) -> pd.Timestamp | None:
+    """A bound as a UTC ``Timestamp`` (naive means UTC); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, date, datetime, pd.Timestamp, np.datetime64)):
+        raise InvalidInputError(f"{name} must be a timestamp, datetime, date or ISO string, got {value!r}")
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise InvalidInputError(f"{name}: cannot read {value!r} as a timestamp") from None
+    if pd.isna(ts):
+        raise InvalidInputError(f"{name} is not a timestamp: {value!r}")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _symbol_list(symbols: Any) -> list[str]:
+    if isinstance(symbols, str):
+        symbols = [symbols]
+    if not isinstance(symbols, (list, tuple, set, frozenset, pd.Index, np.ndarray)) or not all(
+        isinstance(s, str) for s in symbols
+    ):
+        raise InvalidInputError(f"symbols must be a list of strings, got {symbols!r}")
+    return list(dict.fromkeys(symbols))
+
+
+def _chunks(items: Sequence[str], size: int = _SYMBOLS_PER_QUERY) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+class _PreparedBars:
+    """A validated bar frame as column arrays ready for the drivers."""
+
+    def __init__(self, frame: Any) -> None:
+        if not isinstance(frame, pd.DataFrame):
+            raise InvalidInputError(f"upsert_bars needs a pandas DataFrame, got {type(frame).__name__}")
+        missing = [c for c in BAR_COLUMNS if c not in frame.columns]
+        if missing:
+            raise InvalidInputError(f"bar frame lacks column(s) {missing}; expected {list(BAR_COLUMNS)}")
+        self.n = len(frame)
+        codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        for name in ("symbol", "timeframe", "source"):
+            col_codes, uniques = pd.factorize(frame[name])
+            missing_rows = col_codes < 0
+            if missing_rows.any():
+                raise InvalidInputError(f"bar frame: column {name!r} has missing values at rows "
+                                        f"{list(frame.index[missing_rows][:5])}")
+            odd = [v for v in uniques if not isinstance(v, str) or not v]
+            if odd:
+                raise InvalidInputError(f"bar frame: column {name!r} holds empty or non-string values {odd[:5]}")
+            codes[name] = (col_codes, uniques)
+        self.sym_codes, self.sym_names = codes["symbol"]
+        self.tf_codes, self.tf_names = codes["timeframe"]
+        self.src_codes, self.src_names = codes["source"]
+        names = [str(s) for s in self.sym_names]
+        if names and validate_symbols(names) != names:  # validate_symbols raises on a non-ticker
+            raise InvalidInputError(
+                "bar frame: symbols must be written canonically (upper case): "
+                f"{[s for s in names if s != s.upper()][:5]}"
+            )
+        for tf in self.tf_names:
+            if parse_timeframe(tf).name != tf:
+                canonical = parse_timeframe(tf).name
+                raise InvalidInputError(f"bar frame: timeframe {tf!r} is not canonical (write {canonical!r})")
+        self.ts_us = self._timestamps(frame["ts"])
+        self.values: dict[str, np.ndarray] = {}
+        for name in _VALUES:
+            try:
+                arr = np.asarray(frame[name], dtype="float64")
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"bar frame: column {name!r} is not numeric") from None
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise InvalidInputError(f"bar frame: column {name!r} holds NaN or infinite values at rows "
+                                        f"{list(frame.index[bad][:5])}")
+            self.values[name] = arr
+        self._check_unique_keys(frame)
+        self.strings = {k: frame[k].to_numpy(dtype=object) for k in ("symbol", "timeframe", "source")}
+
+    @staticmethod
+    def _timestamps(col: pd.Series) -> np.ndarray:
+        if not isinstance(col.dtype, pd.DatetimeTZDtype):
+            try:
+                col = pd.to_datetime(col, utc=True)  # naive means UTC; offsets are converted
+            except (TypeError, ValueError, OverflowError):
+                raise InvalidInputError("bar frame: column 'ts' does not hold timestamps") from None
+        if col.isna().any():
+            raise InvalidInputError("bar frame: column 'ts' holds missing timestamps (NaT)")
+        col = col.dt.tz_convert("UTC")
+        ints = col.array.asi8
+        factor = _UNIT_TO_US[col.dt.unit]
+        if factor is None:
+            if (ints % 1000).any():
+                raise InvalidInputError("bar frame: timestamps finer than a microsecond cannot be stored")
+            return ints // 1000
+        return ints * factor
+
+    def _check_unique_keys(self, frame: pd.DataFrame) -> None:
+        key = self.sym_codes.astype(np.int64) * max(len(self.tf_names), 1) + self.tf_codes
+        ts = self.ts_us
+        if self.n > 1:
+            dk, dt = np.diff(key), np.diff(ts)
+            if ((dk > 0) | ((dk == 0) & (dt > 0))).all():  # grouped by key and sorted by ts: unique
+                return
+            order = np.lexsort((ts, key))
+            same = (key[order][1:] == key[order][:-1]) & (ts[order][1:] == ts[order][:-1])
+            if same.any():
+                rows = frame.index[order[1:][same]][:5]
+                raise InvalidInputError(f"bar frame: duplicate (symbol, timeframe, ts) keys at rows {list(rows)}")
+
+    def sqlite_batches(self, size: int) -> Iterator[list[tuple]]:
+        cols = [self.strings["symbol"], self.strings["timeframe"], self.ts_us, *self.values.values(),
+                self.strings["source"]]
+        for i in range(0, self.n, size):
+            yield list(zip(*(c[i : i + size].tolist() for c in cols), strict=True))
+
+    def pg_copy_chunks(self, size: int) -> Iterator[bytes]:
+        """PostgreSQL binary ``COPY`` data, built with numpy in blocks of at most ``size`` rows.
+
+        Text fields are variable length, so rows are grouped by the byte lengths of their symbol,
+        timeframe and source (a handful of groups); each group is one fixed-layout record array.
+        Order inside a group is kept (a stable sort), so each symbol's rows stay contiguous and sorted.
+        """
+        encoded = {
+            name: [str(v).encode() for v in uniques]
+            for name, uniques in (("symbol", self.sym_names), ("timeframe", self.tf_names), ("source", self.src_names))
+        }
+        codes = {"symbol": self.sym_codes, "timeframe": self.tf_codes, "source": self.src_codes}
+        lengths = {name: np.array([len(b) for b in enc], dtype=np.int64)[codes[name]] for name, enc in encoded.items()}
+        luts = {name: np.array(enc, dtype=f"S{max(len(b) for b in enc)}") for name, enc in encoded.items()}
+        span = int(max(int(v.max()) for v in lengths.values())) + 1
+        group = (lengths["symbol"] * span + lengths["timeframe"]) * span + lengths["source"]
+        if group.min() == group.max():
+            order, bounds = np.arange(self.n), np.empty(0, dtype=np.int64)
+        else:
+            order = np.argsort(group, kind="stable")
+            bounds = np.flatnonzero(np.diff(group[order])) + 1
+        yield _PG_COPY_HEADER
+        for block in np.split(order, bounds):
+            first = block[0]
+            widths = {name: int(lengths[name][first]) for name in encoded}
+            layout = np.dtype([
+                ("n", ">i2"),
+                ("len_symbol", ">i4"), ("symbol", f"S{widths['symbol']}"),
+                ("len_timeframe", ">i4"), ("timeframe", f"S{widths['timeframe']}"),
+                ("len_ts", ">i4"), ("ts", ">i8"),
+                *[item for name in _VALUES for item in ((f"len_{name}", ">i4"), (name, ">f8"))],
+                ("len_source", ">i4"), ("source", f"S{widths['source']}"),
+            ])
+            for i in range(0, len(block), size):
+                rows_idx = block[i : i + size]
+                rows = np.empty(len(rows_idx), dtype=layout)
+                rows["n"] = len(BAR_COLUMNS)
+                for name in encoded:
+                    rows[f"len_{name}"] = widths[name]
+                    rows[name] = luts[name][codes[name][rows_idx]]
+                rows["len_ts"] = 8
+                rows["ts"] = self.ts_us[rows_idx] - _PG_EPOCH_US
+                for name in _VALUES:
+                    rows[f"len_{name}"] = 8
+                    rows[name] = self.values[name][rows_idx]
+                yield rows.tobytes()
+        yield _PG_COPY_TRAILER
+
+
+class PortfolioStore:
+    """The portfolio store: bars (and later forecasts, orders...) in SQLite or PostgreSQL.
+
+    Creating the object does no I/O; the engine is created on first use (and again in a forked child).
+
+    :param url: SQLAlchemy URL: ``sqlite:///PATH``, ``postgresql://...`` or ``postgres://...`` (driven by
+        psycopg 3), or ``postgresql+psycopg2://...`` when psycopg2 is installed.
+    :param busy_timeout_s: SQLite: how long a write waits for another writer's lock before failing.
+    :raises InvalidInputError: for a URL that cannot be parsed or has an unsupported scheme.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+        self._url = _normalise_url(url)
+        if busy_timeout_s is None or busy_timeout_s < 0:
+            raise InvalidInputError(f"busy_timeout_s must be >= 0, got {busy_timeout_s!r}")
+        self.busy_timeout_s = float(busy_timeout_s)
+        #: The URL with the password hidden: safe to log.
+        self.url: str = self._url.render_as_string(hide_password=True)
+        #: ``"sqlite"`` or ``"postgresql"``.
+        self.dialect: str = self._url.get_backend_name()
+        self._engine: Engine | None = None
+        self._engine_pid: int | None = None
+        self._bars_ready = False
+
+    @classmethod
+    def for_sqlite_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> PortfolioStore:
+        """A store on the SQLite file ``path`` (created with its directory on first use).
+
+        :param path: the database file.
+        :param kwargs: passed to :class:`PortfolioStore` (``busy_timeout_s``).
+        """
+        return cls(URL.create("sqlite", database=os.fspath(path)).render_as_string(), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"PortfolioStore({self.url!r})"
+
+    # -- engine and errors ----------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created on first use and cached (per process)."""
+        if self._engine is None or self._engine_pid != os.getpid():
+            if self._engine is not None:
+                self._engine.dispose(close=False)  # inherited through fork: leave the parent's connections alone
+            with self._errors("open the store"):
+                self._engine = self._create_engine()
+            self._engine_pid = os.getpid()
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        if self.dialect == "postgresql":
+            return create_engine(self._url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        database = self._url.database or ""
+        memory = database in ("", ":memory:") or "mode=memory" in database
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": self.busy_timeout_s}}
+        if memory:
+            from sqlalchemy.pool import StaticPool
+
+            kwargs = {"connect_args": {"check_same_thread": False}, "poolclass": StaticPool}
+        elif not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"store {self.url}: cannot create the directory of the database file: "
+                                 f"{err.strerror or err}") from None
+        engine = create_engine(self._url, **kwargs)
+        busy_ms = int(self.busy_timeout_s * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # transactions are begun explicitly below
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                if not memory:
+                    cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+            finally:
+                cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("portfolio_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        errors: list[type[BaseException]] = [sa_exc.SQLAlchemyError, sqlite3.Error, OSError]
+        if self.dialect == "postgresql":
+            try:
+                import psycopg
+
+                errors.append(psycopg.Error)
+            except ImportError:  # pragma: no cover - psycopg2-only installs
+                pass
+            try:
+                import psycopg2
+
+                errors.append(psycopg2.Error)
+            except ImportError:
+                pass
+        return tuple(errors)
+
+    def _explain(self, action: str, err: BaseException) -> str:
+        orig = getattr(err, "orig", None) or err
+        text = " ".join(str(orig).split()) or type(orig).__name__
+        if self._url.password:
+            text = text.replace(str(self._url.password), "***")
+        if len(text) > 500:
+            text = text[:500] + "..."
+        lowered = text.lower()
+        hint = ""
+        if "locked" in lowered or "busy" in lowered:
+            hint = f" (database is locked: another writer held it longer than busy_timeout_s={self.busy_timeout_s:g})"
+        elif "not a database" in lowered:
+            hint = " (the file is not a database: point the store at a SQLite file or a new path)"
+        elif "unable to open database" in lowered:
+            hint = " (cannot open the database file: check the path and its permissions)"
+        elif "password authentication failed" in lowered:
+            hint = " (wrong user or password)"
+        elif any(w in lowered for w in ("connection refused", "could not connect", "connection failed", "resolve host",
+                                        "could not translate host", "timeout expired")):
+            hint = " (cannot connect: is the server running and reachable?)"
+        return f"store {self.url}: could not {action}: {type(orig).__name__}: {text}{hint}"
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (StoreError, InvalidInputError):
+            raise
+        except self._driver_errors() as err:
+            raise StoreError(self._explain(action, err)) from None
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[Connection]:
+        with self._errors(action), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[Connection]:
+        with self._errors(action), self.engine.connect() as conn:
+            conn.execution_options(portfolio_write=True)
+            with conn.begin():
+                yield conn
+
+    # -- schema ---------------------------------------------------------------------------------
+    @staticmethod
+    def _version(conn: Connection) -> int:
+        if not inspect(conn).has_table(schema.schema_version.name):
+            return 0
+        return int(conn.execute(select(func.max(schema.schema_version.c.version))).scalar() or 0)
+
+    def schema_version(self) -> int:
+        """The database's schema version: 0 for an empty database.
+
+        :raises StoreError: when the database cannot be reached or read.
+        """
+        with self._read("read the schema version") as conn:
+            return self._version(conn)
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema to the latest version and return it. Idempotent.
+
+        Concurrent callers (several processes) are serialised by a PostgreSQL advisory lock or a SQLite
+        ``BEGIN IMMEDIATE``; all pending migrations apply in one transaction.
+
+        :raises StoreError: when the database is newer than this code, or cannot be reached.
+        """
+        latest = schema.latest_version()
+        current = self.schema_version()
+        if current == latest:
+            self._bars_ready = True
+            return current
+        self._refuse_newer(current, latest)
+        with self._write("migrate the schema") as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+            schema.schema_version.create(conn, checkfirst=True)
+            current = self._version(conn)  # again, under the lock
+            self._refuse_newer(current, latest)
+            for migration in schema.MIGRATIONS[current:]:
+                migration.apply(conn)
+                conn.execute(insert(schema.schema_version).values(
+                    version=migration.version, applied_at=datetime.now(timezone.utc),
+                    description=migration.description))
+                log.info("store %s: applied schema migration %d (%s)", self.url, migration.version,
+                         migration.description)
+        self._bars_ready = True
+        return latest
+
+    def _refuse_newer(self, current: int, latest: int) -> None:
+        if current > latest:
+            raise StoreError(f"store {self.url}: schema version {current} is newer than this code knows ({latest}); "
+                             "upgrade airflow-provider-portfolio")
+
+    def _has_bars(self, conn: Connection) -> bool:
+        if not self._bars_ready:
+            self._bars_ready = inspect(conn).has_table(schema.bars.name)
+        return self._bars_ready
+
+    # -- bars: write ------------------------------------------------------------------------------
+    def upsert_bars(self, bars: pd.DataFrame) -> int:
+        """Insert or update bars on (symbol, timeframe, ts), all in one transaction.
+
+        :param bars: a canonical bar frame (see ``market/bars.py``); extra columns are ignored.
+        :return: the number of rows inserted or actually changed (0 for an identical re-upsert).
+        :raises InvalidInputError: before anything is written, for a frame without the canonical
+            columns, with missing or non-finite values, odd symbols/timeframes or duplicate keys.
+        :raises StoreError: when the store cannot be written (nothing is written then).
+        """
+        prepared = _PreparedBars(bars)
+        if prepared.n == 0:
+            return 0
+        attempts = _PG_ATTEMPTS if self.dialect == "postgresql" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._write("upsert bars") as conn:
+                    if not self._has_bars(conn):
+                        raise StoreError(f"store {self.url}: no bars table; call migrate() first")
+                    raw = conn.connection.driver_connection
+                    if self.dialect == "postgresql":
+                        return self._pg_upsert(raw, prepared)
+                    before = raw.total_changes
+                    cur = raw.cursor()
+                    try:
+                        for batch in prepared.sqlite_batches(BATCH_ROWS):
+                            cur.executemany(_SQLITE_UPSERT, batch)
+                    finally:
+                        cur.close()
+                    return raw.total_changes - before
+            except StoreError as err:
+                # Two writers updating overlapping rows can deadlock; PostgreSQL aborts one: retry it.
+                if attempt == attempts or "deadlock" not in str(err).lower():
+                    raise
+                log.info("store %s: upsert lost a deadlock to a concurrent writer; retrying (%d)", self.url, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _pg_upsert(raw: Any, prepared: _PreparedBars) -> int:
+        """Stage the rows with a binary COPY, update the changed ones, insert the new ones."""
+        cur = raw.cursor()
+        try:
+            cur.execute("SET LOCAL jit = off")  # compiling one bulk statement costs more than it saves
+            cur.execute(_PG_CREATE_STAGE)
+            if hasattr(cur, "copy"):  # psycopg 3
+                with cur.copy(_PG_COPY) as copy:
+                    for chunk in prepared.pg_copy_chunks(BATCH_ROWS):
+                        copy.write(chunk)
+            else:  # psycopg2
+                cur.copy_expert(_PG_COPY, _ChunkReader(prepared.pg_copy_chunks(BATCH_ROWS)))
+            cur.execute(f"ANALYZE {_PG_STAGE}")  # temporary tables get no statistics otherwise
+            cur.execute(_PG_UPDATE)
+            changed = max(cur.rowcount, 0)
+            cur.execute("SAVEPOINT portfolio_insert_new")
+            try:
+                cur.execute(_PG_INSERT_NEW)
+                changed += max(cur.rowcount, 0)
+            except Exception as err:
+                if getattr(err, "sqlstate", None) != "23505" and getattr(err, "pgcode", None) != "23505":
+                    raise
+                # A concurrent writer committed some of these keys after our snapshot: upsert instead.
+                cur.execute("ROLLBACK TO SAVEPOINT portfolio_insert_new")
+                cur.execute(_PG_UPSERT)
+                changed += max(cur.rowcount, 0)
+            cur.execute("RELEASE SAVEPOINT portfolio_insert_new")
+            return changed
+        finally:
+            cur.close()
+
+    # -- bars: read -------------------------------------------------------------------------------
+    def _ts_us(self, expr: Any = None) -> Any:
+        """``expr`` (default ``bars.ts``) as integer epoch microseconds: no per-row datetime objects."""
+        expr = schema.bars.c.ts if expr is None else expr
+        if self.dialect == "postgresql":
+            return cast(func.extract("epoch", expr) * 1_000_000, BigInteger)
+        return type_coerce(expr, BigInteger)
+
+    def _where(self, timeframe: str | None, start: Any, end: Any) -> list[Any]:
+        b = schema.bars.c
+        conds = []
+        if timeframe is not None:
+            conds.append(b.timeframe == parse_timeframe(timeframe).name)
+        lo, hi = _utc(start, "start"), _utc(end, "end")
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidInputError(f"start {lo.isoformat()} is after end {hi.isoformat()}")
+        if lo is not None:
+            conds.append(b.ts >= lo.to_pydatetime())
+        if hi is not None:
+            conds.append(b.ts <= hi.to_pydatetime())
+        return conds
+
+    def _symbol_order(self) -> Any:
+        return schema.bars.c.symbol  # byte order on both dialects (COLLATE "C" column on PostgreSQL)
+
+    def read_bars(self, symbols: list[str] | None = None, timeframe: str = "1Day", start: Any = None,
+                  end: Any = None) -> pd.DataFrame:
+        """Stored bars as a canonical bar frame sorted by (symbol, ts).
+
+        :param symbols: symbols to read; ``None`` reads all.
+        :param timeframe: the timeframe (``1Day``, ``5Min`` ...).
+        :param start: inclusive lower bound on ``ts`` (Timestamp, datetime, date or string; naive = UTC).
+        :param end: inclusive upper bound on ``ts``.
+        """
+        b = schema.bars.c
+        conds = self._where(timeframe, start, end)
+        groups: list[list[str] | None] = [None] if symbols is None else list(_chunks(_symbol_list(symbols)))
+        cols = [b.symbol, b.timeframe, self._ts_us(), b.open, b.high, b.low, b.close, b.volume, b.source]
+        rows: list[Any] = []
+        with self._read("read bars") as conn:
+            if not self._has_bars(conn):
+                return empty_bars()
+            for group in groups:
+                where = conds if group is None else [*conds, b.symbol.in_(group)]
+                stmt = select(*cols).where(*where).order_by(self._symbol_order(), b.ts)
+                rows.extend(conn.execute(stmt).cursor.fetchall())  # plain tuples: no per-row processing needed
+        if not rows:
+            return empty_bars()
+        data = list(zip(*rows, strict=True))
+        frame = pd.DataFrame({
+            "symbol": pd.Series(data[0], dtype="str"),
+            "timeframe": pd.Series(data[1], dtype="str"),
+            "ts": pd.Series((np.asarray(data[2], dtype="int64") * 1000).view("datetime64[ns]")).dt.tz_localize("UTC"),
+            **{name: np.asarray(data[3 + k], dtype="float64") for k, name in enumerate(_VALUES)},
+            "source": pd.Series(data[8], dtype="str"),
+        })
+        if len(groups) > 1:
+            frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+        return frame
+
+    def bar_timestamps(self, symbol: str, timeframe: str, start: Any = None, end: Any = None) -> pd.DatetimeIndex:
+        """Timestamps (UTC, ascending) of the stored bars of one symbol and timeframe.
+
+        :param symbol: the symbol.
+        :param timeframe: the timeframe.
+        :param start: inclusive lower bound (naive = UTC).
+        :param end: inclusive upper bound.
+        """
+        (symbol,) = _symbol_list([symbol])
+        b = schema.bars.c
+        stmt = select(self._ts_us()).where(b.symbol == symbol, *self._where(timeframe, start, end)).order_by(b.ts)
+        with self._read("read bar timestamps") as conn:
+            values_us = conn.execute(stmt).scalars().all() if self._has_bars(conn) else []
+        ns = np.asarray(values_us, dtype="int64") * 1000
+        return pd.DatetimeIndex(ns.view("datetime64[ns]"), name="ts").tz_localize("UTC")
+
+    def latest_bar_ts(self, symbols: list[str] | None, timeframe: str) -> dict[str, pd.Timestamp | None]:
+        """Latest stored bar timestamp per symbol (``None`` for a symbol with no bars).
+
+        :param symbols: symbols to ask about; ``None`` means every stored symbol.
+        :param timeframe: the timeframe.
+        """
+        b = schema.bars.c
+        tf = parse_timeframe(timeframe).name
+        out: dict[str, pd.Timestamp | None] = {}
+        with self._read("read latest bar timestamps") as conn:
+            ready = self._has_bars(conn)
+            if symbols is None:
+                if ready:
+                    stmt = select(b.symbol, self._ts_us(func.max(b.ts))).where(b.timeframe == tf).group_by(b.symbol)
+                    out = dict(conn.execute(stmt).all())
+            else:
+                wanted = _symbol_list(symbols)
+                out = dict.fromkeys(wanted)
+                for group in _chunks(wanted) if ready else []:
+                    req = self._symbol_rows(group)
+                    # max(ts) (not of an expression of ts): one backward index seek per symbol
+                    latest = (select(func.max(b.ts)).where(b.symbol == req.c.symbol, b.timeframe == tf)
+                              .scalar_subquery())
+                    out.update(conn.execute(select(req.c.symbol, self._ts_us(latest))).all())
+        return {s: None if us is None else pd.Timestamp(int(us) * 1000, tz="UTC") for s, us in out.items()}
+
+    def _symbol_rows(self, symbols: list[str]) -> Any:
+        """A one-column row source ``symbol`` holding ``symbols`` (one bound parameter)."""
+        if self.dialect == "postgresql":
+            array = bindparam("symbols", symbols, type_=ARRAY(String))
+            return func.unnest(array).table_valued("symbol").render_derived(name="req")
+        rows = func.json_each(bindparam("symbols", json.dumps(symbols))).table_valued("value").alias("req")
+        return select(rows.c.value.label("symbol")).subquery("req")
+
+    def count_bars(self, symbols: list[str] | None = None, timeframe: str | None = None) -> int:
+        """Number of stored bars, optionally for some symbols and/or one timeframe (0 before migrate)."""
+        b = schema.bars.c
+        conds = self._where(timeframe, None, None)
+        groups: list[list[str] | None] = [None] if symbols is None else list(_chunks(_symbol_list(symbols)))
+        total = 0
+        with self._read("count bars") as conn:
+            if not self._has_bars(conn):
+                return 0
+            for group in groups:
+                where = conds if group is None else [*conds, b.symbol.in_(group)]
+                total += int(conn.execute(select(func.count()).select_from(schema.bars).where(*where)).scalar())
+        return total
+
+    def dispose(self) -> None:
+        """Close the engine's pooled connections (the store can still be used: it reconnects)."""
+        if self._engine is not None:
+            if self._engine_pid == os.getpid():
+                self._engine.dispose()
+            self._engine = None
+            self._engine_pid = None
+
+
+class _ChunkReader:
+    """A file-like ``read()`` over an iterator of byte chunks (for psycopg2's ``copy_expert``)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer += next(self._chunks)
+            except StopIteration:
+                break
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
