@@ -28,6 +28,7 @@ demo: venv
 	bash scripts/demo.sh $(VENV) "$(DEMO_HOME)"
 
 test: venv system-deps
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 
 # Unit tests only: no real Airflow runs.

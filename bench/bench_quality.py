@@ -18,18 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-FAILURES: list[str] = []
-
-
-def check(ok: bool, what: str) -> None:
-    print(f"  [{'ok' if ok else 'FAIL'}] {what}")
-    if not ok:
-        FAILURES.append(what)
+from checks import check, exit_status
 
 
 def desk_frame(n_symbols: int, years: int):
@@ -101,11 +91,7 @@ def main() -> int:
     )
     check(len(kept) == (args.symbols - 1) * n_days, "validate_bars keeps every row of the other symbols")
     check(vectorised < looped, "one pass is faster than the per-symbol loop")
-    if FAILURES:
-        print(f"FAIL: {len(FAILURES)} check(s) failed")
-        return 1
-    print("PASS")
-    return 0
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -29,24 +29,15 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from checks import FAILURES, check, exit_status
 
-FAILURES: list[str] = []
 LOAD_TARGET_S = 10.0
 RERUN_TARGET_RATIO = 10.0
 CHUNK_SYMBOLS = 100
 NAIVE_ROWS = 5_000
 NAIVE_BUDGET_S = 15.0
 PG_TO_SQL_SAMPLE = 100_000
-
-
-def check(ok: bool, what: str) -> None:
-    print(f"  [{'PASS' if ok else 'FAIL'}] {what}")
-    if not ok:
-        FAILURES.append(what)
 
 
 def make_frame(n_symbols: int, n_bars: int, seed: int = 42):
@@ -249,9 +240,8 @@ def main() -> int:
         if server is not None:
             server.stop()
 
-    print(f"\ntotal {time.perf_counter() - started:.0f} s; "
-          + ("all checks PASS" if not FAILURES else f"{len(FAILURES)} FAIL: " + "; ".join(FAILURES)))
-    return 1 if FAILURES else 0
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return exit_status()
 
 
 if __name__ == "__main__":

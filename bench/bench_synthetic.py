@@ -21,26 +21,8 @@ import argparse
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-FAILURES: list[str] = []
-
-
-def check(ok: bool, what: str) -> None:
-    print(f"  [{'ok' if ok else 'FAIL'}] {what}")
-    if not ok:
-        FAILURES.append(what)
-
-
-def timed(fn, repeat: int = 1):
-    """(seconds per call, last result)."""
-    start = time.perf_counter()
-    for _ in range(repeat):
-        result = fn()
-    return (time.perf_counter() - start) / repeat, result
+from checks import check, exit_status, timed
 
 
 def valid_ohlcv(frame) -> bool:
@@ -156,8 +138,8 @@ def main() -> int:
     total = time.perf_counter()
     bench_calendar()
     bench_synthetic(args.symbols, args.years)
-    print(f"total {time.perf_counter() - total:.1f} s; {len(FAILURES)} failed check(s)")
-    return 1 if FAILURES else 0
+    print(f"total {time.perf_counter() - total:.1f} s")
+    return exit_status()
 
 
 if __name__ == "__main__":

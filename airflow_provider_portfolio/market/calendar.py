@@ -10,7 +10,7 @@ Conventions:
   UTC instants; a session holds the instants ``market_open <= t < market_close``.
 - Date parameters (``start``, ``end``) accept ``datetime.date``, ``datetime``, ISO strings and
   :class:`pandas.Timestamp`. A time of day is ignored; a tz-aware value is first converted to UTC and
-  its UTC date is used (the same rule as the ETL's ``to_session_date``).
+  its UTC date is used (see :func:`parse_session_date`).
 - Instant parameters (``at``, ``after``) must be tz-aware.
 - ``"24/7"`` (crypto) has one session per UTC calendar day, 00:00 to the next 00:00 UTC.
 - Early closes and one-off closures come from pandas-market-calendars. Lunch breaks (for example

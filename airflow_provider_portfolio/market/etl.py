@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from airflow_provider_portfolio.exceptions import DataQualityError, InvalidInputError
 from airflow_provider_portfolio.market.bars import parse_timeframe, validate_symbols
-from airflow_provider_portfolio.market.calendar import MarketCalendar, calendar_for_symbol
+from airflow_provider_portfolio.market.calendar import MarketCalendar, calendar_for_symbol, parse_session_date
 from airflow_provider_portfolio.market.quality import QualityRules, check_bars
 from airflow_provider_portfolio.market.sources import FailoverChain, MarketDataSource
 
@@ -79,27 +79,6 @@ class EtlReport:
                 for r in self.results
             },
         }
-
-
-def to_session_date(value: object, name: str) -> pd.Timestamp:
-    """Parse a date parameter (``date``, ``datetime``, ISO string) to a tz-naive midnight Timestamp.
-
-    :raises InvalidInputError: naming the parameter when it is not a date.
-    """
-    if isinstance(value, (date, datetime, pd.Timestamp)):
-        ts = pd.Timestamp(value)
-    elif isinstance(value, str) and value.strip():
-        try:
-            ts = pd.Timestamp(value.strip())
-        except (ValueError, TypeError):
-            raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}") from None
-    else:
-        raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
-    if ts is pd.NaT:
-        raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.normalize()
 
 
 def last_closed_session(calendar: MarketCalendar, at: datetime) -> pd.Timestamp:
@@ -172,8 +151,8 @@ def load_bars(
     tf = parse_timeframe(timeframe)
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
-    start_day = to_session_date(start, "start")
-    end_day = to_session_date(end, "end")
+    start_day = parse_session_date(start, "start")
+    end_day = parse_session_date(end, "end")
     if start_day > end_day:
         raise InvalidInputError(f"start {start_day.date()} is after end {end_day.date()}")
     if not sources:

@@ -43,7 +43,8 @@ class PortfolioETLOperator(BaseOperator):
         that connection does not exist, the embedded SQLite store.
     :param exchange: calendar of equities; default ``[portfolio] default_exchange``.
     :param mode: ``incremental`` (default) or ``full`` (refetch and upsert the whole range).
-    :param history_sessions: sessions loaded when ``start`` is not given (default 252, one year).
+    :param history_sessions: sessions of ``exchange`` loaded when ``start`` is not given (default 252, one
+        year). All symbols share that date window, so crypto pairs get every day within it.
     :param max_failed_fraction: the fraction of symbols allowed to fail before the task fails
         (default 0.0: any failed symbol fails the task, after the others are written).
     :param max_abs_return: the quality gate's implausible-jump threshold (``None`` disables it).
@@ -96,8 +97,8 @@ class PortfolioETLOperator(BaseOperator):
             validate_source_names,
         )
         from airflow_provider_portfolio.market.bars import validate_symbols
-        from airflow_provider_portfolio.market.calendar import MarketCalendar
-        from airflow_provider_portfolio.market.etl import last_closed_session, load_bars, to_session_date
+        from airflow_provider_portfolio.market.calendar import MarketCalendar, parse_session_date
+        from airflow_provider_portfolio.market.etl import last_closed_session, load_bars
         from airflow_provider_portfolio.market.quality import QualityRules
 
         # Bad input fails here, before the store is opened or anything fetched.
@@ -111,12 +112,12 @@ class PortfolioETLOperator(BaseOperator):
             reference = context.get("data_interval_end") or context["dag_run"].run_after
             end = last_closed_session(calendar, pd.Timestamp(reference))
         else:
-            end = to_session_date(self.end, "end")
+            end = parse_session_date(self.end, "end")
         if _blank(self.start):
             window = calendar.sessions(end - pd.Timedelta(days=2 * self.history_sessions + 30), end)
             start = window.index[-min(self.history_sessions, len(window))]
         else:
-            start = to_session_date(self.start, "start")
+            start = parse_session_date(self.start, "start")
 
         sources = resolve_sources(source_names, exchange=exchange, seed=int(get_option("synthetic_seed")))
         store = self.store_hook.get_conn()

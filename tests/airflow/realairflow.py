@@ -24,6 +24,8 @@ def free_port() -> int:
 
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment of an Airflow CLI process with its own ``AIRFLOW_HOME`` (created here)."""
+    home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
     env.update(
         AIRFLOW_HOME=str(home),

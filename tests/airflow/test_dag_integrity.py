@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import warnings
-
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,18 +21,25 @@ UNIVERSE = [*EQUITIES, "BTC/USD"]
 
 
 def stored_days(db: Path) -> dict[str, list[str]]:
-    """symbol -> sorted session dates of its daily bars, read with plain sqlite3 (not the code under test)."""
+    """symbol -> sorted session dates of its daily bars, read with plain sqlite3 (not the code under test).
+
+    On SQLite the store keeps ``ts`` as an INTEGER of microseconds since the epoch, in UTC.
+    """
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT symbol, ts FROM bars WHERE timeframe = '1Day'").fetchall()
     out: dict[str, list[str]] = {}
     for symbol, ts in rows:
-        out.setdefault(symbol, []).append(str(pd.Timestamp(ts).date()))
+        out.setdefault(symbol, []).append(str(pd.Timestamp(ts, unit="us", tz="UTC").date()))
     return {s: sorted(v) for s, v in out.items()}
 
 
 def xnys_sessions(start: str, end: str) -> list[str]:
     """Sessions from the exchange calendar library directly."""
     return [str(d.date()) for d in mcal.get_calendar("XNYS").schedule(start, end).index]
+
+
+def calendar_days(start: str, end: str) -> list[str]:
+    return [str(d.date()) for d in pd.date_range(start, end)]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +61,9 @@ def test_dags_test_loads_the_expected_sessions_then_nothing_then_one_more(home):
     assert "2024-05-27" not in expected  # Memorial Day
     for symbol in EQUITIES:
         assert first[symbol] == expected, symbol
-    btc = first["BTC/USD"]
-    assert len(btc) == 252 and btc[-1] == "2024-06-03" and "2024-06-01" in btc  # a Saturday
+    # Crypto shares the equities' date window and trades every day in it.
+    assert first["BTC/USD"] == calendar_days(expected[0], "2024-06-03")
+    assert "2024-06-01" in first["BTC/USD"]  # a Saturday
 
     # The same interval again: nothing new is written.
     proc = run_airflow(env, "dags", "test", "portfolio_daily_etl", "2024-06-04")
@@ -90,13 +98,21 @@ def test_standalone_runs_a_dag_triggered_through_the_rest_api_with_no_logical_da
             state = airflow.request("GET", f"/api/v2/dags/portfolio_daily_etl/dagRuns/{run_id}")["state"]
         tasks = airflow.request("GET", f"/api/v2/dags/portfolio_daily_etl/dagRuns/{run_id}/taskInstances")
         assert state == "success", (tasks, airflow.tail())
-        assert {t["task_id"]: t["state"] for t in tasks["task_instances"]} == {
-            "universe_chunks": "success",
-            "load_daily_bars": "success",
-        }
+        assert {t["task_id"]: t["state"] for t in tasks["task_instances"]} == {"load_daily_bars": "success"}
+    # The manual run loads the 252 sessions ending at the last one closed when it was triggered.
+    # Unpausing may also start the latest scheduled run, which loads a window ending a session
+    # earlier; both write into one store, so compare the manual run's window with the tail.
+    triggered = pd.Timestamp(run["run_after"])
+    schedule = mcal.get_calendar("XNYS").schedule(triggered - pd.Timedelta(days=400), triggered)
+    closed = schedule[schedule["market_close"] <= triggered]
+    expected = [str(d.date()) for d in closed.index[-252:]]
+    all_sessions = {str(d.date()) for d in schedule.index}
     days = stored_days(home / "portfolio" / "portfolio.db")
     assert sorted(days) == sorted(UNIVERSE)
-    assert all(len(v) == 252 for v in days.values())
+    for symbol in EQUITIES:
+        assert days[symbol][-252:] == expected, symbol
+        assert set(days[symbol]) <= all_sessions, symbol
+    assert days["BTC/USD"][-len(calendar_days(expected[0], expected[-1])):] == calendar_days(expected[0], expected[-1])
 
 
 def test_etl_mapped_over_symbol_chunks(tmp_path):
@@ -110,12 +126,11 @@ def test_etl_mapped_over_symbol_chunks(tmp_path):
     for symbol in ["AAPL", "MSFT", "NVDA", "AMZN", "SPY"]:
         assert days[symbol] == may, symbol
     for symbol in ["BTC/USD", "ETH/USD"]:
-        assert days[symbol] == [str(d.date()) for d in pd.date_range("2024-05-01", "2024-05-31")], symbol
+        assert days[symbol] == calendar_days("2024-05-01", "2024-05-31"), symbol
 
 
 def test_airflow_cli_lists_the_provider_and_its_config(tmp_path):
     env = airflow_env(tmp_path / "cli-home")
-    (tmp_path / "cli-home").mkdir()
     providers = json.loads(run_airflow(env, "providers", "list", "-o", "json").stdout.strip().splitlines()[-1])
     ours = [p for p in providers if p["package_name"] == "airflow-provider-portfolio"]
     assert ours and ours[0]["version"] == __version__
