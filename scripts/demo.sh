@@ -13,7 +13,8 @@ echo "== airflow db migrate (AIRFLOW_HOME=$AIRFLOW_HOME)"
 airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { tail -50 "$AIRFLOW_HOME/migrate.log"; exit 1; }
 echo "== airflow dags test portfolio_daily_etl"
 airflow dags test portfolio_daily_etl >"$AIRFLOW_HOME/dags-test.log" 2>&1 || { tail -80 "$AIRFLOW_HOME/dags-test.log"; exit 1; }
-grep -E "Wrote [0-9]+ row|No connection|synthetic market|rejected|failed:" "$AIRFLOW_HOME/dags-test.log" | sed -E 's/^.*\] //' | sort -u || true
+grep -E "Wrote [0-9]+ row|No connection|synthetic market|rejected|failed:" "$AIRFLOW_HOME/dags-test.log" \
+    | sed -E 's/^[^]]*\] +//; s/ +\[[A-Za-z0-9_.]+\] +loc=.*$//' | sort -u || true
 echo "== what the store holds"
 python scripts/store_report.py "$AIRFLOW_HOME/portfolio/portfolio.db"
 echo "(full log: $AIRFLOW_HOME/dags-test.log)"
