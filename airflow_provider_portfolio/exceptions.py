@@ -56,3 +56,68 @@ class AllSourcesFailedError(SourceError):
 
 class StoreError(PortfolioError):
     """The portfolio store cannot be reached, is corrupt, locked, or has an unknown schema."""
+
+
+class VendorError(SourceError):
+    """A vendor (Alpaca, Alpha Vantage, Finnhub) refused or failed a call.
+
+    Messages name the connection and never the key: hooks redact every URL and vendor text first.
+
+    :param message: what went wrong, already redacted.
+    :param conn_id: the Airflow connection the call used.
+    :param status_code: the HTTP status, when there was a response.
+    """
+
+    def __init__(self, message: str, *, conn_id: str | None = None, status_code: int | None = None):
+        self.conn_id = conn_id
+        self.status_code = status_code
+        prefix = f"connection {conn_id!r}: " if conn_id else ""
+        super().__init__(prefix + message)
+
+
+class VendorUnavailableError(VendorError):
+    """The vendor did not answer usefully in time: timeout, connection error, HTTP 5xx. Reads retry it."""
+
+
+class AuthenticationError(VendorError):
+    """The vendor refused the key (missing, empty, wrong, or without access to the endpoint)."""
+
+
+class PlanNotSupportedError(VendorError):
+    """The endpoint is not available on the connection's plan (a premium endpoint on a free key)."""
+
+
+class UnknownSymbolError(VendorError):
+    """The vendor does not know the symbol (each vendor says so its own way)."""
+
+
+class RateLimitError(VendorError):
+    """The vendor's rate limit was hit.
+
+    :param kind: ``"burst"`` (a per-second or per-minute limit: a short wait helps) or ``"quota"``
+        (the daily or plan quota is spent: nothing helps until it resets).
+    :param retry_after: seconds the vendor asked to wait, when it said.
+    """
+
+    BURST = "burst"
+    QUOTA = "quota"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        retry_after: float | None = None,
+        conn_id: str | None = None,
+        status_code: int | None = None,
+    ):
+        if kind not in (self.BURST, self.QUOTA):
+            raise ValueError(f"kind must be 'burst' or 'quota', got {kind!r}")
+        self.kind = kind
+        self.retry_after = retry_after
+        super().__init__(message, conn_id=conn_id, status_code=status_code)
+
+    @property
+    def is_burst(self) -> bool:
+        """Whether a short wait is worth it."""
+        return self.kind == self.BURST

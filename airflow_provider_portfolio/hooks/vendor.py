@@ -1,0 +1,338 @@
+"""What every vendor hook shares: connection fields, timeouts, bounded retries of reads, redaction.
+
+Vendor hooks (:mod:`~airflow_provider_portfolio.hooks.alpaca`,
+:mod:`~airflow_provider_portfolio.hooks.alphavantage`, :mod:`~airflow_provider_portfolio.hooks.finnhub`)
+subclass :class:`VendorHook`. The rules they inherit:
+
+- every HTTP call carries a timeout (connection extra ``timeout``, default :attr:`VendorHook.default_timeout`);
+- reads are retried a bounded number of times with exponential backoff on
+  :class:`~airflow_provider_portfolio.exceptions.VendorUnavailableError` (timeouts, connection errors,
+  HTTP 5xx) and on burst rate limits (waiting what the vendor asked, capped); a spent quota, a refused
+  key or a bad request is raised at once. Writes (orders) never go through :meth:`VendorHook.read`;
+- the connection's secrets are registered with Airflow's secrets masker when the connection is read,
+  and every message the hook raises or logs passes :meth:`VendorHook.redact` first, which also removes
+  keys that vendors carry in URLs (``apikey=``, ``token=``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_portfolio.exceptions import (
+    AuthenticationError,
+    InvalidInputError,
+    PlanNotSupportedError,
+    RateLimitError,
+    UnknownSymbolError,
+    VendorError,
+    VendorUnavailableError,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+REDACTED = "***"
+# Query parameters and headers that carry keys in vendor URLs and messages.
+_KEY_PARAMS = re.compile(
+    r"(?i)\b(apikey|api_key|token|key|secret|apca-api-key-id|apca-api-secret-key)(=|:\s*|\"\s*:\s*\"|'\s*:\s*')([^&\s\"',}]+)"
+)
+_MAX_BODY_SHOWN = 120
+
+
+def redact_text(text: object, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every secret and every key-carrying URL parameter replaced by ``***``.
+
+    :param text: anything; it is turned into a string first.
+    :param secrets: exact values to hide (API keys, key ids). Values shorter than 4 characters are
+        ignored, so that hiding them cannot mangle ordinary words.
+    """
+    out = str(text)
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        out = out.replace(secret, REDACTED)
+    return _KEY_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", out)
+
+
+class VendorHook(BaseHook):
+    """Base of the vendor hooks: a connection in, a configured HTTP session or SDK client out.
+
+    Subclasses set ``conn_name_attr``, ``default_conn_name``, ``conn_type``, ``hook_name`` and store
+    their conn id under ``conn_name_attr`` in ``__init__`` (which does no I/O).
+    """
+
+    #: Seconds an HTTP call may take when the connection sets no ``timeout``.
+    default_timeout: float = 10.0
+    #: Attempts of a read (the first call included).
+    read_attempts: int = 3
+    #: First backoff of a retried read, doubled each attempt.
+    backoff_s: float = 1.0
+    #: Longest single wait before retrying, whatever the vendor asked.
+    max_wait_s: float = 30.0
+    #: Display name of the vendor in messages.
+    vendor: str = "vendor"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Called to wait between retries; tests replace it.
+        self.sleep: Callable[[float], None] = time.sleep
+
+    # --- the connection -------------------------------------------------------------------------
+
+    @property
+    def conn_id(self) -> str:
+        """The connection id this hook reads."""
+        return getattr(self, self.conn_name_attr)
+
+    @cached_property
+    def connection(self) -> Any:
+        """The Airflow connection; its secrets are registered with the secrets masker on first read.
+
+        :raises InvalidInputError: when the connection does not exist.
+        """
+        from airflow.exceptions import AirflowNotFoundException
+
+        try:
+            conn = self.get_connection(self.conn_id)
+        except AirflowNotFoundException:
+            raise InvalidInputError(
+                f"connection {self.conn_id!r} does not exist: add a {self.conn_type!r} connection "
+                f"(Admin -> Connections, or AIRFLOW_CONN_{self.conn_id.upper()})"
+            ) from None
+        _mask(conn.password)
+        if self.conn_type == "alpaca":  # the key id is half of Alpaca's credentials
+            _mask(conn.login)
+        return conn
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values never to show: the connection's password and login (read lazily)."""
+        conn = self.__dict__.get("connection")
+        if conn is None:
+            return []
+        return [v for v in (conn.password, conn.login) if isinstance(v, str) and v]
+
+    def extra(self, name: str, default: Any = None) -> Any:
+        """A field of the connection's extra, plain or with the UI's ``extra__<type>__`` prefix.
+
+        Empty strings and ``None`` count as unset.
+        """
+        extras = self.connection.extra_dejson or {}
+        for key in (name, f"extra__{self.conn_type}__{name}"):
+            value = extras.get(key)
+            if value is not None and value != "":
+                return value
+        return default
+
+    def flag(self, name: str, default: bool) -> bool:
+        """A boolean field of the extra (``true``/``false``, ``1``/``0``, ``yes``/``no`` accepted).
+
+        :raises InvalidInputError: naming the connection and field for anything else.
+        """
+        value = self.extra(name, default)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise InvalidInputError(f"connection {self.conn_id!r}: {name} must be true or false, got {value!r}")
+
+    @cached_property
+    def timeout(self) -> float:
+        """Seconds an HTTP call may take (extra ``timeout``; default :attr:`default_timeout`).
+
+        :raises InvalidInputError: when the extra is not a number in (0, 300].
+        """
+        raw = self.extra("timeout", self.default_timeout)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0 < value <= 300:
+            raise InvalidInputError(
+                f"connection {self.conn_id!r}: timeout must be a number of seconds in (0, 300], got {raw!r}"
+            )
+        return value
+
+    def base_url(self, default: str, field: str = "base_url") -> str:
+        """The vendor's base URL: extra ``field`` (for proxies and tests) or ``default``, no trailing slash.
+
+        :raises InvalidInputError: when the extra is not an ``http(s)://host[/path]`` URL.
+        """
+        raw = self.extra(field, default)
+        text = str(raw).strip()
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise InvalidInputError(
+                f"connection {self.conn_id!r}: {field} must look like https://host[/path], "
+                f"got {self.redact(raw)!r}"
+            )
+        return text.rstrip("/")
+
+    def api_key(self) -> str:
+        """The connection's password, the API key.
+
+        :raises AuthenticationError: when it is missing or blank.
+        """
+        key = self.connection.password
+        if not isinstance(key, str) or not key.strip():
+            raise AuthenticationError(
+                f"no {self.vendor} API key: put it in the connection's password field", conn_id=self.conn_id
+            )
+        return key.strip()
+
+    def redact(self, text: object) -> str:
+        """``text`` with this connection's secrets and any key-carrying URL parameter hidden."""
+        return redact_text(text, self.secrets)
+
+    # --- HTTP -----------------------------------------------------------------------------------
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One ``requests`` session per hook (no transport-level retries)."""
+        import requests
+
+        session = requests.Session()
+        session.headers["User-Agent"] = f"airflow-provider-portfolio/{_version()}"
+        return session
+
+    def get_json(self, url: str, *, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+                 what: str = "request") -> Any:
+        """GET ``url`` once with the connection's timeout and return the decoded JSON body.
+
+        Transport errors and HTTP errors become the provider's vendor errors through
+        :meth:`check_response`; a body that is not JSON (an HTML error page from a proxy, say) is a
+        :class:`VendorError` quoting its first characters, redacted.
+
+        :param what: what is asked, for messages (``"daily bars of AAPL"``).
+        """
+        import requests
+
+        try:
+            response = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            raise VendorUnavailableError(
+                f"{self.vendor} did not answer {what} within {self.timeout:g} s", conn_id=self.conn_id
+            ) from None
+        except requests.RequestException as err:
+            raise VendorUnavailableError(
+                f"{self.vendor} could not be reached for {what}: {type(err).__name__}: {self.redact(err)}",
+                conn_id=self.conn_id,
+            ) from None
+        self.check_response(response, what)
+        try:
+            return response.json()
+        except ValueError:
+            raise VendorError(
+                f"{self.vendor} answered {what} with {response.headers.get('Content-Type', 'no content type')} "
+                f"instead of JSON: {self.redact(_head(response.text))!r}",
+                conn_id=self.conn_id,
+                status_code=response.status_code,
+            ) from None
+
+    def check_response(self, response: requests.Response, what: str) -> None:
+        """Raise the vendor error an HTTP status means; return quietly on 2xx.
+
+        Subclasses refine this for their vendor's own statuses and bodies and call it for the rest.
+        """
+        status = response.status_code
+        if status < 400:
+            return
+        detail = self.redact(_head(response.text))
+        message = f"{self.vendor} answered {what} with HTTP {status}: {detail}"
+        kwargs = {"conn_id": self.conn_id, "status_code": status}
+        if status == 429:
+            raise RateLimitError(message, kind=RateLimitError.BURST, retry_after=_retry_after(response), **kwargs)
+        if status == 401:
+            raise AuthenticationError(message, **kwargs)
+        if status == 403:
+            raise PlanNotSupportedError(message, **kwargs)
+        if status == 404:
+            raise UnknownSymbolError(message, **kwargs)
+        if status >= 500:
+            raise VendorUnavailableError(message, **kwargs)
+        raise VendorError(message, **kwargs)
+
+    def read(self, call: Callable[[], T], what: str) -> T:
+        """Run an idempotent read with bounded retries.
+
+        Retried: :class:`VendorUnavailableError` (backoff :attr:`backoff_s`, doubling) and burst
+        :class:`RateLimitError` (the vendor's ``retry_after`` or the backoff, capped at
+        :attr:`max_wait_s`), up to :attr:`read_attempts` attempts in all. Anything else is raised
+        at once; the last error is raised when attempts run out.
+        """
+        wait = self.backoff_s
+        for attempt in range(1, self.read_attempts + 1):
+            try:
+                return call()
+            except RateLimitError as err:
+                if not err.is_burst or attempt == self.read_attempts:
+                    raise
+                pause = min(err.retry_after if err.retry_after is not None else wait, self.max_wait_s)
+                reason = "burst rate limit"
+            except VendorUnavailableError:
+                if attempt == self.read_attempts:
+                    raise
+                pause = min(wait, self.max_wait_s)
+                reason = "vendor unavailable"
+            log.warning(
+                "%s: %s on %s (attempt %d of %d); retrying in %.1f s",
+                self.conn_id, reason, what, attempt, self.read_attempts, pause,
+            )
+            self.sleep(pause)
+            wait *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- Airflow's Test button ------------------------------------------------------------------
+
+    def probe(self) -> str:
+        """One cheap authenticated call; return a short description of the answer. Subclasses implement."""
+        raise NotImplementedError
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's Test Connection: one cheap authenticated call.
+
+        :return: (success, message); the message never holds a secret.
+        """
+        try:
+            return True, self.probe()
+        except Exception as err:  # the Test button shows any failure as text
+            return False, self.redact(f"{type(err).__name__}: {err}")
+
+
+def _mask(value: object) -> None:
+    if isinstance(value, str) and value:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(value)
+
+
+def _head(text: str) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= _MAX_BODY_SHOWN else flat[: _MAX_BODY_SHOWN - 3] + "..."
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _version() -> str:
+    from airflow_provider_portfolio import __version__
+
+    return __version__
