@@ -9,6 +9,94 @@ from airflow_provider_portfolio.config import OPTIONS, SECTION
 
 INTEGRATION = "Portfolio"
 
+_TIMEOUT = {
+    "label": "Request timeout (seconds)",
+    "schema": {"type": ["number", "null"], "default": 10, "minimum": 0.1, "maximum": 300},
+    "description": "Seconds one HTTP call may take before it counts as failed.",
+}
+_HIDDEN_KEY_ONLY = ["host", "schema", "port", "login"]
+
+#: Connection types with their declarative forms (Airflow >= 3.2 renders these; the hooks turn the
+#: same data into the legacy form classmethods for older 3.x).
+CONNECTION_TYPES: list[dict[str, Any]] = [
+    {
+        "connection-type": "alpaca",
+        "hook-class-name": "airflow_provider_portfolio.hooks.alpaca.AlpacaHook",
+        "hook-name": "Alpaca",
+        "conn-fields": {
+            "paper": {
+                "label": "Paper trading",
+                "schema": {"type": ["boolean", "null"], "default": True},
+                "description": "Trade on the paper account. Live trading also needs allow_live=True on the operator.",
+            },
+            "feed": {
+                "label": "Market data feed",
+                "schema": {"type": ["string", "null"], "default": "iex", "enum": ["iex", "sip"]},
+                "description": "iex (free plan) or sip (paid plan: all US exchanges).",
+            },
+            "trading_base_url": {
+                "label": "Trading API base URL",
+                "schema": {"type": ["string", "null"]},
+                "description": "Optional: a proxy in front of the trading API. Empty: Alpaca's paper or live host.",
+            },
+            "data_base_url": {
+                "label": "Market data API base URL",
+                "schema": {"type": ["string", "null"]},
+                "description": "Optional: a proxy in front of the market data API. Empty: Alpaca's data host.",
+            },
+            "timeout": _TIMEOUT,
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["host", "schema", "port"],
+            "relabeling": {"login": "API key ID", "password": "API secret key"},
+            "placeholders": {"login": "PK...", "password": "secret key of that key ID"},
+        },
+    },
+    {
+        "connection-type": "alphavantage",
+        "hook-class-name": "airflow_provider_portfolio.hooks.alphavantage.AlphaVantageHook",
+        "hook-name": "Alpha Vantage",
+        "conn-fields": {
+            "timeout": _TIMEOUT,
+            "base_url": {
+                "label": "API base URL",
+                "schema": {"type": ["string", "null"]},
+                "description": "Optional: a proxy in front of the API. Empty: https://www.alphavantage.co",
+            },
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": _HIDDEN_KEY_ONLY,
+            "relabeling": {"password": "API key"},
+            "placeholders": {"password": "your Alpha Vantage API key"},
+        },
+    },
+    {
+        "connection-type": "finnhub",
+        "hook-class-name": "airflow_provider_portfolio.hooks.finnhub.FinnhubHook",
+        "hook-name": "Finnhub",
+        "conn-fields": {
+            "timeout": _TIMEOUT,
+            "base_url": {
+                "label": "API base URL",
+                "schema": {"type": ["string", "null"]},
+                "description": "Optional: a proxy in front of the API. Empty: https://finnhub.io/api/v1",
+            },
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": _HIDDEN_KEY_ONLY,
+            "relabeling": {"password": "API key"},
+            "placeholders": {"password": "your Finnhub API key"},
+        },
+    },
+]
+
+HOOK_MODULES = [
+    "airflow_provider_portfolio.hooks.store",
+    "airflow_provider_portfolio.hooks.alpaca",
+    "airflow_provider_portfolio.hooks.alphavantage",
+    "airflow_provider_portfolio.hooks.finnhub",
+]
+
 
 def get_provider_info() -> dict[str, Any]:
     """Return the provider info dict (validated against Airflow's ``provider_info.schema.json`` in tests)."""
@@ -27,9 +115,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": INTEGRATION,
-                "python-modules": ["airflow_provider_portfolio.hooks.store"],
+                "python-modules": HOOK_MODULES,
             }
         ],
+        "connection-types": CONNECTION_TYPES,
         "operators": [
             {
                 "integration-name": INTEGRATION,

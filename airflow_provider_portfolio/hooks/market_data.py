@@ -1,7 +1,7 @@
 """Resolve the ``sources=`` of data operators into :class:`MarketDataSource` objects.
 
 A source name is either ``"synthetic"`` (the built-in synthetic market) or an Airflow connection id
-whose connection type picks the hook that serves it. Vendor hooks register here as they land.
+whose connection type picks the hook that serves it (``alpaca``, ``alphavantage``, ``finnhub``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 SYNTHETIC = "synthetic"
 
 #: Connection type -> dotted path of the hook class that serves bars for it.
-SOURCE_HOOKS: dict[str, str] = {}
+SOURCE_HOOKS: dict[str, str] = {
+    "alpaca": "airflow_provider_portfolio.hooks.alpaca.AlpacaHook",
+    "alphavantage": "airflow_provider_portfolio.hooks.alphavantage.AlphaVantageHook",
+    "finnhub": "airflow_provider_portfolio.hooks.finnhub.FinnhubHook",
+}
 
 _fallback_logged = False
 

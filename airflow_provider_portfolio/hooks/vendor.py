@@ -87,6 +87,16 @@ class VendorHook(BaseHook):
         #: Called to wait between retries; tests replace it.
         self.sleep: Callable[[float], None] = time.sleep
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Airflow < 3.2 renders connection forms only from these classmethods, and looks for them in
+        # the hook class's own __dict__; they are built from the declarative ``conn-fields`` of
+        # provider info, so both generations of Airflow show the same form. Airflow >= 3.2 reads the
+        # declarative form and never calls them.
+        super().__init_subclass__(**kwargs)
+        if "conn_type" in cls.__dict__:
+            cls.get_connection_form_widgets = classmethod(_legacy_form_widgets)  # type: ignore[assignment]
+            cls.get_ui_field_behaviour = classmethod(_legacy_field_behaviour)  # type: ignore[assignment]
+
     # --- the connection -------------------------------------------------------------------------
 
     @property
@@ -310,6 +320,52 @@ class VendorHook(BaseHook):
             return True, self.probe()
         except Exception as err:  # the Test button shows any failure as text
             return False, self.redact(f"{type(err).__name__}: {err}")
+
+
+def connection_type_info(conn_type: str) -> dict[str, Any]:
+    """The provider-info entry of ``conn_type`` (its declarative form)."""
+    from airflow_provider_portfolio.get_provider_info import CONNECTION_TYPES
+
+    for entry in CONNECTION_TYPES:
+        if entry["connection-type"] == conn_type:
+            return entry
+    raise KeyError(conn_type)
+
+
+def _legacy_field_behaviour(cls: type[VendorHook]) -> dict[str, Any]:
+    behaviour = connection_type_info(cls.conn_type)["ui-field-behaviour"]
+    return {
+        "hidden_fields": list(behaviour["hidden-fields"]),
+        "relabeling": dict(behaviour["relabeling"]),
+        "placeholders": dict(behaviour["placeholders"]),
+    }
+
+
+def _legacy_form_widgets(cls: type[VendorHook]) -> dict[str, Any]:
+    # The names Airflow 3.1's api-server substitutes when Flask-AppBuilder is not installed.
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, StringField
+    from wtforms.validators import Optional, any_of
+
+    widgets: dict[str, Any] = {}
+    for name, field in connection_type_info(cls.conn_type)["conn-fields"].items():
+        schema = field["schema"]
+        label, description, default = lazy_gettext(field["label"]), field.get("description", ""), schema.get("default")
+        if "boolean" in schema["type"]:
+            widgets[name] = BooleanField(label, description=description, default=default)
+            continue
+        validators = [Optional()]
+        if "enum" in schema:
+            validators.append(any_of(schema["enum"]))
+        widgets[name] = StringField(
+            label,
+            widget=BS3TextFieldWidget(),
+            validators=validators,
+            description=description,
+            default=None if default is None else str(default),
+        )
+    return widgets
 
 
 def _mask(value: object) -> None:

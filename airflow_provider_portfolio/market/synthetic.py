@@ -484,6 +484,15 @@ class SyntheticMarket:
         """The ``MarketDataSource`` method: same as :meth:`bars`."""
         return self.bars(symbol, start, end, timeframe)
 
+    def news(self, symbols: object, start: object, end: object) -> list:
+        """The synthetic market's news feed (see :func:`~airflow_provider_portfolio.market.news.synthetic_news`).
+
+        :return: :class:`~airflow_provider_portfolio.market.news.NewsItem` list, oldest first.
+        """
+        from airflow_provider_portfolio.market.news import synthetic_news
+
+        return synthetic_news(validate_symbols(symbols), start, end, seed=self.seed)
+
     def panel(self, symbols: object, start: object, end: object, timeframe: str = "1Day") -> pd.DataFrame:
         """Bars of many symbols at once, vectorised across symbols.
 

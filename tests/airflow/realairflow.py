@@ -47,11 +47,21 @@ def run_airflow(env: dict[str, str], *args: str, timeout: float = 600) -> subpro
     return proc
 
 
-class Standalone:
-    """`airflow standalone` (scheduler, dag-processor, triggerer, api-server) on 127.0.0.1; stopped on exit."""
+class AirflowServer:
+    """A long-running Airflow command on 127.0.0.1, stopped on exit.
 
-    def __init__(self, home: Path, **extra_env: str):
+    ``airflow standalone`` (the default: scheduler, dag-processor, triggerer, api-server) or
+    ``airflow api-server`` alone (give ``command=("api-server",)``; it needs a migrated DB and
+    ``components=("metadatabase",)``).
+    """
+
+    def __init__(self, home: Path, command: tuple[str, ...] = ("standalone",),
+                 components: tuple[str, ...] = ("metadatabase", "scheduler"), *, login: bool = True,
+                 **extra_env: str):
         self.home = home
+        self.command = command
+        self.components = components
+        self.login = login  # False: the simple auth manager treats everyone as admin, no token
         self.port = free_port()
         self.env = airflow_env(
             home,
@@ -64,33 +74,36 @@ class Standalone:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             **extra_env,
         )
+        if not login:
+            self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
         self.base = f"http://127.0.0.1:{self.port}"
         self.token: str | None = None
         self.proc: subprocess.Popen | None = None
-        self.log_path = home / "standalone.log"
+        self.log_path = home / f"{command[0]}.log"
 
-    def __enter__(self) -> Standalone:
+    def __enter__(self) -> AirflowServer:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [str(BIN / "airflow"), "standalone"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            [str(BIN / "airflow"), *self.command], env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
             cwd=self.home, start_new_session=True,
         )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"airflow standalone exited {self.proc.returncode}:\n{self.tail()}")
+                raise AssertionError(f"airflow {self.command[0]} exited {self.proc.returncode}:\n{self.tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as resp:
                     health = json.load(resp)
-                if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler")):
+                if all(health.get(c, {}).get("status") == "healthy" for c in self.components):
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 pass
             time.sleep(2)
         else:
-            raise AssertionError(f"airflow standalone not healthy in 180 s:\n{self.tail()}")
-        self.token = self._login()
+            raise AssertionError(f"airflow {self.command[0]} not healthy in 180 s:\n{self.tail()}")
+        if self.login:
+            self.token = self._login()
         return self
 
     def _login(self) -> str:
@@ -106,7 +119,7 @@ class Standalone:
         data = None if payload is None else json.dumps(payload).encode()
         req = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
         req.add_header("Content-Type", "application/json")
-        if auth:
+        if auth and self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:

@@ -12,7 +12,7 @@ import pandas_market_calendars as mcal
 import pytest
 
 from airflow_provider_portfolio import __version__
-from tests.airflow.realairflow import Standalone, airflow_env, run_airflow
+from tests.airflow.realairflow import AirflowServer, airflow_env, run_airflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -79,7 +79,7 @@ def test_dags_test_loads_the_expected_sessions_then_nothing_then_one_more(home):
 
 def test_standalone_runs_a_dag_triggered_through_the_rest_api_with_no_logical_date(tmp_path):
     home = tmp_path / "standalone-home"
-    with Standalone(home) as airflow:
+    with AirflowServer(home) as airflow:
         deadline = time.monotonic() + 120
         while True:
             dags = airflow.request("GET", "/api/v2/dags?dag_id_pattern=portfolio_daily_etl")
