@@ -81,6 +81,11 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
                 "schema": {"type": ["string", "null"]},
                 "description": "Optional: a proxy in front of the API. Empty: https://finnhub.io/api/v1",
             },
+            "crypto_exchange": {
+                "label": "Crypto exchange",
+                "schema": {"type": ["string", "null"], "default": "BINANCE"},
+                "description": "Exchange of crypto candles: BTC/USD is asked as <exchange>:BTCUSDT.",
+            },
         },
         "ui-field-behaviour": {
             "hidden-fields": _HIDDEN_KEY_ONLY,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from airflow_provider_portfolio.exceptions import DataQualityError, InvalidInputError
+from airflow_provider_portfolio.exceptions import AllSourcesFailedError, DataQualityError, InvalidInputError
 from airflow_provider_portfolio.market.bars import parse_timeframe, validate_symbols
 from airflow_provider_portfolio.market.calendar import MarketCalendar, calendar_for_symbol, parse_session_date
 from airflow_provider_portfolio.market.quality import QualityRules, check_bars
@@ -172,7 +172,8 @@ def load_bars(
             )
         plans[symbol] = sessions[sessions["market_close"] <= now_ts]
 
-    chain = FailoverChain(list(sources))
+    # Sessions asked for have closed: a source with no bars for them lacks data, so the next one is tried.
+    chain = FailoverChain(list(sources), empty_is_failure=True)
     results: list[SymbolResult] = []
     for symbol in symbol_list:
         sessions = plans[symbol]
@@ -190,6 +191,10 @@ def load_bars(
             result.rows_fetched = len(bars)
             check_bars(bars, calendar=calendar_for(symbol), rules=rules) if len(bars) else None
             result.rows_written = store.upsert_bars(bars) if len(bars) else 0
+        except AllSourcesFailedError as err:
+            result.failed_sources = dict(err.failures)
+            result.error = f"{type(err).__name__}: {err}"
+            log.error("%s failed: %s", symbol, result.error)
         except (DataQualityError, InvalidInputError) as err:
             result.error = str(err)
             log.error("%s rejected: %s", symbol, err)

@@ -19,23 +19,26 @@ import pytest
 
 from tests.airflow.realairflow import REPO, AirflowServer, airflow_env, run_airflow
 from tests.fakevendor import FakeVendor
-from tests.hooks.conftest import ALPACA_KEY_ID, ALPACA_SECRET, ALPHAVANTAGE_KEY, FINNHUB_KEY
+from tests.vendorkeys import ALPACA_KEY_ID, ALPACA_SECRET, ALPHAVANTAGE_KEY, FINNHUB_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 FIXTURES = REPO / "tests" / "hooks" / "fixtures"
 ARTIFACTS = REPO / ".artifacts" / "connections-ui"
 
-# type -> (display name, labels of fields that must be on the form, labels that must not)
+# type -> (display name, standard-field labels, extra-field labels, labels that must not be on the form)
 FORMS = {
     "alpaca": (
         "Alpaca",
-        ["API key ID", "API secret key", "Paper trading", "Market data feed", "Trading API base URL",
-         "Market data API base URL", "Request timeout (seconds)"],
+        ["API key ID", "API secret key"],
+        ["Paper trading", "Market data feed", "Trading API base URL", "Market data API base URL",
+         "Request timeout (seconds)"],
         ["Host", "Port", "Schema"],
     ),
-    "alphavantage": ("Alpha Vantage", ["API key", "Request timeout (seconds)", "API base URL"], ["Host", "Login", "Port"]),
-    "finnhub": ("Finnhub", ["API key", "Request timeout (seconds)", "API base URL"], ["Host", "Login", "Port"]),
+    "alphavantage": ("Alpha Vantage", ["API key"], ["Request timeout (seconds)", "API base URL"],
+                     ["Host", "Login", "Port"]),
+    "finnhub": ("Finnhub", ["API key"], ["Request timeout (seconds)", "API base URL", "Crypto exchange"],
+                ["Host", "Login", "Port"]),
 }
 
 
@@ -73,7 +76,8 @@ def api_server(tmp_path_factory):
 
 def test_hook_metadata_lists_the_three_types_with_their_fields(api_server):
     meta = {h["connection_type"]: h for h in api_server.request("GET", "/ui/connections/hook_meta", auth=False)}
-    for conn_type, (display, labels, _) in FORMS.items():
+    for conn_type, (display, standard_labels, extra_labels, _) in FORMS.items():
+        labels = [*standard_labels, *extra_labels]
         entry = meta[conn_type]
         assert entry["hook_name"] == display
         assert entry["hook_class_name"].startswith("airflow_provider_portfolio.hooks.")
@@ -114,7 +118,7 @@ def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}: last saw {value!r}")
         time.sleep(0.3)
 
 
@@ -123,7 +127,7 @@ def test_add_connection_form_shows_the_types_own_fields(api_server, browser, con
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    display, wanted, unwanted = FORMS[conn_type]
+    display, standard, extra, unwanted = FORMS[conn_type]
     browser.get(f"{api_server.base}/connections")
     add = wait_for(
         lambda: [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Add Connection"],
@@ -135,20 +139,33 @@ def test_add_connection_form_shows_the_types_own_fields(api_server, browser, con
     wait_for(lambda: [o for o in browser.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text == display],
              what=f"option {display}")
     combo[0].send_keys(Keys.ENTER)
-    # Extra fields sit in a collapsed section: open it.
-    section = wait_for(
-        lambda: [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Extra Fields"],
-        what="the Extra Fields section",
-    )
-    section[0].click()
 
     def labels() -> set[str]:
-        return {" ".join(el.text.replace("*", "").split()) for el in browser.find_elements(By.TAG_NAME, "label")}
+        # Read in one script call: the form re-renders while it loads, which stales element handles.
+        texts = browser.execute_script("return [...document.querySelectorAll('label')].map(l => l.innerText)")
+        return {" ".join(t.replace("*", "").split()) for t in texts}
 
-    found = wait_for(lambda: labels() if set(wanted) <= labels() else None, what=f"the {display} fields")
+    def shows(wanted_labels: set[str]):
+        return lambda: labels() >= wanted_labels
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / f"add-connection-{conn_type}.png"))
-    assert not set(unwanted) & found, found
+    # The form is an accordion: "Standard Fields" open first, then "Extra Fields" (one open at a time).
+    standard, extra = set(standard), set(extra)
+    try:
+        wait_for(shows(standard), what=f"the {display} standard fields")
+        assert not set(unwanted) & labels(), labels()
+        time.sleep(1.0)
+        browser.save_screenshot(str(ARTIFACTS / f"add-connection-{conn_type}-standard.png"))
+        section = wait_for(
+            lambda: [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Extra Fields"],
+            what="the Extra Fields section",
+        )
+        section[0].click()
+        wait_for(shows(extra), what=f"the {display} extra fields")
+        time.sleep(1.0)  # let the accordion's animation finish, for a clean screenshot
+    finally:
+        browser.save_screenshot(str(ARTIFACTS / f"add-connection-{conn_type}.png"))
+    assert labels() >= extra, (extra, labels())
     assert (ARTIFACTS / f"add-connection-{conn_type}.png").stat().st_size > 10_000
 
 

@@ -20,7 +20,7 @@ from airflow_provider_portfolio.exceptions import (
 )
 from airflow_provider_portfolio.get_provider_info import CONNECTION_TYPES
 from airflow_provider_portfolio.hooks.vendor import VendorHook, redact_text
-from tests.hooks.conftest import FINNHUB_KEY
+from tests.vendorkeys import FINNHUB_KEY
 
 URL = "https://vendor.test/api/quote"
 
