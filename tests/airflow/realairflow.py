@@ -61,7 +61,7 @@ class AirflowServer:
         self.home = home
         self.command = command
         self.components = components
-        self.login = login  # False: the simple auth manager treats everyone as admin, no token
+        self.login = login  # False: the simple auth manager treats everyone as admin (no password)
         self.port = free_port()
         self.env = airflow_env(
             home,
@@ -102,8 +102,9 @@ class AirflowServer:
             time.sleep(2)
         else:
             raise AssertionError(f"airflow {self.command[0]} not healthy in 180 s:\n{self.tail()}")
-        if self.login:
-            self.token = self._login()
+        # With a login, the generated admin password; without, the anonymous admin token that the
+        # simple auth manager hands out in all-admins mode.
+        self.token = self._login() if self.login else self.request("GET", "/auth/token", auth=False)["access_token"]
         return self
 
     def _login(self) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -75,7 +74,7 @@ def api_server(tmp_path_factory):
 
 
 def test_hook_metadata_lists_the_three_types_with_their_fields(api_server):
-    meta = {h["connection_type"]: h for h in api_server.request("GET", "/ui/connections/hook_meta", auth=False)}
+    meta = {h["connection_type"]: h for h in api_server.request("GET", "/ui/connections/hook_meta")}
     for conn_type, (display, standard_labels, extra_labels, _) in FORMS.items():
         labels = [*standard_labels, *extra_labels]
         entry = meta[conn_type]
@@ -93,7 +92,7 @@ def test_hook_metadata_lists_the_three_types_with_their_fields(api_server):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(api_server):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -107,6 +106,10 @@ def browser():
         options.add_argument(flag)
     session = webdriver.Chrome(service=Service(driver), options=options)
     session.implicitly_wait(0)
+    # Sign in once: the first visit is redirected through the login URL (all-admins mode sets the
+    # token cookie there) and lands on the home page.
+    session.get(f"{api_server.base}/")
+    wait_for(lambda: "Admin" in session.execute_script("return document.body.innerText"), what="the signed-in UI")
     yield session
     session.quit()
 
@@ -122,23 +125,36 @@ def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
         time.sleep(0.3)
 
 
+def click(browser, selector: str, text: str) -> bool:
+    """Click the first element matching ``selector`` whose text is ``text``; False when there is none."""
+    return browser.execute_script(
+        "const el = [...document.querySelectorAll(arguments[0])].find(e => e.innerText.trim() === arguments[1]);"
+        "if (el) { el.click(); return true; } return false;",
+        selector,
+        text,
+    )
+
+
 @pytest.mark.parametrize("conn_type", sorted(FORMS))
 def test_add_connection_form_shows_the_types_own_fields(api_server, browser, conn_type):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     display, standard, extra, unwanted = FORMS[conn_type]
     browser.get(f"{api_server.base}/connections")
-    add = wait_for(
-        lambda: [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Add Connection"],
-        what="the Add Connection button",
-    )
-    add[0].click()
-    combo = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "input[role=combobox]"), what="the type selector")
-    combo[0].send_keys(display)
-    wait_for(lambda: [o for o in browser.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text == display],
-             what=f"option {display}")
-    combo[0].send_keys(Keys.ENTER)
+    # The page re-renders while it loads, which stales element handles: click and read through
+    # single script calls, and type into the selector again if its handle went stale.
+    wait_for(lambda: click(browser, "button", "Add Connection"), what="the Add Connection button")
+
+    def choose_type() -> bool:
+        try:
+            browser.find_element(By.CSS_SELECTOR, "input[role=combobox]").send_keys(display)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        return True
+
+    wait_for(choose_type, what="the type selector")
+    wait_for(lambda: click(browser, "[role=option]", display), what=f"option {display}")
 
     def labels() -> set[str]:
         # Read in one script call: the form re-renders while it loads, which stales element handles.
@@ -156,11 +172,7 @@ def test_add_connection_form_shows_the_types_own_fields(api_server, browser, con
         assert not set(unwanted) & labels(), labels()
         time.sleep(1.0)
         browser.save_screenshot(str(ARTIFACTS / f"add-connection-{conn_type}-standard.png"))
-        section = wait_for(
-            lambda: [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Extra Fields"],
-            what="the Extra Fields section",
-        )
-        section[0].click()
+        wait_for(lambda: click(browser, "button", "Extra Fields"), what="the Extra Fields section")
         wait_for(shows(extra), what=f"the {display} extra fields")
         time.sleep(1.0)  # let the accordion's animation finish, for a clean screenshot
     finally:
@@ -183,12 +195,12 @@ def test_test_connection_runs_the_hook_against_the_vendor(api_server, vendor, co
     fields = TESTS[conn_type](vendor.url)
     body = {"connection_id": f"{conn_type}_ui", "conn_type": conn_type, **fields, "extra": json.dumps(fields["extra"])}
     seen = len(vendor.requests)
-    answer = api_server.request("POST", "/api/v2/connections/test", body, auth=False)
+    answer = api_server.request("POST", "/api/v2/connections/test", body)
     assert answer["status"] is True, answer
     assert len(vendor.requests) > seen  # the hook really called the vendor double
 
     wrong = {**body, "password": "test-key-wrong-0000", "login": "PKWRONGKEY00000" if conn_type == "alpaca" else None}
-    answer = api_server.request("POST", "/api/v2/connections/test", wrong, auth=False)
+    answer = api_server.request("POST", "/api/v2/connections/test", wrong)
     assert answer["status"] is False
     assert "test-key-wrong-0000" not in answer["message"] and "PKWRONGKEY00000" not in answer["message"]
     assert answer["message"]
