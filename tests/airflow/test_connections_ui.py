@@ -126,13 +126,28 @@ def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
 
 
 def click(browser, selector: str, text: str) -> bool:
-    """Click the first element matching ``selector`` whose text is ``text``; False when there is none."""
-    return browser.execute_script(
-        "const el = [...document.querySelectorAll(arguments[0])].find(e => e.innerText.trim() === arguments[1]);"
-        "if (el) { el.click(); return true; } return false;",
+    """Click (a real pointer click) the first element matching ``selector`` whose text is ``text``.
+
+    :return: False when there is none yet or it went stale (the page re-rendered), so callers retry.
+    """
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+        StaleElementReferenceException,
+    )
+
+    element = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].find(e => e.innerText.trim() === arguments[1]) || null;",
         selector,
         text,
     )
+    if element is None:
+        return False
+    try:
+        element.click()
+    except (StaleElementReferenceException, ElementClickInterceptedException, ElementNotInteractableException):
+        return False
+    return True
 
 
 @pytest.mark.parametrize("conn_type", sorted(FORMS))
@@ -158,7 +173,11 @@ def test_add_connection_form_shows_the_types_own_fields(api_server, browser, con
 
     def labels() -> set[str]:
         # Read in one script call: the form re-renders while it loads, which stales element handles.
-        texts = browser.execute_script("return [...document.querySelectorAll('label')].map(l => l.innerText)")
+        texts = browser.execute_script(
+            "return [...document.querySelectorAll('label')]"
+            ".filter(l => l.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})"
+            " && l.getBoundingClientRect().height > 0).map(l => l.innerText)"
+        )
         return {" ".join(t.replace("*", "").split()) for t in texts}
 
     def shows(wanted_labels: set[str]):
@@ -172,7 +191,8 @@ def test_add_connection_form_shows_the_types_own_fields(api_server, browser, con
         assert not set(unwanted) & labels(), labels()
         time.sleep(1.0)
         browser.save_screenshot(str(ARTIFACTS / f"add-connection-{conn_type}-standard.png"))
-        wait_for(lambda: click(browser, "button", "Extra Fields"), what="the Extra Fields section")
+        if not labels() >= extra:  # Airflow 3.3 opens one section at a time; 3.1 may show both
+            wait_for(lambda: click(browser, "button", "Extra Fields"), what="the Extra Fields section")
         wait_for(shows(extra), what=f"the {display} extra fields")
         time.sleep(1.0)  # let the accordion's animation finish, for a clean screenshot
     finally:
