@@ -61,7 +61,8 @@ from airflow_provider_portfolio.exceptions import (
     VendorError,
     VendorUnavailableError,
 )
-from airflow_provider_portfolio.hooks.vendor import VendorHook
+from airflow_provider_portfolio.hooks.vendor import VendorHook, shorten
+from airflow_provider_portfolio.market.params import utc_date
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,11 +122,6 @@ class AlpacaHook(VendorHook):
         super().__init__(**kwargs)
         self.alpaca_conn_id = alpaca_conn_id
         self.allow_live = bool(allow_live)
-
-    @property
-    def name(self) -> str:
-        """The source name (the conn id): the failover chain's key and the bars' ``source`` column."""
-        return self.alpaca_conn_id
 
     # --- connection fields ----------------------------------------------------------------------
 
@@ -310,7 +306,7 @@ class AlpacaHook(VendorHook):
         message, code = _json_message(text)  # never err.message / err.code: they raise on non-JSON bodies
         content_type = response.headers.get("Content-Type", "") if response is not None else ""
         if message:
-            detail = _head(message) + (f" (code {code})" if code is not None else "")
+            detail = shorten(message) + (f" (code {code})" if code is not None else "")
         else:
             detail = _describe_body(text, content_type)
         msg = f"{self.vendor} answered {what} with HTTP {status}: {self.redact(detail)}"
@@ -344,7 +340,7 @@ class AlpacaHook(VendorHook):
     def _dict(self, value: Any, what: str, *, keys: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(value, dict) or any(k not in value for k in keys):
             raise VendorError(
-                f"{self.vendor} answered {what} with an unexpected body: {self.redact(_head(_dump(value)))!r}",
+                f"{self.vendor} answered {what} with an unexpected body: {self.redact(shorten(_dump(value)))!r}",
                 conn_id=self.conn_id,
             )
         return value
@@ -369,7 +365,7 @@ class AlpacaHook(VendorHook):
 
         :raises UnknownSymbolError: when Alpaca does not know the symbol.
         """
-        from airflow_provider_portfolio.market.bars import validate_symbols
+        from airflow_provider_portfolio.market.params import validate_symbols
 
         clean = validate_symbols([symbol])[0]
         asked = clean.replace("/", "")
@@ -382,7 +378,7 @@ class AlpacaHook(VendorHook):
         body = self._read(lambda: self.trading_client.get_all_positions(), "the positions")
         if not isinstance(body, list) or not all(isinstance(p, dict) and "symbol" in p for p in body):
             raise VendorError(
-                f"{self.vendor} answered the positions with an unexpected body: {self.redact(_head(_dump(body)))!r}",
+                f"{self.vendor} answered the positions with an unexpected body: {self.redact(shorten(_dump(body)))!r}",
                 conn_id=self.conn_id,
             )
         return body
@@ -411,13 +407,8 @@ class AlpacaHook(VendorHook):
         """
         import pandas as pd
 
-        from airflow_provider_portfolio.market.bars import (
-            empty_bars,
-            is_crypto,
-            parse_timeframe,
-            to_bar_frame,
-            validate_symbols,
-        )
+        from airflow_provider_portfolio.market.bars import empty_bars, parse_timeframe, to_bar_frame
+        from airflow_provider_portfolio.market.params import is_crypto, validate_symbols
 
         tf = parse_timeframe(timeframe)
         names = validate_symbols(symbols)
@@ -479,7 +470,7 @@ class AlpacaHook(VendorHook):
             body = self._read(lambda p=page_params: client.get(path, p), page_what)
             if not isinstance(body, dict) or key not in body:
                 raise VendorError(
-                    f"{self.vendor} answered {page_what} without {key!r}: {self.redact(_head(_dump(body)))!r}",
+                    f"{self.vendor} answered {page_what} without {key!r}: {self.redact(shorten(_dump(body)))!r}",
                     conn_id=self.conn_id,
                 )
             data = body.get(key) or ({} if key == "bars" else [])
@@ -540,8 +531,8 @@ class AlpacaHook(VendorHook):
         :class:`NewsItem` per requested symbol it names, scored with :func:`score_text` (headline and
         summary), ``source="alpaca"``. Sorted by publication time.
         """
-        from airflow_provider_portfolio.market.bars import validate_symbols
         from airflow_provider_portfolio.market.news import NewsItem, score_text, sort_news
+        from airflow_provider_portfolio.market.params import validate_symbols
 
         names = validate_symbols(symbols)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
@@ -706,7 +697,7 @@ class AlpacaHook(VendorHook):
     def _order_request(self, *, symbol: Any, side: Any, qty: Any, notional: Any, type: Any,
                        time_in_force: Any, limit_price: Any, stop_price: Any, client_order_id: str) -> Any:
         """Validate the arguments and build alpaca-py's order request; no I/O."""
-        from airflow_provider_portfolio.market.bars import validate_symbols
+        from airflow_provider_portfolio.market.params import validate_symbols
 
         if not isinstance(symbol, str):
             raise InvalidInputError(f"symbol must be a ticker string, got {symbol!r}")
@@ -806,7 +797,7 @@ def _plain_params(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _utc_window(start: date | datetime | str, end: date | datetime | str) -> tuple[datetime, datetime]:
     """[midnight UTC of start's date, midnight UTC after end's date)."""
-    first, last = _as_date(start, "start"), _as_date(end, "end")
+    first, last = utc_date(start, "start"), utc_date(end, "end")
     if first > last:
         raise InvalidInputError(f"start {first} is after end {last}")
     lo = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
@@ -814,17 +805,6 @@ def _utc_window(start: date | datetime | str, end: date | datetime | str) -> tup
     return lo, hi
 
 
-def _as_date(value: object, name: str) -> date:
-    if isinstance(value, datetime):
-        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            pass
-    raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
 
 
 def _check_client_order_id(value: object) -> str:
@@ -885,13 +865,10 @@ def _describe_body(text: object, content_type: str = "") -> str:
     if not body.strip():
         return "an empty body instead of JSON"
     if "html" in content_type.lower() or body.lstrip()[:1] == "<":
-        return f"an HTML page instead of JSON (a proxy or maintenance page?): {_head(body)!r}"
-    return f"a body that is not JSON: {_head(body)!r}"
+        return f"an HTML page instead of JSON (a proxy or maintenance page?): {shorten(body)!r}"
+    return f"a body that is not JSON: {shorten(body)!r}"
 
 
-def _head(text: str) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= _MAX_BODY_SHOWN else flat[: _MAX_BODY_SHOWN - 3] + "..."
 
 
 def _dump(value: object) -> str:

@@ -58,7 +58,8 @@ from airflow_provider_portfolio.exceptions import (
     UnknownSymbolError,
     VendorError,
 )
-from airflow_provider_portfolio.hooks.vendor import VendorHook
+from airflow_provider_portfolio.hooks.vendor import VendorHook, shorten
+from airflow_provider_portfolio.market.params import utc_date, validate_symbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,14 +111,6 @@ class AlphaVantageHook(VendorHook):
         super().__init__(**kwargs)
         self.alphavantage_conn_id = alphavantage_conn_id
 
-    @property
-    def name(self) -> str:
-        """The source name (the conn id): the failover chain's key and the bars' ``source`` column."""
-        return self.alphavantage_conn_id
-
-    def __repr__(self) -> str:
-        return f"AlphaVantageHook({self.alphavantage_conn_id!r})"
-
     # --- transport ------------------------------------------------------------------------------
 
     def query(self, params: dict[str, str], what: str, *, expect: str | None = None) -> dict[str, Any]:
@@ -143,7 +136,7 @@ class AlphaVantageHook(VendorHook):
         if not isinstance(body, dict):
             raise VendorError(
                 f"{self.vendor} answered {what} with a JSON {type(body).__name__}, not an object: "
-                f"{self.redact(_head(body))!r}",
+                f"{self.redact(shorten(body))!r}",
                 conn_id=self.conn_id,
             )
         for field in ("Error Message", "Information", "Note"):
@@ -159,7 +152,7 @@ class AlphaVantageHook(VendorHook):
 
     def _raise_for_text(self, field: str, text: str, what: str) -> None:
         lowered = text.lower()
-        message = f"{self.vendor} refused {what}: {self.redact(_head(text, 200))}"
+        message = f"{self.vendor} refused {what}: {self.redact(shorten(text, 200))}"
         if field == "Information" and _NO_ARTICLES in lowered:
             return
         if "apikey" in lowered and ("invalid" in lowered or "missing" in lowered):
@@ -180,7 +173,7 @@ class AlphaVantageHook(VendorHook):
             )
         if _PREMIUM.search(text):
             raise PlanNotSupportedError(
-                f"{what} is not available on this Alpha Vantage plan: {self.redact(_head(text, 200))}",
+                f"{what} is not available on this Alpha Vantage plan: {self.redact(shorten(text, 200))}",
                 conn_id=self.conn_id,
             )
         if "invalid inputs" in lowered:
@@ -207,11 +200,12 @@ class AlphaVantageHook(VendorHook):
         """
         import pandas as pd
 
-        from airflow_provider_portfolio.market.bars import empty_bars, is_crypto, parse_timeframe, to_bar_frame
+        from airflow_provider_portfolio.market.bars import empty_bars, parse_timeframe, to_bar_frame
+        from airflow_provider_portfolio.market.params import is_crypto
 
         tf = parse_timeframe(timeframe)
-        symbol = _clean_symbol(symbol)
-        first, last = _as_date(start, "start"), _as_date(end, "end")
+        symbol = validate_symbol(symbol)
+        first, last = utc_date(start, "start"), utc_date(end, "end")
         if first > last:
             raise InvalidInputError(f"start {first} is after end {last}")
         crypto = is_crypto(symbol)
@@ -347,8 +341,8 @@ class AlphaVantageHook(VendorHook):
         :param limit: articles asked for, 1 to 1000 (the vendor's bounds).
         :return: items ordered by publication time; empty when no article matches.
         """
-        from airflow_provider_portfolio.market.bars import is_crypto, validate_symbols
         from airflow_provider_portfolio.market.news import NewsItem, score_text, sort_news
+        from airflow_provider_portfolio.market.params import is_crypto, validate_symbols
 
         wanted = validate_symbols(symbols)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -426,26 +420,8 @@ def _today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def _clean_symbol(symbol: object) -> str:
-    from airflow_provider_portfolio.market.bars import validate_symbols
-
-    if not isinstance(symbol, str):
-        raise InvalidInputError(f"symbol must be a ticker string, got {type(symbol).__name__}: {symbol!r}")
-    return validate_symbols([symbol])[0]
 
 
-def _as_date(value: object, name: str) -> date:
-    """The UTC date of a date, an aware datetime (a naive one is taken as UTC) or an ISO string."""
-    if isinstance(value, datetime):
-        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            pass
-    raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
 
 
 def _weekdays_between(first: date, last: date) -> int:
@@ -485,7 +461,7 @@ def _news_stamp(value: date | datetime | None, name: str, *, end_of_day: bool) -
     if isinstance(value, datetime):
         moment = value.astimezone(timezone.utc) if value.tzinfo else value
     else:
-        day = _as_date(value, name)
+        day = utc_date(value, name)
         moment = datetime.combine(day, time(23, 59) if end_of_day else time(0, 0))
     return moment.strftime("%Y%m%dT%H%M")
 
@@ -506,7 +482,3 @@ def _burst_wait(lowered: str) -> float | None:
         return 60.0  # capped by VendorHook.max_wait_s
     return None
 
-
-def _head(value: object, limit: int = 120) -> str:
-    flat = " ".join(str(value).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

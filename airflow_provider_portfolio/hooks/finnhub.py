@@ -38,7 +38,8 @@ from airflow_provider_portfolio.exceptions import (
     UnknownSymbolError,
     VendorError,
 )
-from airflow_provider_portfolio.hooks.vendor import VendorHook
+from airflow_provider_portfolio.hooks.vendor import VendorHook, shorten
+from airflow_provider_portfolio.market.params import utc_date, validate_symbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,14 +75,6 @@ class FinnhubHook(VendorHook):
         super().__init__(**kwargs)
         self.finnhub_conn_id = finnhub_conn_id
 
-    @property
-    def name(self) -> str:
-        """The source name (the conn id): the failover chain's key and the bars' ``source`` column."""
-        return self.finnhub_conn_id
-
-    def __repr__(self) -> str:
-        return f"FinnhubHook({self.finnhub_conn_id!r})"
-
     # --- transport ------------------------------------------------------------------------------
 
     def request(self, path: str, params: dict[str, Any], what: str) -> Any:
@@ -92,7 +85,7 @@ class FinnhubHook(VendorHook):
         def call() -> Any:
             body = self.get_json(url, params=params, headers=headers, what=what)
             if isinstance(body, dict) and isinstance(body.get("error"), str):
-                raise VendorError(f"{self.vendor} refused {what}: {self.redact(_head(body['error']))}",
+                raise VendorError(f"{self.vendor} refused {what}: {self.redact(shorten(body['error']))}",
                                   conn_id=self.conn_id)
             return body
 
@@ -103,7 +96,7 @@ class FinnhubHook(VendorHook):
         if response.status_code == 403:
             raise PlanNotSupportedError(
                 f"{what} is not available on this Finnhub plan (HTTP 403: "
-                f"{self.redact(_head(_error_text(response)))})",
+                f"{self.redact(shorten(_error_text(response)))})",
                 conn_id=self.conn_id,
                 status_code=403,
             )
@@ -120,7 +113,7 @@ class FinnhubHook(VendorHook):
         what = f"a quote of {vendor_symbol}"
         body = self.request("/quote", {"symbol": vendor_symbol}, what)
         if not isinstance(body, dict) or any(k not in body for k in ("c", "t")):
-            raise VendorError(f"{self.vendor} answered {what} with a malformed quote: {self.redact(_head(body))!r}",
+            raise VendorError(f"{self.vendor} answered {what} with a malformed quote: {self.redact(shorten(body))!r}",
                               conn_id=self.conn_id)
         if not body.get("t") and not body.get("c"):
             raise UnknownSymbolError(f"{self.vendor} does not know {vendor_symbol!r} (an all-zero quote)",
@@ -135,13 +128,13 @@ class FinnhubHook(VendorHook):
         :return: items ordered by publication time; empty when there is no news (or Finnhub does not
             know the symbol: it answers ``[]`` either way).
         """
-        from airflow_provider_portfolio.market.bars import is_crypto
         from airflow_provider_portfolio.market.news import NewsItem, score_text, sort_news
+        from airflow_provider_portfolio.market.params import is_crypto
 
-        symbol = _clean_symbol(symbol)
+        symbol = validate_symbol(symbol)
         if is_crypto(symbol):
             raise InvalidInputError(f"Finnhub company news covers equities only, not {symbol!r}")
-        first, last = _as_date(start, "start"), _as_date(end, "end")
+        first, last = utc_date(start, "start"), utc_date(end, "end")
         if first > last:
             raise InvalidInputError(f"start {first} is after end {last}")
         what = f"company news of {symbol}"
@@ -187,14 +180,15 @@ class FinnhubHook(VendorHook):
         """
         import pandas as pd
 
-        from airflow_provider_portfolio.market.bars import empty_bars, is_crypto, parse_timeframe, to_bar_frame
+        from airflow_provider_portfolio.market.bars import empty_bars, parse_timeframe, to_bar_frame
+        from airflow_provider_portfolio.market.params import is_crypto
 
         tf = parse_timeframe(timeframe)
         resolution = RESOLUTIONS.get(tf.name)
         if resolution is None:
             raise InvalidInputError(f"Finnhub has no {tf.name} candles: use one of {', '.join(RESOLUTIONS)}")
-        symbol = _clean_symbol(symbol)
-        first, last = _as_date(start, "start"), _as_date(end, "end")
+        symbol = validate_symbol(symbol)
+        first, last = utc_date(start, "start"), utc_date(end, "end")
         if first > last:
             raise InvalidInputError(f"start {first} is after end {last}")
         lo = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
@@ -209,7 +203,7 @@ class FinnhubHook(VendorHook):
             what,
         )
         if not isinstance(body, dict) or "s" not in body:
-            raise VendorError(f"{self.vendor} answered {what} without a status 's': {self.redact(_head(body))!r}",
+            raise VendorError(f"{self.vendor} answered {what} without a status 's': {self.redact(shorten(body))!r}",
                               conn_id=self.conn_id)
         if body["s"] == "no_data":
             return empty_bars()
@@ -239,11 +233,11 @@ class FinnhubHook(VendorHook):
 
     def vendor_symbol(self, symbol: str) -> str:
         """Finnhub's spelling: equities unchanged, ``BTC/USD`` -> ``BINANCE:BTCUSDT`` (see the module)."""
-        from airflow_provider_portfolio.market.bars import is_crypto
+        from airflow_provider_portfolio.market.params import is_crypto
 
         if isinstance(symbol, str) and ":" in symbol and symbol.strip():
             return symbol.strip().upper()
-        symbol = _clean_symbol(symbol)
+        symbol = validate_symbol(symbol)
         if not is_crypto(symbol):
             return symbol
         base, _, quote = symbol.partition("/")
@@ -264,26 +258,8 @@ class FinnhubHook(VendorHook):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _clean_symbol(symbol: object) -> str:
-    from airflow_provider_portfolio.market.bars import validate_symbols
-
-    if not isinstance(symbol, str):
-        raise InvalidInputError(f"symbol must be a ticker string, got {type(symbol).__name__}: {symbol!r}")
-    return validate_symbols([symbol])[0]
 
 
-def _as_date(value: object, name: str) -> date:
-    """The UTC date of a date, an aware datetime (a naive one is taken as UTC) or an ISO string."""
-    if isinstance(value, datetime):
-        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            pass
-    raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
 
 
 def _error_text(response: requests.Response) -> str:
@@ -295,7 +271,3 @@ def _error_text(response: requests.Response) -> str:
         return body["error"]
     return response.text or ""
 
-
-def _head(value: object, limit: int = 120) -> str:
-    flat = " ".join(str(value).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -104,6 +104,14 @@ class VendorHook(BaseHook):
         """The connection id this hook reads."""
         return getattr(self, self.conn_name_attr)
 
+    @property
+    def name(self) -> str:
+        """The source name (the conn id): the failover chain's key and the bars' ``source`` column."""
+        return self.conn_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.conn_id!r})"
+
     @cached_property
     def connection(self) -> Any:
         """The Airflow connection; its secrets are registered with the secrets masker on first read.
@@ -247,7 +255,7 @@ class VendorHook(BaseHook):
         except ValueError:
             raise VendorError(
                 f"{self.vendor} answered {what} with {response.headers.get('Content-Type', 'no content type')} "
-                f"instead of JSON: {self.redact(_head(response.text))!r}",
+                f"instead of JSON: {self.redact(shorten(response.text))!r}",
                 conn_id=self.conn_id,
                 status_code=response.status_code,
             ) from None
@@ -260,7 +268,7 @@ class VendorHook(BaseHook):
         status = response.status_code
         if status < 400:
             return
-        detail = self.redact(_head(response.text))
+        detail = self.redact(shorten(response.text))
         message = f"{self.vendor} answered {what} with HTTP {status}: {detail}"
         kwargs = {"conn_id": self.conn_id, "status_code": status}
         if status == 429:
@@ -375,9 +383,10 @@ def _mask(value: object) -> None:
         mask_secret(value)
 
 
-def _head(text: str) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= _MAX_BODY_SHOWN else flat[: _MAX_BODY_SHOWN - 3] + "..."
+def shorten(text: object, limit: int = _MAX_BODY_SHOWN) -> str:
+    """``text`` on one line, cut to ``limit`` characters (for quoting vendor bodies in messages)."""
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _retry_after(response: requests.Response) -> float | None:

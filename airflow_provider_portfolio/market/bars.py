@@ -38,7 +38,6 @@ KEY_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "ts")
 _TIMEFRAME_RE = re.compile(r"^(\d+)(Min|Hour|Day)$")
 _UNIT_LIMITS = {"Min": 59, "Hour": 23, "Day": 1}
 # A symbol: an equity ticker (BRK.B, RDS-A) or a crypto pair BASE/QUOTE.
-_SYMBOL_RE = re.compile(r"^(?:[A-Z][A-Z0-9]{0,5}(?:[.\-][A-Z0-9]{1,3})?|[A-Z0-9]{2,10}/[A-Z]{2,5})$")
 
 
 @dataclass(frozen=True)
@@ -78,47 +77,6 @@ def parse_timeframe(value: str | Timeframe) -> Timeframe:
     raise InvalidInputError(
         f"unknown timeframe {value!r}: use NMin (1-59), NHour (1-23) or 1Day, e.g. '5Min', '1Hour', '1Day'"
     )
-
-
-def is_crypto(symbol: str) -> bool:
-    """Crypto pairs are written ``BASE/QUOTE`` (``BTC/USD``) and trade around the clock."""
-    return "/" in symbol
-
-
-def validate_symbols(symbols: object) -> list[str]:
-    """Check a symbol list before anything is fetched or written.
-
-    Accepts a list or tuple of strings (a single comma-separated string is also accepted, since
-    templated fields and Variables often render that way). Symbols are upper-cased and de-duplicated
-    in order.
-
-    :raises InvalidInputError: when ``symbols`` is not a list of strings, is empty, or holds a
-        string that is not a ticker (``AAPL``, ``BRK.B``, ``BTC/USD``); the message names it.
-    """
-    if isinstance(symbols, str):
-        items: list[object] = [part for part in symbols.split(",") if part.strip()]
-    elif isinstance(symbols, (list, tuple)):
-        items = list(symbols)
-    else:
-        raise InvalidInputError(f"symbols must be a list of tickers, got {type(symbols).__name__}: {symbols!r}")
-    if not items:
-        raise InvalidInputError("symbols is empty: give at least one ticker")
-    seen: dict[str, None] = {}
-    bad = []
-    for item in items:
-        if not isinstance(item, str):
-            bad.append(repr(item))
-            continue
-        symbol = item.strip().upper()
-        if not _SYMBOL_RE.match(symbol):
-            bad.append(repr(item))
-            continue
-        seen.setdefault(symbol, None)
-    if bad:
-        raise InvalidInputError(
-            f"not a ticker: {', '.join(bad)} (expected e.g. 'AAPL', 'BRK.B' or a crypto pair 'BTC/USD')"
-        )
-    return list(seen)
 
 
 def empty_bars() -> pd.DataFrame:

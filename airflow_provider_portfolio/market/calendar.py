@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
-from airflow_provider_portfolio.market.bars import is_crypto, parse_timeframe
+from airflow_provider_portfolio.market.bars import parse_timeframe
+from airflow_provider_portfolio.market.params import is_crypto
 
 ALWAYS_OPEN = "24/7"
 """Name of the around-the-clock calendar used for crypto pairs."""

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from airflow_provider_portfolio.exceptions import AllSourcesFailedError, DataQualityError, InvalidInputError
-from airflow_provider_portfolio.market.bars import parse_timeframe, validate_symbols
+from airflow_provider_portfolio.market.bars import parse_timeframe
 from airflow_provider_portfolio.market.calendar import MarketCalendar, calendar_for_symbol, parse_session_date
+from airflow_provider_portfolio.market.params import validate_symbols
 from airflow_provider_portfolio.market.quality import QualityRules, check_bars
 from airflow_provider_portfolio.market.sources import FailoverChain, MarketDataSource
 

@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.market.params import utc_date
 
 #: Finance words that read as good news for the ticker.
 POSITIVE = frozenset(
@@ -127,7 +128,7 @@ def synthetic_news(symbols: Sequence[str], start: date | datetime, end: date | d
 
     :raises InvalidInputError: when ``start`` is after ``end``.
     """
-    first, last = _as_date(start, "start"), _as_date(end, "end")
+    first, last = utc_date(start, "start"), utc_date(end, "end")
     if first > last:
         raise InvalidInputError(f"start {first} is after end {last}")
     items = []
@@ -152,15 +153,3 @@ def synthetic_news(symbols: Sequence[str], start: date | datetime, end: date | d
         day += timedelta(days=1)
     return sort_news(items)
 
-
-def _as_date(value: date | datetime, name: str) -> date:
-    if isinstance(value, datetime):
-        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            pass
-    raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")

@@ -48,20 +48,14 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
-from airflow_provider_portfolio.market.bars import (
-    BAR_COLUMNS,
-    Timeframe,
-    empty_bars,
-    is_crypto,
-    parse_timeframe,
-    validate_symbols,
-)
+from airflow_provider_portfolio.market.bars import BAR_COLUMNS, Timeframe, empty_bars, parse_timeframe
 from airflow_provider_portfolio.market.calendar import (
     MarketCalendar,
     calendar_for_symbol,
     intraday_bar_starts,
     parse_session_date,
 )
+from airflow_provider_portfolio.market.params import is_crypto, validate_symbols
 
 ORIGIN = pd.Timestamp("2000-01-03")
 """First session date of the synthetic market (a Monday, the first NYSE session of 2000)."""

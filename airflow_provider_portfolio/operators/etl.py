@@ -96,9 +96,9 @@ class PortfolioETLOperator(BaseOperator):
             resolve_sources,
             validate_source_names,
         )
-        from airflow_provider_portfolio.market.bars import validate_symbols
         from airflow_provider_portfolio.market.calendar import MarketCalendar, parse_session_date
         from airflow_provider_portfolio.market.etl import last_closed_session, load_bars
+        from airflow_provider_portfolio.market.params import validate_symbols
         from airflow_provider_portfolio.market.quality import QualityRules
 
         # Bad input fails here, before the store is opened or anything fetched.

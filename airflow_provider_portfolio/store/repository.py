@@ -32,7 +32,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.sql.expression import cast, type_coerce
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
-from airflow_provider_portfolio.market.bars import BAR_COLUMNS, empty_bars, parse_timeframe, validate_symbols
+from airflow_provider_portfolio.market.bars import BAR_COLUMNS, empty_bars, parse_timeframe
+from airflow_provider_portfolio.market.params import validate_symbols
 from airflow_provider_portfolio.store import schema
 
 if TYPE_CHECKING:
