@@ -66,3 +66,32 @@ def test_providers_manager_discovers_the_provider():
     providers = ProvidersManager().providers
     assert "airflow-provider-portfolio" in providers
     assert providers["airflow-provider-portfolio"].version == __version__
+
+
+def test_connection_types_match_their_hooks_and_forms():
+    info = get_provider_info()
+    types = {c["connection-type"]: c for c in info["connection-types"]}
+    assert set(types) == {"alpaca", "alphavantage", "finnhub"}
+    hook_modules = {m for e in info["hooks"] for m in e["python-modules"]}
+    for conn_type, entry in types.items():
+        module, _, name = entry["hook-class-name"].rpartition(".")
+        assert module in hook_modules
+        hook = getattr(importlib.import_module(module), name)
+        assert hook.conn_type == conn_type and hook.hook_name == entry["hook-name"]
+        assert hook.default_conn_name == f"{conn_type}_default"
+        assert hook.conn_name_attr == f"{conn_type}_conn_id"
+        assert callable(hook.test_connection)
+        for field, spec in entry["conn-fields"].items():
+            jsonschema.Draft7Validator.check_schema(spec["schema"])
+            assert spec["label"], field
+        behaviour = entry["ui-field-behaviour"]
+        assert "password" not in behaviour["hidden-fields"]
+        assert set(behaviour["relabeling"]) <= {"login", "password"}
+    assert types["alpaca"]["conn-fields"]["paper"]["schema"]["default"] is True
+
+
+def test_market_data_connection_types_resolve_to_their_hooks():
+    from airflow_provider_portfolio.hooks.market_data import SOURCE_HOOKS
+
+    info = get_provider_info()
+    assert SOURCE_HOOKS == {c["connection-type"]: c["hook-class-name"] for c in info["connection-types"]}
