@@ -62,7 +62,7 @@ from airflow_provider_portfolio.exceptions import (
     VendorUnavailableError,
 )
 from airflow_provider_portfolio.hooks.vendor import VendorHook, shorten
-from airflow_provider_portfolio.market.params import utc_date
+from airflow_provider_portfolio.market.params import utc_date, validate_symbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -365,9 +365,7 @@ class AlpacaHook(VendorHook):
 
         :raises UnknownSymbolError: when Alpaca does not know the symbol.
         """
-        from airflow_provider_portfolio.market.params import validate_symbols
-
-        clean = validate_symbols([symbol])[0]
+        clean = validate_symbol(symbol)
         asked = clean.replace("/", "")
         what = f"the asset {clean}"
         body = self._read(lambda: self.trading_client.get_asset(asked), what, missing=UnknownSymbolError)
@@ -697,11 +695,7 @@ class AlpacaHook(VendorHook):
     def _order_request(self, *, symbol: Any, side: Any, qty: Any, notional: Any, type: Any,
                        time_in_force: Any, limit_price: Any, stop_price: Any, client_order_id: str) -> Any:
         """Validate the arguments and build alpaca-py's order request; no I/O."""
-        from airflow_provider_portfolio.market.params import validate_symbols
-
-        if not isinstance(symbol, str):
-            raise InvalidInputError(f"symbol must be a ticker string, got {symbol!r}")
-        clean = validate_symbols([symbol])[0]
+        clean = validate_symbol(symbol)
         side_v = str(side).strip().lower() if isinstance(side, str) else None
         if side_v not in SIDES:
             raise InvalidInputError(f"side must be 'buy' or 'sell', got {side!r}")

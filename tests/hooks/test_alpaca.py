@@ -761,7 +761,7 @@ def test_live_connection_with_allow_live_posts_to_the_live_host(make_hook, reque
     ({"type": "trailing_stop"}, "type must be one of"),
     ({"time_in_force": "week"}, "time_in_force must be one of"),
     ({"symbol": "not a ticker"}, "not a ticker"),
-    ({"symbol": None}, "symbol must be a ticker"),
+    ({"symbol": None}, "symbol must be one ticker"),
 ])
 def test_order_arguments_are_checked_before_any_request(hook, requests_mock, kwargs, match):
     raises(InvalidInputError, lambda: submit(hook, **kwargs), match=match)
