@@ -26,26 +26,51 @@ SOURCE_HOOKS: dict[str, str] = {
     "finnhub": "airflow_provider_portfolio.hooks.finnhub.FinnhubHook",
 }
 
-_fallback_logged = False
+#: Connections used, in this order, when an operator is given no sources and they exist.
+DEFAULT_DATA_CONNECTIONS = ("alpaca_default", "alphavantage_default", "finnhub_default")
+
+_logged: set[tuple[str, ...]] = set()
 
 
 def default_sources() -> list[str]:
-    """Sources used when an operator is given none: the synthetic market (logged once per process).
+    """Sources used when an operator is given none.
 
-    :raises InvalidInputError: in ``[portfolio] execution_mode = live``, where an invented market is
-        never a default.
+    The default data connections that exist (:data:`DEFAULT_DATA_CONNECTIONS`, in that order), so a
+    copied DAG switches to real vendors when a connection is added; with none, the synthetic market.
+    Vendors are never mixed with invented prices: when any default connection exists, the synthetic
+    market is not in the chain. What was chosen is logged once per process.
+
+    :raises InvalidInputError: in ``[portfolio] execution_mode = live`` when no default data
+        connection exists, since an invented market is never a live default.
     """
-    global _fallback_logged
     from airflow_provider_portfolio.config import execution_mode
 
-    if execution_mode() == "live":
+    found = [conn_id for conn_id in DEFAULT_DATA_CONNECTIONS if _connection_exists(conn_id)]
+    if not found and execution_mode() == "live":
         raise InvalidInputError(
-            "no sources given and [portfolio] execution_mode is 'live': name the data connections in sources="
+            "no sources given, no default data connection exists "
+            f"({', '.join(DEFAULT_DATA_CONNECTIONS)}) and [portfolio] execution_mode is 'live': "
+            "name the data connections in sources="
         )
-    if not _fallback_logged:
-        _fallback_logged = True
-        log.info("No data sources given: using the synthetic market")
-    return [SYNTHETIC]
+    chosen = found or [SYNTHETIC]
+    if tuple(chosen) not in _logged:
+        _logged.add(tuple(chosen))
+        if found:
+            log.info("No data sources given: using the default data connection(s) %s", ", ".join(found))
+        else:
+            log.info("No data sources given and no default data connection: using the synthetic market")
+    return chosen
+
+
+def _connection_exists(conn_id: str) -> bool:
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
 
 
 def validate_source_names(sources: object) -> list[str]:

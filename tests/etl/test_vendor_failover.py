@@ -7,6 +7,7 @@ from the environment; the store is a real SQLite file.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 import requests
 
+from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.hooks.vendor import VendorHook
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 from airflow_provider_portfolio.store import PortfolioStore
@@ -126,4 +128,32 @@ def test_a_source_connection_of_a_type_without_bars_is_refused_before_any_reques
     add_connection("some_db", "postgres", host="127.0.0.1")
     with pytest.raises(Exception, match="'some_db' has type 'postgres'.*alpaca, alphavantage, finnhub"):
         etl(sources=["some_db"]).execute(context("2024-06-08 12:00"))
+    assert requests_mock.call_count == 0
+
+
+def test_no_sources_given_uses_the_default_data_connections_that_exist(desk, requests_mock, add_connection, caplog):
+    requests_mock.get(AV_URL, json=fixture("alphavantage/time_series_daily_ibm.json"))
+    op = PortfolioETLOperator(task_id="etl", symbols=["AAPL"], start="2024-06-03", end="2024-06-07",
+                              store_conn_id="desk_store")
+    # No default data connection: the synthetic market, and no vendor is called.
+    assert op.execute(context("2024-06-08 12:00"))["symbols"]["AAPL"]["source"] == "synthetic"
+    assert requests_mock.call_count == 0
+
+    add_connection("alphavantage_default", "alphavantage", password=ALPHAVANTAGE_KEY)
+    op = PortfolioETLOperator(task_id="etl", symbols=["AAPL"], start="2024-06-03", end="2024-06-07",
+                              store_conn_id="desk_store", mode="full")
+    with caplog.at_level(logging.INFO):
+        summary = op.execute(context("2024-06-08 12:00"))
+    # A default connection exists: it alone serves; synthetic bars are never mixed in.
+    assert summary["symbols"]["AAPL"]["source"] == "alphavantage_default"
+    assert "using the default data connection(s) alphavantage_default" in caplog.text
+    assert set(PortfolioStore.for_sqlite_file(desk).read_bars(["AAPL"])["source"]) == {"alphavantage_default"}
+
+
+def test_live_mode_with_no_default_data_connection_is_refused(desk, monkeypatch, requests_mock):
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__EXECUTION_MODE", "live")
+    op = PortfolioETLOperator(task_id="etl", symbols=["AAPL"], start="2024-06-03", end="2024-06-07",
+                              store_conn_id="desk_store")
+    with pytest.raises(InvalidInputError, match="no default data connection exists"):
+        op.execute(context("2024-06-08 12:00"))
     assert requests_mock.call_count == 0
