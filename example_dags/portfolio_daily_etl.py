@@ -2,9 +2,10 @@
 
 Copy this file into your dags folder. With no connections configured it runs on the synthetic
 market and stores bars in the embedded SQLite store ($AIRFLOW_HOME/portfolio/portfolio.db).
-To use real data, list market-data connections in ``sources`` (e.g. ``["alpaca_default",
-"synthetic"]`` tries Alpaca first); to use PostgreSQL, create the connection named by
-``[portfolio] store_conn_id`` (default ``portfolio_store_default``).
+To use real data, add a connection named ``alpaca_default``, ``alphavantage_default`` or
+``finnhub_default``: with no ``sources`` given, the task uses those that exist, in that order, and
+no longer the synthetic market. Or list connection ids in ``sources`` yourself. To use PostgreSQL,
+create the connection named by ``[portfolio] store_conn_id`` (default ``portfolio_store_default``).
 
 The universe comes from Variable ``portfolio.default_tickers`` (a JSON list or comma-separated
 tickers), read when the task runs, never at parse time. For hundreds of symbols, map the operator

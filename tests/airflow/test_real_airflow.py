@@ -12,7 +12,9 @@ import pandas_market_calendars as mcal
 import pytest
 
 from airflow_provider_portfolio import __version__
-from tests.airflow.realairflow import AirflowServer, airflow_env, run_airflow
+from tests.airflow.realairflow import REPO, AirflowServer, airflow_env, run_airflow
+from tests.fakevendor import FakeVendor
+from tests.vendorkeys import FINNHUB_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -136,3 +138,21 @@ def test_airflow_cli_lists_the_provider_and_its_config(tmp_path):
     assert ours and ours[0]["version"] == __version__
     value = run_airflow(env, "config", "get-value", "portfolio", "store_conn_id").stdout.strip().splitlines()[-1]
     assert value == "portfolio_store_default"
+
+
+def test_adding_a_default_data_connection_switches_the_copied_dag_to_the_vendor(tmp_path):
+    """The example DAG, unchanged: with a ``finnhub_default`` connection it loads Finnhub's bars."""
+    candles = json.loads((REPO / "tests" / "hooks" / "fixtures" / "finnhub" / "stock_candle_aapl_daily.json").read_text())
+    with FakeVendor({"/api/v1/stock/candle": candles}, keys={FINNHUB_KEY}) as finnhub:
+        conn = {"conn_type": "finnhub", "password": FINNHUB_KEY, "extra": {"base_url": f"{finnhub.url}/api/v1"}}
+        env = airflow_env(tmp_path / "vendor-home", AIRFLOW_CONN_FINNHUB_DEFAULT=json.dumps(conn))
+        run_airflow(env, "db", "migrate")
+        run_airflow(env, "variables", "set", "portfolio.default_tickers", "AAPL")
+        proc = run_airflow(env, "dags", "test", "portfolio_daily_etl", "2024-06-08")
+    assert "/api/v1/stock/candle" in finnhub.requests
+    with sqlite3.connect(tmp_path / "vendor-home" / "portfolio" / "portfolio.db") as con:
+        rows = con.execute("SELECT symbol, ts, source FROM bars ORDER BY ts").fetchall()
+    assert [(s, str(pd.Timestamp(ts, unit="us").date()), src) for s, ts, src in rows] == [
+        ("AAPL", day, "finnhub_default") for day in xnys_sessions("2024-06-03", "2024-06-07")
+    ]
+    assert FINNHUB_KEY not in proc.stdout + proc.stderr
