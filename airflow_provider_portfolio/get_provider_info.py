@@ -124,6 +124,18 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "connection-types": CONNECTION_TYPES,
+        "sensors": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_provider_portfolio.sensors.market_hours"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_provider_portfolio.triggers.market_hours"],
+            }
+        ],
         "operators": [
             {
                 "integration-name": INTEGRATION,

@@ -1,0 +1,1 @@
+"""Airflow sensors: market hours, deferrable."""

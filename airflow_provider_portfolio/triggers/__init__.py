@@ -1,0 +1,1 @@
+"""Airflow triggers run by the triggerer for the deferrable sensors."""
