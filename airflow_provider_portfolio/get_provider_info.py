@@ -130,6 +130,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_portfolio.sensors.market_hours"],
             }
         ],
+        "plugins": [{"name": "portfolio", "plugin-class": "airflow_provider_portfolio.plugins.PortfolioPlugin"}],
         "triggers": [
             {
                 "integration-name": INTEGRATION,
