@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -99,15 +100,9 @@ class MarketHoursSensor(BaseSensorOperator):
 
     def _trading_windows(self) -> TradingWindows:
         from airflow_provider_portfolio.config import get_option
-        from airflow_provider_portfolio.market.windows import TradingWindows
 
         exchange = self.exchange or get_option("default_exchange")
-        return TradingWindows(
-            exchange,
-            open_offset=self.open_offset,
-            close_offset=self.close_offset,
-            extended_hours=self.extended_hours,
-        )
+        return _trading_windows(exchange, self.open_offset, self.close_offset, self.extended_hours)
 
     def _defer(self, windows: TradingWindows, now: datetime, deadline: datetime) -> NoReturn:
         upcoming: Window = windows.next_window(now)
@@ -170,3 +165,13 @@ class MarketHoursSensor(BaseSensorOperator):
                 raise AirflowSkipException(message)
             raise AirflowSensorTimeout(message)
         self._defer(windows, now, limit)
+
+
+@functools.lru_cache(maxsize=64)
+def _trading_windows(exchange: str, open_offset: timedelta, close_offset: timedelta,
+                     extended_hours: bool) -> TradingWindows:
+    """One validated :class:`TradingWindows` per setting and process, so later pokes skip the checks."""
+    from airflow_provider_portfolio.market.windows import TradingWindows
+
+    return TradingWindows(exchange, open_offset=open_offset, close_offset=close_offset,
+                          extended_hours=extended_hours)
