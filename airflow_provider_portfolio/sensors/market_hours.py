@@ -120,13 +120,20 @@ class MarketHoursSensor(BaseSensorOperator):
 
     # -- Airflow entry points --------------------------------------------------------------------
 
-    def execute(self, context: Context) -> Any:
+    def _look(self) -> tuple[TradingWindows, datetime, Window | None]:
+        """The windows, the current instant, and the window open at that instant (``None`` when closed)."""
         windows = self._trading_windows()
         now = self._now()
-        window = windows.window_at(now)
+        return windows, now, windows.window_at(now)
+
+    def _open(self, windows: TradingWindows, window: Window) -> dict[str, str]:
+        self.log.info("%s trading window open: %s..%s", windows.exchange, window.start, window.end)
+        return windows.summary(window)
+
+    def execute(self, context: Context) -> Any:
+        windows, now, window = self._look()
         if window is not None:
-            self.log.info("%s trading window open: %s..%s", windows.exchange, window.start, window.end)
-            return windows.summary(window)
+            return self._open(windows, window)
         if self.when_closed == "skip":
             upcoming = windows.next_window(now)
             raise AirflowSkipException(
@@ -138,9 +145,7 @@ class MarketHoursSensor(BaseSensorOperator):
         return super().execute(context)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        windows = self._trading_windows()
-        now = self._now()
-        window = windows.window_at(now)
+        windows, now, window = self._look()
         if window is None:
             upcoming = windows.next_window(now)
             self.log.info("%s trading window closed; next opens at %s", windows.exchange, upcoming.start.isoformat())
@@ -152,12 +157,9 @@ class MarketHoursSensor(BaseSensorOperator):
         """Resume after the trigger fired: the window when open, else defer again (or time out)."""
         if not isinstance(event, dict) or event.get("status") != "fired":
             raise RuntimeError(f"MarketHoursSensor got an unexpected trigger event: {event!r}")
-        windows = self._trading_windows()
-        now = self._now()
-        window = windows.window_at(now)
+        windows, now, window = self._look()
         if window is not None:
-            self.log.info("%s trading window open: %s..%s", windows.exchange, window.start, window.end)
-            return windows.summary(window)
+            return self._open(windows, window)
         limit = datetime.fromisoformat(deadline) if deadline else now + timedelta(seconds=self.timeout)
         if now >= limit:
             message = f"{windows.exchange} trading window still closed at the sensor's timeout ({self.timeout} s)"
