@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # make demo: a local Airflow under .demo/, the example daily ETL run end to end with `airflow dags test`,
+# the session DAG for one bar,
 # then a report of what landed in the store. Embedded defaults only: synthetic market, SQLite store.
 set -euo pipefail
 VENV="${1:-.venv}"
@@ -18,3 +19,10 @@ grep -E "Wrote [0-9]+ row|No connection|synthetic market|rejected|failed:" "$AIR
 echo "== what the store holds"
 python scripts/store_report.py "$AIRFLOW_HOME/portfolio/portfolio.db"
 echo "(full log: $AIRFLOW_HOME/dags-test.log)"
+echo "== airflow dags test portfolio_market_session (one 15-minute bar, gated by market hours)"
+airflow dags test portfolio_market_session >"$AIRFLOW_HOME/session-test.log" 2>&1 || { tail -80 "$AIRFLOW_HOME/session-test.log"; exit 1; }
+# Open: the sensor logs the window; closed: the task is skipped with the next window as the reason.
+grep -E "trading window open" "$AIRFLOW_HOME/session-test.log" \
+    | sed -E 's/^[^]]*\] +//; s/ +\[[A-Za-z0-9_.]+\] +loc=.*$//' | sort -u || true
+grep -oE "reason='[^']*'" "$AIRFLOW_HOME/session-test.log" | sed -E "s/^reason='(.*)'$/skipped: \1/" | sort -u || true
+echo "(full log: $AIRFLOW_HOME/session-test.log)"
