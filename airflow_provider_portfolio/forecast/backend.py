@@ -287,6 +287,6 @@ def run_chunked(
             for lo in range(start, rows, initial):
                 results.append(fn(np, np.asarray(host[lo : lo + initial], dtype=np.float64)))
             break
-        results.append(out if isinstance(out, tuple) else out)
+        results.append(out)
         start += part.shape[0]
     return _concatenate(results)
