@@ -46,7 +46,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,7 +62,7 @@ from airflow_provider_portfolio.exceptions import (
     VendorUnavailableError,
 )
 from airflow_provider_portfolio.hooks.vendor import VendorHook, shorten
-from airflow_provider_portfolio.market.params import utc_date, validate_symbol
+from airflow_provider_portfolio.market.params import utc_day_window, validate_symbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -410,7 +410,7 @@ class AlpacaHook(VendorHook):
 
         tf = parse_timeframe(timeframe)
         names = validate_symbols(symbols)
-        lo, hi = _utc_window(start, end)
+        lo, hi = utc_day_window(start, end)
         stocks = [s for s in names if not is_crypto(s)]
         crypto = [s for s in names if is_crypto(s)]
         frames = []
@@ -535,7 +535,7 @@ class AlpacaHook(VendorHook):
         names = validate_symbols(symbols)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError(f"limit must be an integer in [1, 10000], got {limit!r}")
-        lo, hi = _utc_window(start, end)
+        lo, hi = utc_day_window(start, end)
         from alpaca.data.requests import NewsRequest
 
         request = NewsRequest(symbols=",".join(names), start=lo, end=hi, limit=min(limit, NEWS_PAGE_SIZE),
@@ -789,14 +789,6 @@ def _plain_params(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _utc_window(start: date | datetime | str, end: date | datetime | str) -> tuple[datetime, datetime]:
-    """[midnight UTC of start's date, midnight UTC after end's date)."""
-    first, last = utc_date(start, "start"), utc_date(end, "end")
-    if first > last:
-        raise InvalidInputError(f"start {first} is after end {last}")
-    lo = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
-    hi = datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)
-    return lo, hi
 
 
 

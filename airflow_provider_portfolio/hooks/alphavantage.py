@@ -59,7 +59,7 @@ from airflow_provider_portfolio.exceptions import (
     VendorError,
 )
 from airflow_provider_portfolio.hooks.vendor import VendorHook, shorten
-from airflow_provider_portfolio.market.params import utc_date, validate_symbol
+from airflow_provider_portfolio.market.params import utc_date, utc_date_range, validate_symbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,9 +205,7 @@ class AlphaVantageHook(VendorHook):
 
         tf = parse_timeframe(timeframe)
         symbol = validate_symbol(symbol)
-        first, last = utc_date(start, "start"), utc_date(end, "end")
-        if first > last:
-            raise InvalidInputError(f"start {first} is after end {last}")
+        first, last = utc_date_range(start, end)
         crypto = is_crypto(symbol)
         base, _, market = symbol.partition("/")
         if tf.is_daily:

@@ -29,7 +29,7 @@ open, which has the same UTC date); intraday candles are labelled by ``t``, the 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_portfolio.exceptions import (
@@ -39,7 +39,7 @@ from airflow_provider_portfolio.exceptions import (
     VendorError,
 )
 from airflow_provider_portfolio.hooks.vendor import VendorHook, shorten
-from airflow_provider_portfolio.market.params import utc_date, validate_symbol
+from airflow_provider_portfolio.market.params import utc_date_range, utc_day_window, validate_symbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,9 +134,7 @@ class FinnhubHook(VendorHook):
         symbol = validate_symbol(symbol)
         if is_crypto(symbol):
             raise InvalidInputError(f"Finnhub company news covers equities only, not {symbol!r}")
-        first, last = utc_date(start, "start"), utc_date(end, "end")
-        if first > last:
-            raise InvalidInputError(f"start {first} is after end {last}")
+        first, last = utc_date_range(start, end)
         what = f"company news of {symbol}"
         body = self.request("/company-news", {"symbol": symbol, "from": first.isoformat(), "to": last.isoformat()},
                             what)
@@ -188,11 +186,7 @@ class FinnhubHook(VendorHook):
         if resolution is None:
             raise InvalidInputError(f"Finnhub has no {tf.name} candles: use one of {', '.join(RESOLUTIONS)}")
         symbol = validate_symbol(symbol)
-        first, last = utc_date(start, "start"), utc_date(end, "end")
-        if first > last:
-            raise InvalidInputError(f"start {first} is after end {last}")
-        lo = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
-        hi = datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)
+        lo, hi = utc_day_window(start, end)
         path = "/crypto/candle" if is_crypto(symbol) else "/stock/candle"
         vendor_symbol = self.vendor_symbol(symbol)
         what = f"{tf.name} candles of {vendor_symbol}"

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
-from airflow_provider_portfolio.market.params import utc_date
+from airflow_provider_portfolio.market.params import utc_date_range
 
 #: Finance words that read as good news for the ticker.
 POSITIVE = frozenset(
@@ -128,9 +128,7 @@ def synthetic_news(symbols: Sequence[str], start: date | datetime, end: date | d
 
     :raises InvalidInputError: when ``start`` is after ``end``.
     """
-    first, last = utc_date(start, "start"), utc_date(end, "end")
-    if first > last:
-        raise InvalidInputError(f"start {first} is after end {last}")
+    first, last = utc_date_range(start, end)
     items = []
     day = first
     while day <= last:

@@ -6,7 +6,7 @@ Pure Python and cheap to import (no pandas), so hook modules can use it at impor
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
 
@@ -80,3 +80,21 @@ def utc_date(value: object, name: str) -> date:
         except ValueError:
             pass
     raise InvalidInputError(f"{name} must be a date like '2024-06-03', got {value!r}")
+
+
+def utc_date_range(start: object, end: object) -> tuple[date, date]:
+    """``start`` and ``end`` as UTC dates (see :func:`utc_date`).
+
+    :raises InvalidInputError: when either is not a date or ``start`` is after ``end``.
+    """
+    first, last = utc_date(start, "start"), utc_date(end, "end")
+    if first > last:
+        raise InvalidInputError(f"start {first} is after end {last}")
+    return first, last
+
+
+def utc_day_window(start: object, end: object) -> tuple[datetime, datetime]:
+    """[midnight UTC of start's date, midnight UTC after end's date), checked like :func:`utc_date_range`."""
+    first, last = utc_date_range(start, end)
+    lo = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+    return lo, datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)

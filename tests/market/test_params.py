@@ -38,3 +38,13 @@ def test_utc_date_takes_dates_datetimes_and_iso_strings():
 def test_importing_params_loads_no_pandas():
     code = "import sys, airflow_provider_portfolio.market.params; print('pandas' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_utc_date_range_and_day_window():
+    from airflow_provider_portfolio.market.params import utc_date_range, utc_day_window
+
+    assert utc_date_range("2024-06-03", date(2024, 6, 7)) == (date(2024, 6, 3), date(2024, 6, 7))
+    assert utc_day_window("2024-06-03", "2024-06-07") == (
+        datetime(2024, 6, 3, tzinfo=timezone.utc), datetime(2024, 6, 8, tzinfo=timezone.utc))
+    with pytest.raises(InvalidInputError, match="start 2024-06-07 is after end 2024-06-03"):
+        utc_day_window("2024-06-07", "2024-06-03")
