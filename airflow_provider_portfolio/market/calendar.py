@@ -333,6 +333,24 @@ class MarketCalendar:
         return _utc_index(intraday_bar_starts(opens, closes, int(tf.delta.value)), name="ts")
 
 
+def utc_ns(values: object) -> np.ndarray:
+    """Instants (a Series, DatetimeIndex or datetime array) as int64 nanoseconds UTC; naive ones are UTC."""
+    index = pd.DatetimeIndex(values)
+    index = index.tz_localize(_UTC) if index.tz is None else index.tz_convert(_UTC)
+    return index.as_unit("ns").asi8
+
+
+def session_positions(opens: np.ndarray, closes: np.ndarray, ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each instant ``ns``: the position of the last session opening at or before it, and whether
+    it lies inside that session (open <= instant < close). All arguments int64 nanoseconds UTC;
+    ``opens`` sorted ascending.
+    """
+    idx = np.searchsorted(opens, ns, side="right") - 1
+    if not len(opens):
+        return idx, np.zeros(len(ns), dtype=bool)
+    return idx, (idx >= 0) & (ns < closes[np.maximum(idx, 0)])
+
+
 def intraday_bar_starts(opens: np.ndarray, closes: np.ndarray, step_ns: int) -> np.ndarray:
     """Bar starts (int64 ns) of sessions ``opens[i] <= t < closes[i]`` stepping by ``step_ns``.
 

@@ -12,11 +12,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from airflow_provider_portfolio.exceptions import AllSourcesFailedError, DataQualityError, InvalidInputError
 from airflow_provider_portfolio.market.bars import parse_timeframe
-from airflow_provider_portfolio.market.calendar import MarketCalendar, calendar_for_symbol, parse_session_date
+from airflow_provider_portfolio.market.calendar import (
+    MarketCalendar,
+    calendar_for_symbol,
+    parse_session_date,
+    session_positions,
+    utc_ns,
+)
 from airflow_provider_portfolio.market.params import validate_symbols
 from airflow_provider_portfolio.market.quality import QualityRules, check_bars
 from airflow_provider_portfolio.market.sources import FailoverChain, MarketDataSource
@@ -110,8 +117,9 @@ def plan_missing_sessions(
         return days[~days.isin(have)]
     stored = store.bar_timestamps(symbol, tf.name, first_open, last_close)
     idx, inside = _session_positions(sessions, stored)
-    covered = set(idx[inside].tolist())
-    return pd.DatetimeIndex([s for i, s in enumerate(sessions.index) if i not in covered])
+    missing = np.ones(len(sessions), dtype=bool)
+    missing[idx[inside]] = False
+    return pd.DatetimeIndex(sessions.index[missing])
 
 
 def load_bars(
@@ -231,12 +239,6 @@ def _within_sessions(bars: pd.DataFrame, sessions: pd.DataFrame, daily: bool) ->
     return bars[inside].reset_index(drop=True)
 
 
-def _session_positions(sessions: pd.DataFrame, stamps: pd.DatetimeIndex) -> tuple[Any, Any]:
+def _session_positions(sessions: pd.DataFrame, stamps: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     """For each instant: the position of the session whose open precedes it, and whether it is inside it."""
-    opens = pd.DatetimeIndex(sessions["market_open"]).tz_convert("UTC").as_unit("ns").asi8
-    closes = pd.DatetimeIndex(sessions["market_close"]).tz_convert("UTC").as_unit("ns").asi8
-    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
-    ns = stamps.as_unit("ns").asi8
-    idx = opens.searchsorted(ns, side="right") - 1
-    inside = (idx >= 0) & (ns < closes[idx.clip(min=0)])
-    return idx, inside
+    return session_positions(utc_ns(sessions["market_open"]), utc_ns(sessions["market_close"]), utc_ns(stamps))

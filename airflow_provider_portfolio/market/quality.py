@@ -37,6 +37,7 @@ import pandas as pd
 
 from airflow_provider_portfolio.exceptions import DataQualityError, InvalidInputError
 from airflow_provider_portfolio.market.bars import PRICE_COLUMNS, VALUE_COLUMNS, parse_timeframe
+from airflow_provider_portfolio.market.calendar import session_positions, utc_ns
 
 RULES: tuple[str, ...] = (
     "missing_values",
@@ -331,15 +332,7 @@ def _outside(calendar: Any, ns: np.ndarray, daily: bool) -> np.ndarray:
         pos = np.minimum(np.searchsorted(dates, day), max(len(dates) - 1, 0))
         found = dates[pos] == day if len(dates) else np.zeros(len(ns), dtype=bool)
         return ~(found & (ns == day))
-    opens, closes = (_utc_ns(sessions[col]) for col in ("market_open", "market_close"))
+    opens, closes = (utc_ns(sessions[col]) for col in ("market_open", "market_close"))
     order = np.argsort(opens, kind="stable")
-    opens, closes = opens[order], closes[order]
-    idx = np.searchsorted(opens, ns, side="right") - 1
-    inside = (idx >= 0) & (ns < closes[np.maximum(idx, 0)]) if len(opens) else np.zeros(len(ns), dtype=bool)
+    _, inside = session_positions(opens[order], closes[order], ns)
     return ~inside
-
-
-def _utc_ns(column: pd.Series) -> np.ndarray:
-    index = pd.DatetimeIndex(column)
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    return index.as_unit("ns").asi8
