@@ -32,7 +32,7 @@ test: venv system-deps
 	$(VENV)/bin/python -m pytest
 
 # Unit tests only: no real Airflow runs.
-test-fast: venv
+test-fast: venv system-deps
 	$(VENV)/bin/python -m pytest -m "not slow"
 
 # The lowest supported Airflow, in its own venv: provider discovery, DAG integrity, connection forms, hooks, the ETL in a real Airflow.

@@ -250,7 +250,7 @@ def test_store_attributes(tmp_path):
 
 @pytest.mark.postgres
 def test_psycopg2_driver_round_trip(fresh_pg_url):
-    pytest.importorskip("psycopg2")
+    import psycopg2  # noqa: F401 (the test extra installs psycopg2-binary)
     store = PortfolioStore(fresh_pg_url.replace("postgresql+psycopg://", "postgresql+psycopg2://"))
     assert store.engine.dialect.driver == "psycopg2"
     store.migrate()
