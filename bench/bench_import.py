@@ -16,9 +16,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from checks import REPO, check, exit_status
+
 HEAVY = ["pandas", "numpy", "scipy", "statsmodels", "arch", "alpaca", "finnhub", "alpha_vantage",
          "pandas_market_calendars", "cupy"]
 TARGET_MS = 100.0
@@ -77,21 +77,11 @@ def main() -> int:
           f"{dags_ms - bare_ms:+.1f} ms: dominated by process-to-process noise)")
     print(f"example DAGs after `import airflow.sdk` median {cost:8.1f} ms, measured in the same process "
           f"(ratio {cost / bare_ms:.3f} of a bare sdk import)")
-    ok = True
     expected = {"portfolio_daily_etl"}
-    if not expected <= set(last["dags"]):
-        print(f"FAIL answer: DAGs defined {last['dags']}, expected at least {sorted(expected)}")
-        ok = False
-    else:
-        print(f"PASS answer: DAGs defined: {', '.join(last['dags'])}")
-    if last["heavy"]:
-        print(f"FAIL answer: heavy modules loaded at import: {last['heavy']}")
-        ok = False
-    else:
-        print("PASS answer: no heavy module loaded")
-    print(f"{'PASS' if cost < TARGET_MS else 'FAIL'} target: DAG import cost {cost:.1f} ms < {TARGET_MS:.0f} ms")
-    return 0 if ok and cost < TARGET_MS else 1
-
+    check(expected <= set(last["dags"]), f"DAGs defined: {', '.join(last['dags'])} (at least {sorted(expected)})")
+    check(not last["heavy"], f"no heavy module loaded at import (loaded: {last['heavy'] or 'none'})")
+    check(cost < TARGET_MS, f"target: DAG import cost {cost:.1f} ms < {TARGET_MS:.0f} ms")
+    return exit_status()
 
 if __name__ == "__main__":
     sys.exit(main())

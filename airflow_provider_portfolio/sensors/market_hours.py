@@ -11,7 +11,6 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.windows import check_offsets_cheaply, coerce_offset
-from airflow_provider_portfolio.triggers.market_hours import MarketOpenTrigger
 
 try:  # Airflow >= 3.2
     from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
@@ -112,6 +111,9 @@ class MarketHoursSensor(BaseSensorOperator):
             windows.exchange, now.isoformat(), upcoming.start.isoformat(), upcoming.end.isoformat(),
             moment.isoformat(),
         )
+        # Imported here, not at DAG parse: Airflow's trigger base pulls in ~10 ms of modules.
+        from airflow_provider_portfolio.triggers.market_hours import MarketOpenTrigger
+
         self.defer(
             trigger=MarketOpenTrigger(moment=moment, exchange=windows.exchange),
             method_name="execute_complete",
