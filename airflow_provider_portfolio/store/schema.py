@@ -4,8 +4,33 @@ One schema serves SQLite and PostgreSQL. Timestamps (:class:`UtcTimestamp`) are
 ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and, on SQLite, an ``INTEGER`` holding microseconds since
 the Unix epoch in UTC: it sorts and compares correctly, is compact, and converts to and from
 ``datetime64[ns, UTC]`` with vectorised arithmetic (microseconds is also PostgreSQL's resolution, so
-both dialects store the same instants). On SQLite ``bars`` is a ``WITHOUT ROWID`` table clustered on
-its primary key.
+both dialects store the same instants). On SQLite every table but ``schema_version`` is a
+``WITHOUT ROWID`` table clustered on its primary key.
+
+Tables (latest version):
+
+``schema_version`` (migration 1)
+    One row per applied migration: ``version``, ``applied_at``, ``description``.
+``bars`` (migration 1)
+    OHLCV bars keyed by (``symbol``, ``timeframe``, ``ts``): the canonical bar frame of ``market/bars.py``.
+``forecasts`` (migration 2)
+    One row per (``run_id``, ``model``, ``symbol``, ``timeframe``, ``step``): the forecast of the bar
+    ``target_ts``, ``step`` bars (1..horizon) after ``asof`` (the last bar the model saw), by ``model``
+    (``ssa``, ``garch``, ``ensemble``, a baseline such as ``last_value``...) in the run ``run_id`` (the
+    Airflow run id, or any caller id). ``target`` names the forecast quantity (``log_close`` for price-level
+    models, ``log_return`` for GARCH); ``point`` is the point forecast and [``lower``, ``upper``] the interval
+    of nominal coverage ``level`` (0 < level < 1); ``variance`` is GARCH's conditional variance forecast
+    (NULL for other models). ``backend`` (``numpy``/``cupy``/``statsmodels``) and ``device`` (``cpu``,
+    ``cuda:0 (NVIDIA H100)``) say where it was computed, ``created_at`` when it was written. Index
+    (``symbol``, ``model``, ``timeframe``, ``asof``) finds the latest forecasts of a symbol and model.
+``model_evaluations`` (migration 2)
+    One row per (``run_id``, ``model``, ``symbol``, ``timeframe``): the rolling-origin backtest of a model
+    at ``asof`` over ``horizon`` steps and ``origins`` origins. ``rmse``, ``mae``, ``directional_accuracy``
+    and ``coverage`` (of the intervals) are NULL where undefined; ``baseline`` names the naive model
+    compared against, ``baseline_rmse`` its RMSE and ``skill`` = 1 - rmse / baseline_rmse (NULL if
+    undefined). ``label`` is ``healthy``, ``unhealthy`` or ``insufficient_data``, ``healthy`` the gate's
+    verdict and ``weight`` the model's ensemble weight (NULL when not in the ensemble); ``backend``,
+    ``device`` and ``created_at`` as in ``forecasts``. Same index as ``forecasts``.
 
 Adding a migration: append a :class:`Migration` with the next version to :data:`MIGRATIONS`; its
 ``apply`` receives a connection inside the migration transaction (lock held) and emits DDL. Once a
@@ -20,7 +45,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, Integer, MetaData, PrimaryKeyConstraint, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
@@ -106,6 +143,79 @@ bars = _bars_table(metadata)
 BAR_VALUE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "source")
 
 
+def _forecasts_table(meta: MetaData) -> Table:
+    # Shape of ``forecasts`` as created by migration 2 (and still the latest shape).
+    return Table(
+        "forecasts",
+        meta,
+        Column("run_id", _KeyText(250), nullable=False),
+        Column("model", _KeyText(32), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        Column("timeframe", _KeyText(16), nullable=False),
+        Column("step", Integer, nullable=False, autoincrement=False),
+        Column("asof", UtcTimestamp(), nullable=False),
+        Column("target_ts", UtcTimestamp(), nullable=False),
+        Column("target", String(16), nullable=False),
+        Column("point", Float(53), nullable=False),
+        Column("lower", Float(53), nullable=False),
+        Column("upper", Float(53), nullable=False),
+        Column("level", Float(53), nullable=False),
+        Column("variance", Float(53), nullable=True),
+        Column("backend", String(16), nullable=False),
+        Column("device", String(64), nullable=False),
+        Column("created_at", UtcTimestamp(), nullable=False),
+        PrimaryKeyConstraint("run_id", "model", "symbol", "timeframe", "step", name="pk_forecasts"),
+        Index("ix_forecasts_symbol_model", "symbol", "model", "timeframe", "asof"),
+        sqlite_with_rowid=False,
+    )
+
+
+def _model_evaluations_table(meta: MetaData) -> Table:
+    # Shape of ``model_evaluations`` as created by migration 2 (and still the latest shape).
+    return Table(
+        "model_evaluations",
+        meta,
+        Column("run_id", _KeyText(250), nullable=False),
+        Column("model", _KeyText(32), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        Column("timeframe", _KeyText(16), nullable=False),
+        Column("asof", UtcTimestamp(), nullable=False),
+        Column("horizon", Integer, nullable=False),
+        Column("origins", Integer, nullable=False),
+        Column("rmse", Float(53), nullable=True),
+        Column("mae", Float(53), nullable=True),
+        Column("directional_accuracy", Float(53), nullable=True),
+        Column("coverage", Float(53), nullable=True),
+        Column("baseline", String(32), nullable=False),
+        Column("baseline_rmse", Float(53), nullable=True),
+        Column("skill", Float(53), nullable=True),
+        Column("label", String(32), nullable=False),
+        Column("healthy", Boolean(create_constraint=False), nullable=False),
+        Column("weight", Float(53), nullable=True),
+        Column("backend", String(16), nullable=False),
+        Column("device", String(64), nullable=False),
+        Column("created_at", UtcTimestamp(), nullable=False),
+        PrimaryKeyConstraint("run_id", "model", "symbol", "timeframe", name="pk_model_evaluations"),
+        Index("ix_model_evaluations_symbol_model", "symbol", "model", "timeframe", "asof"),
+        sqlite_with_rowid=False,
+    )
+
+
+#: Forecasts keyed by (run_id, model, symbol, timeframe, step).
+forecasts = _forecasts_table(metadata)
+#: Model evaluations keyed by (run_id, model, symbol, timeframe).
+model_evaluations = _model_evaluations_table(metadata)
+
+#: Columns of ``forecasts`` in table order: what a forecast frame holds (``created_at`` is optional).
+FORECAST_COLUMNS: tuple[str, ...] = tuple(c.name for c in forecasts.columns)
+#: Columns of ``model_evaluations`` in table order: what an evaluation frame holds (``created_at`` is optional).
+EVALUATION_COLUMNS: tuple[str, ...] = tuple(c.name for c in model_evaluations.columns)
+#: The key a write replaces as a unit, in both tables.
+FORECAST_RUN_KEY: tuple[str, ...] = ("run_id", "model", "symbol", "timeframe")
+#: Allowed values of ``model_evaluations.label``.
+EVALUATION_LABELS: tuple[str, ...] = ("healthy", "unhealthy", "insufficient_data")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One forward step of the schema.
@@ -124,9 +234,16 @@ def _v1_create_bars(conn: Connection) -> None:
     _bars_table(MetaData()).create(conn)
 
 
+def _v2_create_forecasts(conn: Connection) -> None:
+    meta = MetaData()
+    _forecasts_table(meta).create(conn)
+    _model_evaluations_table(meta).create(conn)
+
+
 #: Forward migrations in order; append new ones at the end.
 MIGRATIONS: list[Migration] = [
     Migration(1, "create bars", _v1_create_bars),
+    Migration(2, "create forecasts and model_evaluations", _v2_create_forecasts),
 ]
 
 
