@@ -1,9 +1,13 @@
-"""PortfolioStore: the bars repository on SQLAlchemy Core, for SQLite and PostgreSQL.
+"""PortfolioStore: the bars, forecasts and model-evaluations repository on SQLAlchemy Core, for SQLite and PostgreSQL.
 
 Writes are idempotent upserts on (symbol, timeframe, ts), one transaction per call, batched:
 ``executemany`` of pre-converted tuples on the raw ``sqlite3`` connection, and on PostgreSQL a binary
 ``COPY`` into a temporary staging table followed by one ``INSERT ... SELECT ... ON CONFLICT``. An
 identical re-upsert changes nothing and reports 0 rows.
+
+Forecasts and model evaluations are written per (run_id, model, symbol, timeframe) key: one transaction
+deletes the stored rows of the keys in the call (in bulk, per run/model/timeframe and symbol chunk) and
+inserts the new ones with ``executemany``; PostgreSQL writers of forecasts queue on an advisory lock.
 
 SQLite connections run in WAL mode with ``busy_timeout`` and ``synchronous=NORMAL``, and write
 transactions start with ``BEGIN IMMEDIATE``, so several processes (parallel mapped tasks) can write
@@ -20,13 +24,29 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ARRAY, BigInteger, String, bindparam, create_engine, event, func, insert, inspect, select
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.sql.expression import cast, type_coerce
@@ -49,6 +69,8 @@ BATCH_ROWS = 50_000
 _SYMBOLS_PER_QUERY = 500
 #: Key of the PostgreSQL advisory lock that serialises migrations.
 _MIGRATION_LOCK_KEY = 0x706F7274666F6C69  # "portfoli"
+#: Key of the PostgreSQL advisory lock that serialises forecast writes (replace = delete + insert).
+_FORECAST_LOCK_KEY = 0x666F7265636173  # "forecas"
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds: PostgreSQL's timestamp origin
 _UNIT_TO_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
 _SCHEMES = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DB (also postgres:// and postgresql+psycopg2://)"
@@ -285,6 +307,302 @@ class _PreparedBars:
         yield _PG_COPY_TRAILER
 
 
+#: Range rules ``(low, low_open, high, high_open)`` checked on numeric columns of the forecast tables.
+_RANGES: dict[str, dict[str, tuple[float | None, bool, float | None, bool]]] = {
+    "forecasts": {
+        "step": (1, False, None, False),
+        "level": (0.0, True, 1.0, True),
+        "variance": (0.0, False, None, False),
+    },
+    "model_evaluations": {
+        "horizon": (1, False, None, False),
+        "origins": (0, False, None, False),
+        "rmse": (0.0, False, None, False),
+        "mae": (0.0, False, None, False),
+        "directional_accuracy": (0.0, False, 1.0, False),
+        "coverage": (0.0, False, 1.0, False),
+        "baseline_rmse": (0.0, False, None, False),
+    },
+}
+_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {"model_evaluations": {"label": schema.EVALUATION_LABELS}}
+_INT32_MAX = 2**31 - 1
+#: Relative slack allowed on ``lower <= point <= upper`` (rounding in interval arithmetic).
+_INTERVAL_SLACK = 1e-9
+
+
+def _kind(column: Any) -> str:
+    """The value kind of a table column: ``ts``, ``bool``, ``int``, ``float`` or ``text``."""
+    if isinstance(column.type, schema.UtcTimestamp):
+        return "ts"
+    if isinstance(column.type, Boolean):
+        return "bool"
+    if isinstance(column.type, Integer):
+        return "int"
+    if isinstance(column.type, Float):
+        return "float"
+    return "text"
+
+
+def _name_list(value: Any, name: str) -> list[str] | None:
+    """``None``, one string or a list of strings as a de-duplicated list (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple, set, frozenset, pd.Index, np.ndarray)) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise InvalidInputError(f"{name} must be a string or a list of strings, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+class _PreparedRows:
+    """A validated frame for ``forecasts`` or ``model_evaluations``: one Python list per column.
+
+    :param frame: the caller's frame (extra columns are ignored; ``created_at`` is optional).
+    :param table: the target table.
+    :param what: how messages name the frame (``forecast frame``).
+    :param now: ``created_at`` of rows that give none.
+    """
+
+    def __init__(self, frame: Any, table: Any, what: str, now: datetime) -> None:
+        if not isinstance(frame, pd.DataFrame):
+            raise InvalidInputError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
+        self.table = table
+        self.what = what
+        self.n = len(frame)
+        self.values: dict[str, list[Any]] = {}
+        self.ts_us: dict[str, np.ndarray] = {}
+        if self.n == 0:  # nothing to write: any columns will do
+            return
+        names = [c.name for c in table.columns]
+        missing = [c for c in names if c != "created_at" and c not in frame.columns]
+        if missing:
+            raise InvalidInputError(f"{what} lacks column(s) {missing}; expected {names} (created_at is optional)")
+        self._index = frame.index
+        ranges, choices = _RANGES.get(table.name, {}), _CHOICES.get(table.name, {})
+        now_us = (now - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+        for column in table.columns:
+            name, kind = column.name, _kind(column)
+            if name not in frame.columns:  # created_at
+                self.ts_us[name] = np.full(self.n, now_us, dtype=np.int64)
+            elif kind == "ts":
+                self.ts_us[name] = self._timestamps(name, frame[name], now_us if name == "created_at" else None)
+            elif kind == "text":
+                self.values[name] = self._text(name, frame[name], column.type.length, choices.get(name))
+            elif kind == "bool":
+                self.values[name] = self._booleans(name, frame[name])
+            else:
+                self.values[name] = self._numbers(name, frame[name], kind, column.nullable, ranges.get(name))
+        if table.name == "forecasts":
+            self._check_interval()
+        self._check_unique_keys()
+
+    # -- validation helpers -------------------------------------------------------------------------
+    def _fail(self, name: str, position: int, problem: str, value: Any) -> NoReturn:
+        raise InvalidInputError(f"{self.what}: column {name!r} {problem} at row {self._index[position]!r} "
+                                f"(value {value!r})")
+
+    def _text(self, name: str, col: pd.Series, length: int | None, choices: tuple[str, ...] | None) -> list[str]:
+        codes, uniques = pd.factorize(col)
+        problems = [self._text_problem(name, u, length, choices) for u in uniques]
+        bad = np.array([p is not None for p in problems] + [True], dtype=bool)[codes]  # code -1: missing
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            code = int(codes[first])
+            self._fail(name, first, "is missing" if code < 0 else problems[code], col.iloc[first])
+        return np.array([str(u) for u in uniques] + [""], dtype=object)[codes].tolist()  # plain str, not np.str_
+
+    @staticmethod
+    def _text_problem(name: str, value: Any, length: int | None, choices: tuple[str, ...] | None) -> str | None:
+        if not isinstance(value, str):
+            return f"is not a string ({type(value).__name__})"
+        if not value.strip():
+            return "is empty"
+        if length is not None and len(value) > length:
+            return f"is longer than {length} characters"
+        if choices is not None and value not in choices:
+            return f"is not one of {list(choices)}"
+        if name == "symbol":
+            try:
+                canonical = validate_symbols([value])
+            except InvalidInputError:
+                return "is not a ticker (e.g. 'AAPL', 'BRK.B' or a crypto pair 'BTC/USD')"
+            if canonical != [value]:
+                return f"is not written canonically (write {canonical[0]!r})"
+        if name == "timeframe":
+            try:
+                canonical_tf = parse_timeframe(value).name
+            except InvalidInputError:
+                return "is not a timeframe (e.g. '5Min', '1Hour', '1Day')"
+            if canonical_tf != value:
+                return f"is not written canonically (write {canonical_tf!r})"
+        return None
+
+    def _numbers(self, name: str, col: pd.Series, kind: str, nullable: bool,
+                 bounds: tuple[float | None, bool, float | None, bool] | None) -> list[Any]:
+        if pd.api.types.is_bool_dtype(col.dtype):
+            self._fail(name, 0, "holds booleans, not numbers", col.iloc[0])
+        try:
+            arr = col.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):
+            coerced = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            odd = np.isnan(coerced) & col.notna().to_numpy()
+            first = int(np.flatnonzero(odd)[0]) if odd.any() else 0
+            self._fail(name, first, "is not a number", col.iloc[first])
+        missing = np.isnan(arr)
+        if not nullable and missing.any():
+            first = int(np.flatnonzero(missing)[0])
+            self._fail(name, first, "is missing (NaN)", col.iloc[first])
+        infinite = np.isinf(arr)
+        if infinite.any():
+            first = int(np.flatnonzero(infinite)[0])
+            self._fail(name, first, "is infinite" + (" (use NaN for an undefined value)" if nullable else ""),
+                       col.iloc[first])
+        if kind == "int":
+            odd = (arr != np.round(arr)) | (np.abs(arr) > _INT32_MAX)
+            if odd.any():
+                first = int(np.flatnonzero(odd)[0])
+                self._fail(name, first, "is not an integer (32-bit)", col.iloc[first])
+        if bounds is not None:
+            low, low_open, high, high_open = bounds
+            out = np.zeros(len(arr), dtype=bool)
+            with np.errstate(invalid="ignore"):
+                if low is not None:
+                    out |= (arr <= low) if low_open else (arr < low)
+                if high is not None:
+                    out |= (arr >= high) if high_open else (arr > high)
+            if out.any():
+                first = int(np.flatnonzero(out)[0])
+                lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+                hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+                self._fail(name, first, f"must be {' and '.join(p for p in (lo, hi) if p)}", col.iloc[first])
+        if kind == "int":
+            return arr.astype(np.int64).tolist()
+        values = arr.tolist()
+        if nullable and missing.any():
+            for i in np.flatnonzero(missing).tolist():
+                values[i] = None
+        return values
+
+    def _booleans(self, name: str, col: pd.Series) -> list[bool]:
+        codes, uniques = pd.factorize(col)
+        ok = [isinstance(u, (bool, np.bool_)) or (isinstance(u, (int, np.integer)) and u in (0, 1)) for u in uniques]
+        bad = np.array([not o for o in ok] + [True], dtype=bool)[codes]
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            self._fail(name, first, "is missing" if codes[first] < 0 else "is not a boolean", col.iloc[first])
+        truth = np.array([bool(u) for u in uniques] + [False], dtype=bool)
+        return truth[codes].tolist()
+
+    def _timestamps(self, name: str, col: pd.Series, fill_us: int | None) -> np.ndarray:
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            stamps = col.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(col.dtype):
+            stamps = col.dt.tz_localize("UTC")
+        elif pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+            self._fail(name, 0, "holds numbers, not timestamps", col.iloc[0])
+        else:
+            stamps = None
+            for fmt in (None, "mixed"):  # strings in several ISO spellings need "mixed"
+                try:
+                    stamps = pd.to_datetime(col, utc=True, format=fmt)
+                    break
+                except (TypeError, ValueError, OverflowError):
+                    continue
+            if stamps is None:
+                for i, value in enumerate(col.tolist()):
+                    try:
+                        pd.to_datetime(value, utc=True)
+                    except (TypeError, ValueError, OverflowError):
+                        self._fail(name, i, "is not a timestamp", value)
+                self._fail(name, 0, "does not hold timestamps", col.iloc[0])
+        missing = stamps.isna().to_numpy()
+        try:
+            ns = stamps.dt.as_unit("ns").array.asi8.copy()
+        except (ValueError, OverflowError):
+            self._fail(name, 0, "holds timestamps out of the range 1677..2262", col.iloc[0])
+        if missing.any():
+            if fill_us is None:
+                first = int(np.flatnonzero(missing)[0])
+                self._fail(name, first, "is missing (NaT)", col.iloc[first])
+            ns[missing] = fill_us * 1000
+        fine = ns % 1000 != 0
+        if fine.any():
+            first = int(np.flatnonzero(fine)[0])
+            self._fail(name, first, "is finer than a microsecond (cannot be stored)", col.iloc[first])
+        return ns // 1000
+
+    def _check_interval(self) -> None:
+        point, lower, upper = (np.asarray(self.values[c], dtype="float64") for c in ("point", "lower", "upper"))
+        slack = _INTERVAL_SLACK * np.maximum(1.0, np.maximum(np.abs(point), np.maximum(np.abs(lower), np.abs(upper))))
+        for name, bad, problem in (
+            ("lower", lower - point > slack, "is above point"),
+            ("upper", point - upper > slack, "is below point"),
+        ):
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0])
+                self._fail(name, first, problem, self.values[name][first])
+
+    def _check_unique_keys(self) -> None:
+        key = [c.name for c in self.table.primary_key.columns]
+        dup = pd.DataFrame({c: self.values[c] for c in key}).duplicated().to_numpy()
+        if dup.any():
+            first = int(np.flatnonzero(dup)[0])
+            value = tuple(self.values[c][first] for c in key)
+            raise InvalidInputError(f"{self.what}: duplicate key ({', '.join(key)}) at row {self._index[first]!r} "
+                                    f"(value {value!r})")
+
+    # -- output ---------------------------------------------------------------------------------------
+    def run_keys(self) -> set[tuple[str, str, str, str]]:
+        """The distinct (run_id, model, symbol, timeframe) keys of the frame."""
+        if self.n == 0:
+            return set()
+        return set(zip(*(self.values[c] for c in schema.FORECAST_RUN_KEY), strict=True))
+
+    def _column_lists(self) -> list[list[Any]]:
+        """The table's columns in order, timestamps as epoch microseconds, nulls as ``None``."""
+        return [self.ts_us[c.name].tolist() if c.name in self.ts_us else self.values[c.name] for c in self.table.columns]
+
+    def sqlite_batches(self, size: int) -> Iterator[list[tuple]]:
+        """Row tuples for ``executemany`` on ``sqlite3``, in batches of at most ``size`` rows."""
+        columns = self._column_lists()
+        for i in range(0, self.n, size):
+            yield list(zip(*(c[i : i + size] for c in columns), strict=True))
+
+    def pg_copy_chunks(self, size: int) -> Iterator[bytes]:
+        """PostgreSQL text ``COPY`` data (tab-separated, ``\\N`` for NULL), in blocks of at most ``size`` rows.
+
+        Floats are written with ``repr`` (the shortest text that reads back to the same double), timestamps
+        as ISO 8601 UTC with microseconds.
+        """
+        columns: list[list[str]] = []
+        for column in self.table.columns:
+            kind = _kind(column)
+            if kind == "ts":
+                text = np.datetime_as_string(self.ts_us[column.name].view("datetime64[us]"), unit="us")
+                columns.append([t + "+00" for t in text.tolist()])
+            elif kind == "text":
+                escaped = {v: _copy_escape(v) for v in set(self.values[column.name])}
+                columns.append([escaped[v] for v in self.values[column.name]])
+            elif kind == "bool":
+                columns.append(["t" if v else "f" for v in self.values[column.name]])
+            elif kind == "int":
+                columns.append([str(v) for v in self.values[column.name]])
+            else:
+                columns.append(["\\N" if v is None else repr(v) for v in self.values[column.name]])
+        for i in range(0, self.n, size):
+            rows = zip(*(c[i : i + size] for c in columns), strict=True)
+            yield ("".join("\t".join(row) + "\n" for row in rows)).encode()
+
+
+def _copy_escape(text: str) -> str:
+    """``text`` escaped for PostgreSQL's text ``COPY`` format."""
+    if not any(ch in text for ch in "\\\t\n\r"):
+        return text
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 class PortfolioStore:
     """The portfolio store: bars (and later forecasts, orders...) in SQLite or PostgreSQL.
 
@@ -308,6 +626,7 @@ class PortfolioStore:
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
         self._bars_ready = False
+        self._forecasts_ready = False
 
     @classmethod
     def for_sqlite_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> PortfolioStore:
@@ -678,6 +997,212 @@ class PortfolioStore:
                 where = conds if group is None else [*conds, b.symbol.in_(group)]
                 total += int(conn.execute(select(func.count()).select_from(schema.bars).where(*where)).scalar())
         return total
+
+    # -- forecasts and model evaluations -------------------------------------------------------------
+    def _has_forecasts(self, conn: Connection) -> bool:
+        if not self._forecasts_ready:
+            self._forecasts_ready = inspect(conn).has_table(schema.forecasts.name)
+        return self._forecasts_ready
+
+    def write_forecasts(self, forecasts: pd.DataFrame | None,
+                        evaluations: pd.DataFrame | None = None) -> tuple[int, int]:
+        """Store a run's forecasts and model evaluations, replacing earlier rows of the same keys, in one transaction.
+
+        Each (run_id, model, symbol, timeframe) found in either frame is replaced as a unit: its stored
+        forecast rows and (when ``evaluations`` is given) its stored evaluation rows are deleted, then the
+        frames' rows inserted. Keys absent from both frames are left alone, so a rerun over fewer symbols
+        replaces only those, and writing the same frames twice leaves the same rows. Nothing of the call
+        is visible if any part fails.
+
+        :param forecasts: rows of :data:`~airflow_provider_portfolio.store.schema.FORECAST_COLUMNS`
+            (extra columns ignored). ``created_at`` is optional (missing values mean now, UTC); NaN in
+            ``variance`` is stored as NULL; timestamps naive mean UTC. ``None`` leaves the stored
+            forecasts untouched (to write evaluations alone).
+        :param evaluations: rows of :data:`~airflow_provider_portfolio.store.schema.EVALUATION_COLUMNS`;
+            NaN in the nullable metrics is stored as NULL. ``None`` (the default) leaves the stored
+            evaluations untouched; an empty frame deletes those of the forecasts' keys.
+        :return: (forecast rows written, evaluation rows written); (0, 0) for empty frames.
+        :raises InvalidInputError: before anything is written, naming the column and the first offending
+            row: missing columns, empty or over-long keys, non-canonical symbols or timeframes, step < 1,
+            non-finite point/lower/upper, lower > point or point > upper, level outside (0, 1), horizon < 1,
+            an unknown label, unreadable timestamps, duplicate keys.
+        :raises StoreError: before :meth:`migrate` created the tables, or when the store cannot be
+            written (nothing is written then).
+        """
+        now = datetime.now(timezone.utc)
+        parts = [
+            None if frame is None else _PreparedRows(frame, table, what, now)
+            for frame, table, what in (
+                (forecasts, schema.forecasts, "forecast frame"),
+                (evaluations, schema.model_evaluations, "evaluation frame"),
+            )
+        ]
+        keys: set[tuple[str, str, str, str]] = set()
+        for part in parts:
+            if part is not None:
+                keys |= part.run_keys()
+        if not keys:
+            return 0, 0
+        runs: dict[tuple[str, str, str], list[str]] = {}
+        for run_id, model, symbol, timeframe in sorted(keys):
+            runs.setdefault((run_id, model, timeframe), []).append(symbol)
+        with self._write("write forecasts") as conn:
+            if not self._has_forecasts(conn):
+                raise StoreError(f"store {self.url}: no forecasts table (schema version {self._version(conn)}); "
+                                 "call migrate() first")
+            if self.dialect == "postgresql":  # concurrent replaces of one key must not interleave
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FORECAST_LOCK_KEY})")
+            for part in parts:
+                if part is not None:
+                    self._delete_runs(conn, part.table, runs)
+            written = [0 if part is None else self._insert_rows(conn, part) for part in parts]
+        log.info("store %s: wrote %d forecast and %d evaluation rows for %d (run, model, symbol, timeframe) keys",
+                 self.url, written[0], written[1], len(keys))
+        return written[0], written[1]
+
+    @staticmethod
+    def _delete_runs(conn: Connection, table: Any, runs: dict[tuple[str, str, str], list[str]]) -> None:
+        """Delete the rows of ``table`` of the given keys: one statement per (run, model, timeframe) and chunk."""
+        t = table.c
+        for (run_id, model, timeframe), symbols in runs.items():
+            for group in _chunks(symbols):
+                conn.execute(delete(table).where(t.run_id == run_id, t.model == model, t.timeframe == timeframe,
+                                                 t.symbol.in_(group)))
+
+    def _insert_rows(self, conn: Connection, rows: _PreparedRows) -> int:
+        """Bulk-insert prepared rows (``executemany`` on SQLite, text ``COPY`` on PostgreSQL); returns the count."""
+        if rows.n == 0:
+            return 0
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c.name) for c in rows.table.columns)
+        raw = conn.connection.driver_connection
+        cur = raw.cursor()
+        try:
+            if self.dialect == "postgresql":
+                sql = f"COPY {quote(rows.table.name)} ({names}) FROM STDIN"
+                if hasattr(cur, "copy"):  # psycopg 3
+                    with cur.copy(sql) as copy:
+                        for chunk in rows.pg_copy_chunks(BATCH_ROWS):
+                            copy.write(chunk)
+                else:  # psycopg2
+                    cur.copy_expert(sql, _ChunkReader(rows.pg_copy_chunks(BATCH_ROWS)))
+            else:
+                marks = ", ".join("?" * len(rows.table.columns))
+                sql = f"INSERT INTO {quote(rows.table.name)} ({names}) VALUES ({marks})"
+                for batch in rows.sqlite_batches(BATCH_ROWS):
+                    cur.executemany(sql, batch)
+        finally:
+            cur.close()
+        return rows.n
+
+    def read_forecasts(self, symbols: list[str] | None = None, model: str | list[str] | None = None,
+                       timeframe: str | None = "1Day", run_id: str | None = None, latest: bool = True) -> pd.DataFrame:
+        """Stored forecasts, one row per (run_id, model, symbol, timeframe, step).
+
+        Columns are :data:`~airflow_provider_portfolio.store.schema.FORECAST_COLUMNS` (timestamps
+        ``datetime64[ns, UTC]``, NULL ``variance`` as NaN), sorted by (symbol, model, timeframe, asof,
+        run_id, step): with one run per (symbol, model) that is (symbol, model, step).
+
+        :param symbols: symbols to read; ``None`` reads all (unknown symbols give no rows).
+        :param model: one model name or a list; ``None`` reads all.
+        :param timeframe: the timeframe (``1Day``, ``5Min`` ...); ``None`` reads all.
+        :param run_id: read this run only (``latest`` is then ignored).
+        :param latest: for each (symbol, model, timeframe) keep only the run with the newest ``asof``
+            (ties: the newest ``created_at``, then the greatest ``run_id``); ``False`` returns every run.
+        :raises InvalidInputError: for malformed arguments.
+        :raises StoreError: when the store cannot be read. An unmigrated store gives an empty frame.
+        """
+        return self._read_runs(schema.forecasts, "read forecasts", symbols, model, timeframe, run_id, latest)
+
+    def read_evaluations(self, symbols: list[str] | None = None, model: str | list[str] | None = None,
+                         timeframe: str | None = "1Day", run_id: str | None = None,
+                         latest: bool = True) -> pd.DataFrame:
+        """Stored model evaluations, one row per (run_id, model, symbol, timeframe).
+
+        Columns are :data:`~airflow_provider_portfolio.store.schema.EVALUATION_COLUMNS` (timestamps
+        ``datetime64[ns, UTC]``, NULL metrics as NaN, ``healthy`` bool), sorted by (symbol, model,
+        timeframe, asof, run_id): with one run per (symbol, model) that is (symbol, model).
+
+        :param symbols: symbols to read; ``None`` reads all (unknown symbols give no rows).
+        :param model: one model name or a list; ``None`` reads all.
+        :param timeframe: the timeframe (``1Day``, ``5Min`` ...); ``None`` reads all.
+        :param run_id: read this run only (``latest`` is then ignored).
+        :param latest: for each (symbol, model, timeframe) keep only the run with the newest ``asof``
+            (ties: the newest ``created_at``, then the greatest ``run_id``); ``False`` returns every run.
+        :raises InvalidInputError: for malformed arguments.
+        :raises StoreError: when the store cannot be read. An unmigrated store gives an empty frame.
+        """
+        return self._read_runs(schema.model_evaluations, "read model evaluations", symbols, model, timeframe,
+                               run_id, latest)
+
+    def _read_runs(self, table: Any, action: str, symbols: Any, model: Any, timeframe: str | None,
+                   run_id: str | None, latest: bool) -> pd.DataFrame:
+        t = table.c
+        conds: list[Any] = []
+        if timeframe is not None:
+            conds.append(t.timeframe == parse_timeframe(timeframe).name)
+        models = _name_list(model, "model")
+        if models is not None:
+            conds.append(t.model.in_(models))
+        if run_id is not None:
+            if not isinstance(run_id, str):
+                raise InvalidInputError(f"run_id must be a string, got {run_id!r}")
+            conds.append(t.run_id == run_id)
+        if not isinstance(latest, (bool, np.bool_)):
+            raise InvalidInputError(f"latest must be True or False, got {latest!r}")
+        groups: list[list[str] | None] = [None] if symbols is None else list(_chunks(_symbol_list(symbols)))
+        cols = [self._ts_us(c) if _kind(c) == "ts" else c for c in table.columns]
+        order = [t.symbol, t.model, t.timeframe, t.asof, t.run_id] + ([t.step] if "step" in t else [])
+        rows: list[Any] = []
+        with self._read(action) as conn:
+            if models == [] or not self._has_forecasts(conn):
+                groups = []
+            for group in groups:
+                where = conds if group is None else [*conds, t.symbol.in_(group)]
+                stmt = select(*cols).where(*where)
+                if run_id is None and latest:
+                    best = self._latest_runs(table, where)
+                    stmt = stmt.join_from(table, best, and_(*(t[k] == best.c[k] for k in schema.FORECAST_RUN_KEY)))
+                rows.extend(conn.execute(stmt.order_by(*order)).cursor.fetchall())
+        frame = self._run_frame(table, rows)
+        if len(groups) > 1:
+            frame = frame.sort_values([c.name for c in order], kind="stable").reset_index(drop=True)
+        return frame
+
+    @staticmethod
+    def _latest_runs(table: Any, where: list[Any]) -> Any:
+        """The (run_id, model, symbol, timeframe) keys of the newest run of each (symbol, model, timeframe)."""
+        t = table.c
+        key = [t[k] for k in schema.FORECAST_RUN_KEY]
+        runs = (select(*key, func.max(t.asof).label("asof"), func.max(t.created_at).label("created_at"))
+                .where(*where).group_by(*key).subquery("runs"))
+        rank = func.row_number().over(
+            partition_by=(runs.c.symbol, runs.c.model, runs.c.timeframe),
+            order_by=(runs.c.asof.desc(), runs.c.created_at.desc(), runs.c.run_id.desc()),
+        ).label("run_rank")
+        ranked = select(*(runs.c[k] for k in schema.FORECAST_RUN_KEY), rank).subquery("ranked")
+        return (select(*(ranked.c[k] for k in schema.FORECAST_RUN_KEY)).where(ranked.c.run_rank == 1)
+                .subquery("best"))
+
+    @staticmethod
+    def _run_frame(table: Any, rows: list[Any]) -> pd.DataFrame:
+        """Fetched tuples (timestamps as epoch microseconds) as a frame with the table's columns and dtypes."""
+        data = list(zip(*rows, strict=True)) if rows else [()] * len(table.columns)
+        out: dict[str, Any] = {}
+        for values, column in zip(data, table.columns, strict=True):
+            kind = _kind(column)
+            if kind == "ts":
+                ns = np.asarray(values, dtype="int64") * 1000
+                out[column.name] = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
+            elif kind == "int":
+                out[column.name] = np.asarray(values, dtype="int64")
+            elif kind == "float":
+                out[column.name] = np.asarray(values, dtype="float64")  # NULL (None) becomes NaN
+            elif kind == "bool":
+                out[column.name] = np.asarray(values, dtype=bool)
+            else:
+                out[column.name] = pd.Series(values, dtype="str")
+        return pd.DataFrame(out, columns=[c.name for c in table.columns])
 
     def dispose(self) -> None:
         """Close the engine's pooled connections (the store can still be used: it reconnects)."""

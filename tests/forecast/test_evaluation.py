@@ -76,7 +76,7 @@ def test_labels_naive_is_not_healthy_and_short_history_is_insufficient():
     assert set(naive.labels) == {"unhealthy"}
     ssa = score(backtest(panel, ssa_fit_forecast, horizon=5, origins=10))
     assert ssa.healthy.mean() > 0.9
-    short = score(backtest(panel[:, :45], ssa_fit_forecast, horizon=5, origins=10), min_origins=3)
+    short = score(backtest(panel[:, :40], ssa_fit_forecast, horizon=5, origins=10), min_origins=3)
     assert short.origins == 2 and set(short.labels) == {"insufficient_data"}
 
 

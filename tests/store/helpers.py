@@ -57,3 +57,59 @@ def migrate_worker(url: str, go, results) -> None:
         results.put(PortfolioStore(url).migrate())
     except Exception as err:  # reported to the parent, which fails the test
         results.put(f"{type(err).__name__}: {err}")
+
+
+FORECAST_MODELS = ("ssa", "samossa", "mssa", "garch", "sarimax", "ensemble")
+
+
+def make_forecasts(symbols, models=FORECAST_MODELS, horizon: int = 5, *, run_id: str = "manual__2024-03-01",
+                   asof="2024-03-01", timeframe: str = "1Day", seed: int = 0) -> pd.DataFrame:
+    """A valid forecast frame: one row per (model, symbol, step) of one run, with awkward floats.
+
+    GARCH rows forecast ``log_return`` with a conditional variance; the others ``log_close`` (variance NaN).
+    """
+    rng = np.random.default_rng(seed)
+    asof_ts = pd.Timestamp(asof, tz="UTC")
+    rows = []
+    for model in models:
+        garch = model.startswith("garch")
+        for symbol in symbols:
+            level = np.log(100.0) + rng.normal(0.0, 0.5)
+            for step in range(1, horizon + 1):
+                point = rng.normal(0.0, 0.01) if garch else level + rng.normal(0.0, 0.01) * step
+                half = abs(rng.normal(0.02, 0.005)) * np.sqrt(step)
+                rows.append({
+                    "run_id": run_id, "model": model, "symbol": symbol, "timeframe": timeframe, "step": step,
+                    "asof": asof_ts, "target_ts": asof_ts + pd.Timedelta(days=step),
+                    "target": "log_return" if garch else "log_close",
+                    "point": point, "lower": point - half, "upper": point + half, "level": 0.9,
+                    "variance": (half / 1.645) ** 2 if garch else np.nan,
+                    "backend": "numpy", "device": "cpu",
+                })
+    return pd.DataFrame(rows)
+
+
+def make_evaluations(symbols, models=FORECAST_MODELS, *, run_id: str = "manual__2024-03-01", asof="2024-03-01",
+                     timeframe: str = "1Day", seed: int = 0) -> pd.DataFrame:
+    """A valid evaluation frame: one row per (model, symbol), NaN where a metric is undefined."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, model in enumerate(models):
+        for j, symbol in enumerate(symbols):
+            insufficient = (k + j) % 7 == 6
+            rmse = np.nan if insufficient else float(rng.uniform(0.005, 0.05))
+            base = np.nan if insufficient else float(rng.uniform(0.005, 0.05))
+            label = "insufficient_data" if insufficient else ("healthy" if rmse < base else "unhealthy")
+            rows.append({
+                "run_id": run_id, "model": model, "symbol": symbol, "timeframe": timeframe,
+                "asof": pd.Timestamp(asof, tz="UTC"), "horizon": 5, "origins": 0 if insufficient else 20,
+                "rmse": rmse, "mae": np.nan if insufficient else rmse * 0.8,
+                "directional_accuracy": np.nan if insufficient else float(rng.uniform(0, 1)),
+                "coverage": np.nan if insufficient else float(rng.uniform(0.5, 1)),
+                "baseline": "last_value", "baseline_rmse": base,
+                "skill": np.nan if insufficient else 1 - rmse / base,
+                "label": label, "healthy": label == "healthy",
+                "weight": float(rng.uniform(0, 1)) if label == "healthy" else np.nan,
+                "backend": "numpy", "device": "cpu",
+            })
+    return pd.DataFrame(rows)

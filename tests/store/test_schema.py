@@ -54,9 +54,11 @@ def test_appending_a_migration_upgrades_an_existing_database(migrated, monkeypat
     def create_notes(conn):
         Table("notes", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
 
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, schema.Migration(2, "create notes", create_notes)])
-    assert migrated.migrate() == 2
-    assert migrated.migrate() == 2
+    following = schema.latest_version() + 1
+    monkeypatch.setattr(schema, "MIGRATIONS",
+                        [*schema.MIGRATIONS, schema.Migration(following, "create notes", create_notes)])
+    assert migrated.migrate() == following
+    assert migrated.migrate() == following
     with migrated.engine.connect() as conn:
         assert inspect(conn).has_table("notes")
     assert migrated.count_bars() == 3  # data survives the upgrade

@@ -1,0 +1,538 @@
+"""Batched GARCH(1,1) by maximum likelihood over a (symbols, time) panel of returns, on NumPy or CuPy.
+
+**Model.** For each symbol's returns ``r_t`` (simple or log), ``t = 1..T``::
+
+    r_t = mu + e_t,    e_t = sigma_t * z_t,
+    sigma2_t = omega + alpha * e_{t-1}^2 + beta * sigma2_{t-1}
+
+with ``mu`` fixed at the sample mean and ``z_t`` iid standard normal (``dist="normal"``) or standardised
+Student-t with ``nu`` degrees of freedom, scaled to unit variance (``dist="t"``, log-density as in
+``arch``'s ``StudentsT``)::
+
+    log f(e | sigma2) = lgamma((nu + 1) / 2) - lgamma(nu / 2) - log(pi * (nu - 2)) / 2
+                        - log(sigma2) / 2 - (nu + 1) / 2 * log(1 + e^2 / (sigma2 * (nu - 2)))
+
+**Initialisation.** The recursion starts from ``arch``'s backcast: ``tau = min(75, T)``,
+``w = 0.94 ** arange(tau)`` normalised to sum 1, ``backcast = sum(w * e[:tau] ** 2)``, used for both
+``e_0^2`` and ``sigma2_0``. The log-likelihood is therefore the function ``arch`` maximises with
+``arch_model(e, mean="Zero", vol="GARCH", p=1, q=1, dist=..., rescale=False)`` on the demeaned series
+(except for ``arch``'s variance clipping, which only acts on pathological parameters).
+
+**Estimator.** Each row is rescaled to unit variance (``omega`` and the log-likelihood are reported in the
+units of the input; ``alpha``, ``beta``, ``nu`` are scale-free). Parameters are searched as
+``(omega, a, p[, eta])`` with ``alpha = a * p``, ``beta = (1 - a) * p``, ``eta = 1 / nu``, which turns
+every constraint into a bound:
+
+- ``OMEGA_BOUNDS[0] <= omega <= OMEGA_BOUNDS[1]`` on the unit-variance scale (so ``omega > 0``);
+- ``0 <= a <= 1`` (``alpha >= 0``, ``beta >= 0``) and ``0 <= p <= MAX_PERSISTENCE`` (``alpha + beta < 1``,
+  strictly: covariance stationarity, a finite unconditional variance);
+- ``NU_BOUNDS[0] <= nu <= NU_BOUNDS[1]`` (``nu > 2``: finite variance; the bounds of ``arch``).
+
+Starting values: ``arch``'s grid (``alpha`` in ``0.01, 0.05, 0.1, 0.2`` times persistence in
+``0.5, 0.7, 0.9, 0.98``, ``omega`` targeting the sample variance), every point evaluated for all symbols
+at once and the best Gaussian likelihood kept per symbol; ``nu`` starts from the kurtosis of the
+standardised residuals (``arch``'s rule). Then projected Newton iterations, all symbols at once: analytic
+gradient and Hessian of the log-likelihood (forward recursions for ``d sigma2_t / d theta``, a backward
+adjoint recursion for the second-order terms; backcast treated as a constant, as ``arch`` does), variables
+at an active bound fixed, the Hessian of the free variables made positive definite by taking absolute
+eigenvalues (plain Newton wherever it is already negative definite), and a backtracking line search along
+the projected path that keeps every symbol feasible and never accepts a lower likelihood. A symbol stops
+when the Newton step promises at most ``tol * T`` more log-likelihood; it is flagged not converged when
+``max_iter`` is reached or its line search fails far from a stationary point. Converged symbols drop out
+of later iterations. The only Python loop over data is the one over time in the recursions, each step
+covering all symbols.
+
+Arrays live on the array module ``xp`` (``numpy`` or ``cupy``); special functions come from
+``scipy.special`` or ``cupyx.scipy.special``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+from airflow_provider_portfolio.exceptions import InvalidInputError, PortfolioError
+from airflow_provider_portfolio.forecast.baselines import Forecast, check_horizon, check_panel, normal_quantile
+
+#: Fewer points than this per symbol are refused: GARCH parameters are not identified on short series.
+MIN_POINTS = 100
+#: Distributions of the innovations.
+DISTS = ("normal", "t")
+#: Backcast window and decay (``arch``'s).
+BACKCAST_WINDOW = 75
+BACKCAST_DECAY = 0.94
+#: Bounds of ``omega`` on the unit-variance scale (the returns divided by their standard deviation).
+OMEGA_BOUNDS = (1e-8, 10.0)
+#: Largest ``alpha + beta``.
+MAX_PERSISTENCE = 1.0 - 1e-6
+#: Bounds of the Student-t degrees of freedom (``arch``'s).
+NU_BOUNDS = (2.05, 500.0)
+#: A row whose standard deviation is at most this times its largest absolute return is constant.
+FLAT_RTOL = 1e-10
+
+_GRID_ALPHA = (0.01, 0.05, 0.1, 0.2)
+_GRID_PERSISTENCE = (0.5, 0.7, 0.9, 0.98)
+_ARMIJO = 1e-4
+_STEPS_PER_BATCH = 8  # backtracking step sizes tried together
+_STEP_BATCHES = 5  # smallest step 2 ** -40
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class GarchError(PortfolioError):
+    """The GARCH fit cannot be used (reserved for callers that require convergence)."""
+
+
+def _special(xp: ModuleType) -> ModuleType:
+    """``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy (gammaln, digamma, polygamma)."""
+    if xp is numpy:
+        import scipy.special as special
+    else:
+        import cupyx.scipy.special as special
+    return special
+
+
+def _to_host(array: Any) -> numpy.ndarray:
+    return array.get() if hasattr(array, "get") and not isinstance(array, numpy.ndarray) else numpy.asarray(array)
+
+
+@dataclass(frozen=True, eq=False)
+class GarchFit:
+    """A fitted GARCH(1,1), one entry per symbol; arrays live on ``xp``.
+
+    :param mu: the constant mean (the sample mean of the returns), shape (symbols,).
+    :param omega: variance intercept in the units of the input returns (squared), shape (symbols,).
+    :param alpha: ARCH coefficient, shape (symbols,).
+    :param beta: GARCH coefficient, shape (symbols,).
+    :param nu: Student-t degrees of freedom; NaN for ``dist="normal"``.
+    :param loglik: log-likelihood at the optimum, in the units of the input, shape (symbols,).
+    :param converged: whether each symbol's optimisation converged, shape (symbols,), bool.
+    :param iterations: Newton iterations run (the largest over symbols).
+    :param last_variance: conditional variance of the next bar, ``sigma2_{T+1}``, shape (symbols,).
+    :param dist: ``"normal"`` or ``"t"``.
+    :param xp: the array module.
+    """
+
+    mu: Any
+    omega: Any
+    alpha: Any
+    beta: Any
+    nu: Any
+    loglik: Any
+    converged: Any
+    iterations: int
+    last_variance: Any
+    dist: str
+    xp: ModuleType
+
+    def variance_forecast(self, horizon: int) -> Any:
+        """``E[sigma2_{T+h}]`` for ``h = 1..horizon``, shape (symbols, horizon).
+
+        ``v_1 = sigma2_{T+1}`` and ``v_h = omega + (alpha + beta) * v_{h-1}``, that is
+        ``v_h = s2 + (alpha + beta) ** (h - 1) * (v_1 - s2)`` with ``s2 = omega / (1 - alpha - beta)``.
+        """
+        horizon = check_horizon(horizon)
+        xp = self.xp
+        persistence = self.alpha + self.beta
+        uncond = self.omega / (1.0 - persistence)
+        powers = persistence[:, None] ** xp.arange(horizon, dtype=xp.float64)[None, :]
+        return uncond[:, None] + powers * (self.last_variance - uncond)[:, None]
+
+    def forecast(self, horizon: int, *, level: float = 0.9) -> Forecast:
+        """Expected return ``mu`` at every step, with ``mu +/- q * sqrt(E[sigma2_{T+h}])`` intervals.
+
+        ``q`` is the normal quantile, or for ``dist="t"`` the Student-t quantile with ``nu`` degrees of
+        freedom scaled to unit variance (``q_t(nu) * sqrt((nu - 2) / nu)``), per symbol.
+        """
+        horizon = check_horizon(horizon)
+        z = normal_quantile(level)
+        xp = self.xp
+        sd = xp.sqrt(self.variance_forecast(horizon))
+        if self.dist == "t":
+            import scipy.special
+
+            nu = _to_host(self.nu)
+            q = scipy.special.stdtrit(nu, 0.5 + float(level) / 2.0) * numpy.sqrt((nu - 2.0) / nu)
+            width = xp.asarray(q, dtype=xp.float64)[:, None] * sd
+            model = "garch_t"
+        else:
+            width = z * sd
+            model = "garch"
+        point = xp.repeat(self.mu[:, None], horizon, axis=1)
+        return Forecast(point=point, lower=point - width, upper=point + width, model=model, level=level)
+
+
+def _check_options(dist: Any, max_iter: Any, tol: Any) -> None:
+    if not isinstance(dist, str) or dist not in DISTS:
+        raise InvalidInputError(f"dist must be one of {DISTS}, got {dist!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | numpy.integer) or max_iter < 1:
+        raise InvalidInputError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0.0 < float(tol) < 1.0:
+        raise InvalidInputError(f"tol must be in (0, 1), got {tol!r}")
+
+
+class _Data:
+    """Unit-variance squared residuals of some symbols, time-major: ``x2`` and ``prev`` are (T, n)."""
+
+    def __init__(self, x2: Any, prev: Any, backcast: Any):
+        self.x2 = x2
+        self.prev = prev  # e_{t-1}^2, the backcast at t = 0
+        self.backcast = backcast
+
+    def take(self, index: Any) -> _Data:
+        return _Data(self.x2[:, index], self.prev[:, index], self.backcast[index])
+
+
+class _Model:
+    """Likelihood, gradient and Hessian of GARCH(1,1) in the search parameters, batched over columns."""
+
+    def __init__(self, dist: str, xp: ModuleType):
+        self.dist = dist
+        self.xp = xp
+        self.k = 4 if dist == "t" else 3
+        lo = [OMEGA_BOUNDS[0], 0.0, 0.0]
+        hi = [OMEGA_BOUNDS[1], 1.0, MAX_PERSISTENCE]
+        if dist == "t":
+            lo.append(1.0 / NU_BOUNDS[1])
+            hi.append(1.0 / NU_BOUNDS[0])
+        self.lo = xp.asarray(lo, dtype=xp.float64)
+        self.hi = xp.asarray(hi, dtype=xp.float64)
+        self.eps = 1e-10 * (self.hi - self.lo)
+        self.special = _special(xp) if dist == "t" else None
+
+    # -- parameters -------------------------------------------------------------------------------
+    @staticmethod
+    def natural(phi: Any) -> tuple[Any, Any, Any, Any]:
+        """``(omega, alpha, beta, nu)`` from ``(omega, a, p[, eta])``; ``nu`` is None for the normal."""
+        omega, a, p = phi[:, 0], phi[:, 1], phi[:, 2]
+        nu = 1.0 / phi[:, 3] if phi.shape[1] > 3 else None
+        return omega, a * p, (1.0 - a) * p, nu
+
+    def search(self, omega: Any, alpha: Any, beta: Any, nu: Any) -> Any:
+        """``(omega, a, p[, eta])`` from the natural parameters."""
+        xp = self.xp
+        p = alpha + beta
+        a = xp.where(p > 0, alpha / xp.where(p > 0, p, 1.0), 0.5)
+        cols = [omega, a, p] + ([1.0 / nu] if self.k == 4 else [])
+        return xp.clip(xp.stack(cols, axis=1), self.lo, self.hi)
+
+    # -- recursions (the only loops over time) ----------------------------------------------------
+    def variance(self, omega: Any, alpha: Any, beta: Any, data: _Data) -> Any:
+        """``sigma2`` (T, n): ``sigma2_t = omega + alpha * e_{t-1}^2 + beta * sigma2_{t-1}``."""
+        xp = self.xp
+        s2 = omega + alpha * data.prev
+        s2[0] += beta * data.backcast
+        tmp = xp.empty_like(beta)
+        for t in range(1, s2.shape[0]):
+            xp.multiply(s2[t - 1], beta, out=tmp)
+            s2[t] += tmp
+        return s2
+
+    def loglik(self, phi: Any, data: _Data) -> tuple[Any, Any]:
+        """Log-likelihood (n,) on the unit-variance scale, and ``sigma2`` (T, n)."""
+        xp = self.xp
+        omega, alpha, beta, nu = self.natural(phi)
+        s2 = self.variance(omega, alpha, beta, data)
+        length = s2.shape[0]
+        z = data.x2 / s2
+        logs = xp.sum(xp.log(s2), axis=0)
+        if nu is None:
+            return -0.5 * (length * _LOG_2PI + logs + xp.sum(z, axis=0)), s2
+        sp = self.special
+        k = nu - 2.0
+        const = sp.gammaln(0.5 * (nu + 1.0)) - sp.gammaln(0.5 * nu) - 0.5 * xp.log(math.pi * k)
+        logq = xp.sum(xp.log1p(z / k), axis=0)
+        return length * const - 0.5 * logs - 0.5 * (nu + 1.0) * logq, s2
+
+    def derivatives(self, phi: Any, s2: Any, data: _Data) -> tuple[Any, Any]:
+        """Gradient (n, k) and Hessian (n, k, k) of the log-likelihood in the search parameters."""
+        xp = self.xp
+        omega, alpha, beta, nu = self.natural(phi)
+        length, n = s2.shape
+        x2 = data.x2
+        inv = 1.0 / s2
+        z = x2 * inv
+        if nu is None:
+            c = 0.5 * (z - 1.0) * inv  # d l_t / d sigma2_t
+            d = (0.5 - z) * inv * inv  # d2 l_t / d sigma2_t^2
+        else:
+            k = nu - 2.0
+            kz = k + z
+            w = (nu + 1.0) / kz
+            wz = w * z
+            c = 0.5 * (wz - 1.0) * inv
+            d = -0.5 * inv * inv * (wz * k / kz + wz - 1.0)
+            cross = 0.5 * z * (z - 3.0) * inv / (kz * kz)  # d2 l_t / d sigma2_t d nu
+
+        # Forward: D_t = v_t + beta * D_{t-1}, v_t = (1, e_{t-1}^2, sigma2_{t-1}): d sigma2_t / d theta.
+        sprev = xp.concatenate([data.backcast[None, :], s2[:-1]], axis=0)
+        dd = xp.concatenate([xp.ones_like(s2), data.prev, sprev], axis=1)
+        beta3 = xp.concatenate([beta, beta, beta])
+        tmp = xp.empty_like(beta3)
+        for t in range(1, length):
+            xp.multiply(dd[t - 1], beta3, out=tmp)
+            dd[t] += tmp
+        d_omega, d_alpha, d_beta = dd[:, :n], dd[:, n : 2 * n], dd[:, 2 * n :]
+        # Backward (adjoint): lam_t = c_t + beta * lam_{t+1}, so sum_t c_t d2 sigma2_t = sum_t lam_t d v_t.
+        lam = c.copy()
+        tmp = xp.empty_like(beta)
+        for t in range(length - 2, -1, -1):
+            xp.multiply(lam[t + 1], beta, out=tmp)
+            lam[t] += tmp
+
+        g = xp.stack([xp.sum(lam, axis=0), xp.sum(lam * data.prev, axis=0), xp.sum(lam * sprev, axis=0)], axis=1)
+        lam1 = lam[1:]
+        h_omega_beta = xp.sum(lam1 * d_omega[:-1], axis=0)
+        h_alpha_beta = xp.sum(lam1 * d_alpha[:-1], axis=0)
+        h_beta_beta = 2.0 * xp.sum(lam1 * d_beta[:-1], axis=0)
+        dw = d * d_omega
+        da = d * d_alpha
+        db = d * d_beta
+        gn = [
+            [xp.sum(dw * d_omega, axis=0), xp.sum(dw * d_alpha, axis=0), xp.sum(dw * d_beta, axis=0)],
+            [None, xp.sum(da * d_alpha, axis=0), xp.sum(da * d_beta, axis=0)],
+            [None, None, xp.sum(db * d_beta, axis=0)],
+        ]
+        kk = self.k
+        hess = xp.empty((n, kk, kk), dtype=xp.float64)
+        extra = [[0.0, 0.0, h_omega_beta], [0.0, 0.0, h_alpha_beta], [0.0, 0.0, h_beta_beta]]
+        for i in range(3):
+            for j in range(i, 3):
+                hess[:, i, j] = gn[i][j] + extra[i][j]
+                hess[:, j, i] = hess[:, i, j]
+        if nu is not None:
+            sp = self.special
+            half = 0.5 * (nu + 1.0)
+            logq = xp.log1p(z / k)
+            kkz = k * kz
+            dnu = -0.5 * logq + 0.5 * (nu + 1.0) * z / kkz
+            d2nu = 0.5 * z / kkz + 0.5 * z * (kkz - (nu + 1.0) * (2.0 * k + z)) / (kkz * kkz)
+            c1 = 0.5 * sp.digamma(half) - 0.5 * sp.digamma(0.5 * nu) - 0.5 / k
+            c2 = 0.25 * sp.polygamma(1, half) - 0.25 * sp.polygamma(1, 0.5 * nu) + 0.5 / (k * k)
+            g_nu = length * c1 + xp.sum(dnu, axis=0)
+            g = xp.concatenate([g, g_nu[:, None]], axis=1)
+            hess[:, 3, 3] = length * c2 + xp.sum(d2nu, axis=0)
+            for i, di in enumerate((d_omega, d_alpha, d_beta)):
+                hess[:, i, 3] = xp.sum(cross * di, axis=0)
+                hess[:, 3, i] = hess[:, i, 3]
+        return self._to_search(phi, g, hess)
+
+    def _to_search(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
+        """Chain rule from ``(omega, alpha, beta[, nu])`` to ``(omega, a, p[, eta])``."""
+        xp = self.xp
+        n, kk = g.shape
+        a, p = phi[:, 1], phi[:, 2]
+        jac = xp.zeros((n, kk, kk), dtype=xp.float64)
+        jac[:, 0, 0] = 1.0
+        jac[:, 1, 1] = p
+        jac[:, 1, 2] = a
+        jac[:, 2, 1] = -p
+        jac[:, 2, 2] = 1.0 - a
+        if kk == 4:
+            nu = 1.0 / phi[:, 3]
+            jac[:, 3, 3] = -nu * nu
+        gs = xp.matmul(xp.swapaxes(jac, 1, 2), g[:, :, None])[:, :, 0]
+        hs = xp.matmul(xp.swapaxes(jac, 1, 2), xp.matmul(hess, jac))
+        mixed = g[:, 1] - g[:, 2]  # d2 alpha / da dp = 1, d2 beta / da dp = -1
+        hs[:, 1, 2] += mixed
+        hs[:, 2, 1] += mixed
+        if kk == 4:
+            hs[:, 3, 3] += 2.0 * nu * nu * nu * g[:, 3]  # d2 nu / d eta2 = 2 nu^3
+        return gs, hs
+
+    # -- one Newton direction per column ----------------------------------------------------------
+    def direction(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
+        """Projected Newton direction (n, k) and its decrement ``g . d`` (n,)."""
+        xp = self.xp
+        kk = self.k
+        at_lo = (phi - self.lo <= self.eps) & (g < 0)
+        at_hi = (self.hi - phi <= self.eps) & (g > 0)
+        fixed = at_lo | at_hi
+        fixed[:, 1] |= phi[:, 2] <= self.lo[2] + self.eps[2]  # no persistence: a is not identified
+        free = (~fixed).astype(xp.float64)
+        eye = xp.eye(kk, dtype=xp.float64)
+        m = -hess * free[:, :, None] * free[:, None, :] + eye * (1.0 - free)[:, :, None]
+        scale = xp.sqrt(xp.maximum(xp.abs(xp.diagonal(m, axis1=1, axis2=2)), 1e-300))
+        ms = m / (scale[:, :, None] * scale[:, None, :])
+        ms = 0.5 * (ms + xp.swapaxes(ms, 1, 2))
+        vals, vecs = xp.linalg.eigh(ms)
+        mag = xp.abs(vals)
+        mag = xp.maximum(mag, 1e-10 * xp.max(mag, axis=1, keepdims=True) + 1e-300)
+        gs = g * free / scale
+        proj = xp.matmul(xp.swapaxes(vecs, 1, 2), gs[:, :, None])[:, :, 0] / mag
+        step = xp.matmul(vecs, proj[:, :, None])[:, :, 0] / scale * free
+        return step, xp.sum(g * step, axis=1)
+
+
+def _start(model: _Model, data: _Data) -> Any:
+    """Starting ``(omega, a, p[, eta])`` per column: ``arch``'s grid, best Gaussian likelihood."""
+    xp = model.xp
+    n = data.x2.shape[1]
+    grid = [(a, p) for a in _GRID_ALPHA for p in _GRID_PERSISTENCE]
+    alphas = xp.asarray([a for a, _ in grid], dtype=xp.float64)
+    pers = xp.asarray([p for _, p in grid], dtype=xp.float64)
+    m = len(grid)
+    # Columns ordered grid-major: column j * n + i is grid point j for symbol i.
+    omega = xp.repeat(1.0 - pers, n)
+    alpha = xp.repeat(alphas, n)
+    beta = xp.repeat(pers - alphas, n)
+    tiled = _Data(xp.tile(data.x2, (1, m)), xp.tile(data.prev, (1, m)), xp.tile(data.backcast, m))
+    s2 = model.variance(omega, alpha, beta, tiled)
+    ll = -0.5 * (xp.sum(xp.log(s2), axis=0) + xp.sum(tiled.x2 / s2, axis=0))
+    best = xp.argmax(ll.reshape(m, n), axis=0)
+    pick = best * n + xp.arange(n)
+    nu = None
+    if model.k == 4:
+        z2 = data.x2 / s2[:, pick]
+        kurt = xp.mean(z2 * z2, axis=0) / xp.mean(z2, axis=0) ** 2
+        nu = xp.where(kurt > 3.75, (4.0 * kurt - 6.0) / xp.where(kurt > 3.75, kurt - 3.0, 1.0), 12.0)
+        nu = xp.maximum(nu, 4.0)
+    return model.search(omega[pick], alpha[pick], beta[pick], nu)
+
+
+def _line_search(model: _Model, phi: Any, step: Any, g: Any, ll: Any, data: _Data) -> tuple[Any, Any, Any, Any]:
+    """Backtrack along the projected path ``clip(phi + s * step)``, ``s = 1, 1/2, ...``, per column.
+
+    Returns ``(accepted, phi, ll, sigma2)``: columns where no step size gave an Armijo increase keep
+    their point and likelihood.
+    """
+    xp = model.xp
+    n = phi.shape[0]
+    new_phi = phi.copy()
+    new_ll = ll.copy()
+    new_s2 = None
+    accepted = xp.zeros(n, dtype=bool)
+
+    def trial(index: Any, sizes: Any) -> tuple[Any, Any, Any]:
+        cand = xp.clip(phi[index] + sizes[:, None] * step[index], model.lo, model.hi)
+        cll, cs2 = model.loglik(cand, data.take(index))
+        gain = xp.sum(g[index] * (cand - phi[index]), axis=1)
+        ok = xp.isfinite(cll) & (cll >= ll[index] + _ARMIJO * xp.maximum(gain, 0.0)) & (cll >= ll[index])
+        return cand, cll, cs2, ok
+
+    index = xp.arange(n)
+    cand, cll, cs2, ok = trial(index, xp.ones(n, dtype=xp.float64))
+    new_phi[ok] = cand[ok]
+    new_ll[ok] = cll[ok]
+    accepted |= ok
+    new_s2 = cs2
+    pending = xp.nonzero(~ok)[0]
+    first = 1
+    for _ in range(_STEP_BATCHES):
+        if pending.shape[0] == 0:
+            break
+        sizes = 0.5 ** xp.arange(first, first + _STEPS_PER_BATCH, dtype=xp.float64)
+        npend = pending.shape[0]
+        rows = xp.repeat(pending, _STEPS_PER_BATCH)
+        cand, cll, cs2, ok = trial(rows, xp.tile(sizes, npend))
+        ok = ok.reshape(npend, _STEPS_PER_BATCH)
+        hit = xp.any(ok, axis=1)
+        which = xp.argmax(ok, axis=1)  # the largest accepted step
+        col = xp.arange(npend) * _STEPS_PER_BATCH + which
+        good = pending[hit]
+        new_phi[good] = cand[col[hit]]
+        new_ll[good] = cll[col[hit]]
+        new_s2[:, good] = cs2[:, col[hit]]
+        accepted[good] = True
+        pending = pending[~hit]
+        first += _STEPS_PER_BATCH
+    return accepted, new_phi, new_ll, new_s2
+
+
+def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[Any, Any, Any, int, Any]:
+    """Projected Newton on every column; returns ``(phi, ll, converged, iterations, sigma2_T)``."""
+    xp = model.xp
+    length, n = data.x2.shape
+    phi = _start(model, data)
+    ll, s2 = model.loglik(phi, data)
+    out_phi = phi.copy()
+    out_ll = ll.copy()
+    out_last = s2[-1].copy()
+    converged = xp.zeros(n, dtype=bool)
+    active = xp.arange(n)
+    sub = data
+    iterations = 0
+    threshold = 2.0 * tol * length  # decrement g . d = twice the promised gain
+    while active.shape[0] > 0 and iterations < max_iter:
+        iterations += 1
+        g, hess = model.derivatives(phi, s2, sub)
+        step, dec = model.direction(phi, g, hess)
+        done = ~(dec > threshold)  # also NaN
+        accepted, phi, ll, s2 = _line_search(model, phi, step, g, ll, sub)
+        # A failed line search close to a stationary point is convergence; far from one, a failure.
+        failed = ~done & ~accepted
+        stop = done | failed
+        converged[active[done | (failed & (dec <= 1e4 * threshold))]] = True
+        if bool(xp.any(stop)):
+            keep = xp.nonzero(~stop)[0]
+            gone = xp.nonzero(stop)[0]
+            out_phi[active[gone]] = phi[gone]
+            out_ll[active[gone]] = ll[gone]
+            out_last[active[gone]] = s2[-1, gone]
+            active = active[keep]
+            phi, ll, s2 = phi[keep], ll[keep], s2[:, keep]
+            sub = sub.take(keep)
+    if active.shape[0] > 0:
+        out_phi[active] = phi
+        out_ll[active] = ll
+        out_last[active] = s2[-1]
+    return out_phi, out_ll, converged, iterations, out_last
+
+
+def garch_fit(
+    returns: Any,
+    *,
+    dist: str = "normal",
+    xp: ModuleType = numpy,
+    max_iter: int = 200,
+    tol: float = 1e-8,
+) -> GarchFit:
+    """Fit GARCH(1,1) with a constant mean to every row of a (symbols, time) panel of returns at once.
+
+    :param returns: finite returns (simple or log), shape (symbols, T) with ``T >= MIN_POINTS``.
+    :param dist: ``"normal"`` or ``"t"`` (standardised Student-t innovations).
+    :param xp: ``numpy`` or ``cupy``.
+    :param max_iter: most Newton iterations; symbols still moving then are flagged not converged.
+    :param tol: a symbol stops when a Newton step promises at most ``tol`` log-likelihood per observation.
+    :raises InvalidInputError: on bad input, including a constant row (named).
+    """
+    _check_options(dist, max_iter, tol)
+    r = check_panel(returns, xp=xp, min_points=MIN_POINTS, name="returns")
+    length = r.shape[1]
+    mu = xp.mean(r, axis=1)
+    e = r - mu[:, None]
+    scale = xp.sqrt(xp.mean(e * e, axis=1))
+    flat = scale <= FLAT_RTOL * xp.max(xp.abs(r), axis=1)
+    if bool(xp.any(flat)):
+        rows = [int(i) for i in xp.nonzero(flat)[0]]
+        shown = ", ".join(str(i) for i in rows[:10]) + (f" (+{len(rows) - 10} more)" if len(rows) > 10 else "")
+        raise InvalidInputError(f"returns has zero variance in row(s) {shown}: GARCH needs varying returns")
+    x = (e / scale[:, None]).T  # time-major, unit variance
+    x2 = xp.ascontiguousarray(x * x)
+    tau = min(BACKCAST_WINDOW, length)
+    weights = BACKCAST_DECAY ** xp.arange(tau, dtype=xp.float64)
+    weights = weights / xp.sum(weights)
+    backcast = xp.sum(weights[:, None] * x2[:tau], axis=0)
+    prev = xp.concatenate([backcast[None, :], x2[:-1]], axis=0)
+
+    model = _Model(dist, xp)
+    phi, ll, converged, iterations, last_s2 = _optimise(model, _Data(x2, prev, backcast), max_iter, float(tol))
+    omega, alpha, beta, nu = model.natural(phi)
+    var = scale * scale
+    last = omega + alpha * x2[-1] + beta * last_s2
+    return GarchFit(
+        mu=mu,
+        omega=omega * var,
+        alpha=alpha,
+        beta=beta,
+        nu=xp.full(r.shape[0], xp.nan) if nu is None else nu,
+        loglik=ll - length * xp.log(scale),
+        converged=converged,
+        iterations=iterations,
+        last_variance=last * var,
+        dist=dist,
+        xp=xp,
+    )

@@ -1,0 +1,509 @@
+"""Forecasting jobs over the store: read bars, fit a model per symbol panel, backtest, write forecasts.
+
+The operators of ``operators/forecasting.py`` are thin wrappers of :func:`forecast_universe` and
+:func:`ensemble_universe`; the same calls work from a notebook or a container.
+
+:func:`forecast_universe`, for one model (a :class:`ModelSpec`):
+
+1. Reads the symbols' stored bars of ``timeframe`` and keeps each symbol's last ``history`` closes.
+2. Checks each symbol: missing from the store, fewer bars than the model needs, a non-positive or
+   non-finite close, or a constant series are errors **for that symbol**; the others go on.
+3. Groups symbols by series length (a panel needs equal lengths) and runs each group as one
+   (symbols, time) panel: log closes for level models, log returns for variance models (GARCH).
+4. For each group: the forecast from all bars, a rolling-origin backtest (:mod:`.evaluation`), scores
+   and health labels against the naive baseline, and the forecast's band calibrated by the backtest.
+   When a group fails as a whole (a model error), each symbol is run alone so one bad series cannot
+   take the others down; a symbol that still fails is reported with the reason.
+5. Writes every forecast row and evaluation row of the run in one store transaction
+   (:meth:`PortfolioStore.write_forecasts`): all or nothing, and a rerun of the same run replaces its
+   own rows.
+
+Forecast rows carry ``target_ts``, the bar being forecast: the next ``horizon`` bars of the symbol's
+calendar after its last stored bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from airflow_provider_portfolio.exceptions import InvalidInputError, PortfolioError
+from airflow_provider_portfolio.forecast.backend import Backend, run_chunked, to_numpy
+from airflow_provider_portfolio.forecast.baselines import Forecast, check_horizon, normal_quantile
+from airflow_provider_portfolio.forecast.evaluation import backtest, calibrate, calibration_factors, ensemble_weights, score
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airflow_provider_portfolio.store import PortfolioStore
+
+log = logging.getLogger(__name__)
+
+#: Bars a backtest keeps for its shortest training window.
+MIN_TRAIN = 30
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What a model returns for a panel.
+
+    :param forecast: point and band, (symbols, horizon).
+    :param variance: variance forecasts (symbols, horizon) for variance models, else ``None``.
+    :param errors: row -> reason for rows the model could not forecast (their values are NaN).
+    """
+
+    forecast: Forecast
+    variance: Any = None
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as a job runs it.
+
+    :param name: stored model name (``ssa``, ``garch``...).
+    :param target: ``log_close`` (level models) or ``log_return`` (variance models).
+    :param min_points: the fewest bars of a series the model accepts.
+    :param run: ``run(panel, horizon, level) -> ModelOutput``.
+    :param backend: ``numpy``, ``cupy`` or ``statsmodels``.
+    :param device: where it runs (``cpu``, ``cuda:0 (...)``).
+    :param params: the model's options, for the summary.
+    """
+
+    name: str
+    target: str
+    min_points: int
+    run: Callable[[np.ndarray, int, float], ModelOutput]
+    backend: str
+    device: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The evaluation target kind: ``level`` or ``variance``."""
+        return "variance" if self.target == "log_return" else "level"
+
+
+# -- model specs ------------------------------------------------------------------------------------------
+
+
+def ssa_family_spec(
+    method: str = "ssa",
+    *,
+    backend: Backend,
+    window: int | None = None,
+    rank: int | None = None,
+    ar_order: int | None = None,
+    chunk: int | None = None,
+) -> ModelSpec:
+    """SSA, SAMoSSA or mSSA on ``backend``.
+
+    ``ssa`` and ``samossa`` treat rows independently and run in row chunks that shrink on a GPU
+    out-of-memory error (:func:`.backend.run_chunked`); ``mssa`` fits one model to the whole panel.
+
+    :param method: ``ssa``, ``samossa`` or ``mssa``.
+    :param ar_order: SAMoSSA's residual AR order (``None``: its default).
+    :raises InvalidInputError: for an unknown method, or ``ar_order`` with another method.
+    """
+    from airflow_provider_portfolio.forecast import mssa, samossa, ssa
+
+    if method not in ("ssa", "samossa", "mssa"):
+        raise InvalidInputError(f"method must be 'ssa', 'samossa' or 'mssa', got {method!r}")
+    if ar_order is not None and method != "samossa":
+        raise InvalidInputError(f"ar_order applies to method='samossa' only, not {method!r}")
+    options: dict[str, Any] = {"window": window, "rank": rank}
+    if method == "samossa":
+        options["ar_order"] = samossa.DEFAULT_AR_ORDER if ar_order is None else ar_order
+
+    def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
+        if method == "mssa":
+            fc = mssa.mssa_fit_forecast(panel, horizon, level=level, xp=backend.xp, **options)
+            return ModelOutput(_host(fc))
+        fn = ssa.ssa_fit_forecast if method == "ssa" else samossa.samossa_fit_forecast
+
+        def rows(xp: Any, part: Any) -> tuple[Any, Any, Any]:
+            fc = fn(part, horizon, level=level, xp=xp, **options)
+            return fc.point, fc.lower, fc.upper
+
+        point, lower, upper = run_chunked(rows, panel, backend, chunk=chunk)
+        return ModelOutput(Forecast(point=point, lower=lower, upper=upper, model=method, level=level))
+
+    return ModelSpec(name=method, target="log_close", min_points=MIN_TRAIN, run=run, backend=backend.name,
+                     device=backend.device, params={"method": method, **options, "chunk": chunk})
+
+
+def garch_spec(dist: str = "normal", *, backend: Backend) -> ModelSpec:
+    """GARCH(1,1) of log returns with ``normal`` or ``t`` innovations on ``backend``."""
+    from airflow_provider_portfolio.forecast import garch
+
+    if dist not in ("normal", "t"):
+        raise InvalidInputError(f"dist must be 'normal' or 't', got {dist!r}")
+
+    def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
+        fit = garch.garch_fit(panel, dist=dist, xp=backend.xp)
+        fc = _host(fit.forecast(horizon, level=level))
+        return ModelOutput(fc, variance=to_numpy(fit.variance_forecast(horizon)))
+
+    return ModelSpec(name="garch" if dist == "normal" else "garch_t", target="log_return",
+                     min_points=garch.MIN_POINTS + 1, run=run, backend=backend.name, device=backend.device,
+                     params={"dist": dist})
+
+
+def sarimax_spec(
+    order: Sequence[int] = (1, 0, 1),
+    seasonal_order: Sequence[int] = (0, 0, 0, 0),
+    trend: str | None = "c",
+    *,
+    processes: int | None = None,
+    warm_start: bool = True,
+) -> ModelSpec:
+    """SARIMAX per symbol on CPU processes (statsmodels).
+
+    :param warm_start: start each fit from the parameters of the previous fit of the same symbol in
+        this job (the forecast's fit seeds the backtest's), which cuts optimiser iterations.
+    """
+    from airflow_provider_portfolio.forecast import sarimax
+
+    order, seasonal_order = tuple(order), tuple(seasonal_order)
+    minimum = sarimax.sarimax_min_points(order, seasonal_order)
+    last_params: dict[str, Any] = {}
+
+    def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
+        start = last_params.get("params")
+        if not warm_start or start is None or len(start) != panel.shape[0]:
+            start = None
+        result = sarimax.sarimax_fit_forecast(panel, horizon, order=order, seasonal_order=seasonal_order,
+                                              trend=trend, level=level, start_params=start, processes=processes)
+        if warm_start:
+            last_params["params"] = result.params
+        return ModelOutput(result.forecast, errors=dict(result.errors))
+
+    return ModelSpec(name="sarimax", target="log_close", min_points=max(MIN_TRAIN, minimum), run=run,
+                     backend="statsmodels", device="cpu",
+                     params={"order": list(order), "seasonal_order": list(seasonal_order), "trend": trend})
+
+
+def _host(fc: Forecast) -> Forecast:
+    return Forecast(point=to_numpy(fc.point), lower=to_numpy(fc.lower), upper=to_numpy(fc.upper), model=fc.model,
+                    level=fc.level)
+
+
+# -- the job ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ForecastReport:
+    """Outcome of a forecasting job; :meth:`to_dict` is the operator's XCom summary."""
+
+    model: str
+    run_id: str
+    backend: str
+    device: str
+    forecast: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    forecast_rows: int = 0
+    evaluation_rows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed_fraction(self) -> float:
+        """Failed symbols over all symbols asked for."""
+        total = len(self.forecast) + len(self.failed)
+        return len(self.failed) / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A small JSON-able summary."""
+        counts: dict[str, int] = {}
+        for label in self.labels.values():
+            counts[label] = counts.get(label, 0) + 1
+        return {
+            "model": self.model,
+            "run_id": self.run_id,
+            "backend": self.backend,
+            "device": self.device,
+            "symbols": len(self.forecast),
+            "failed": dict(self.failed),
+            "labels": counts,
+            "forecast_rows": self.forecast_rows,
+            "evaluation_rows": self.evaluation_rows,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _check_common(horizon: Any, level: Any, history: Any, origins: Any) -> tuple[int, float, int, int]:
+    horizon = check_horizon(horizon)
+    normal_quantile(level)
+    for name, value, low in (("history", history, 2 * MIN_TRAIN), ("origins", origins, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
+    return horizon, float(level), history, origins
+
+
+def _series(bars: pd.DataFrame, symbols: list[str], history: int, min_points: int,
+            failed: dict[str, str]) -> dict[str, tuple[np.ndarray, Any]]:
+    """symbol -> (closes, last bar ts) of the usable symbols; problems go to ``failed``."""
+    out: dict[str, tuple[np.ndarray, Any]] = {}
+    groups = dict(tuple(bars.groupby("symbol", sort=False))) if len(bars) else {}
+    for symbol in symbols:
+        frame = groups.get(symbol)
+        if frame is None or frame.empty:
+            failed[symbol] = "no bars of this timeframe in the store"
+            continue
+        closes = frame["close"].to_numpy(dtype=np.float64)[-history:]
+        if len(closes) < min_points:
+            failed[symbol] = f"only {len(closes)} bar(s) in the store; the model needs at least {min_points}"
+        elif not np.all(np.isfinite(closes)) or np.any(closes <= 0):
+            bad = int(np.argmax(~np.isfinite(closes) | (closes <= 0)))
+            failed[symbol] = f"non-positive or non-finite close {closes[bad]!r} at {frame['ts'].iloc[-len(closes) + bad]}"
+        elif np.ptp(closes) == 0:
+            failed[symbol] = f"constant series (every close {closes[0]!r}): nothing to forecast"
+        else:
+            out[symbol] = (closes, frame["ts"].iloc[-1])
+    return out
+
+
+@dataclass
+class _GroupResult:
+    forecast: Forecast
+    variance: np.ndarray | None
+    evaluation: Any
+    errors: dict[int, str]
+
+
+def _run_group(spec: ModelSpec, panel: np.ndarray, horizon: int, level: float, origins: int,
+               min_origins: int) -> _GroupResult:
+    out = spec.run(panel, horizon, level)
+
+    def forecaster(train: np.ndarray, h: int) -> tuple[Forecast, Any]:
+        res = spec.run(train, h, level)
+        return res.forecast, res.variance
+
+    bt = backtest(panel, forecaster, horizon=horizon, origins=origins, min_train=MIN_TRAIN)
+    evaluation = score(bt, target=spec.kind, min_origins=min_origins)
+    fc = calibrate(out.forecast, calibration_factors(bt, level))
+    return _GroupResult(fc, out.variance, evaluation, dict(out.errors))
+
+
+def _run_isolated(spec: ModelSpec, panel: np.ndarray, horizon: int, level: float, origins: int,
+                  min_origins: int) -> list[tuple[int, _GroupResult | str, int]]:
+    """Per row ``i``: ``(i, result, j)`` with ``j`` the row's index in ``result`` (the whole panel's, or
+    its own when the panel failed and was retried row by row), or ``(i, error, 0)``."""
+    try:
+        res = _run_group(spec, panel, horizon, level, origins, min_origins)
+        return [(i, res, i) for i in range(panel.shape[0])]
+    except (PortfolioError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+        if panel.shape[0] == 1:
+            return [(0, f"{type(exc).__name__}: {exc}", 0)]
+        log.warning("%s failed on a panel of %d symbols (%s); running each symbol alone", spec.name,
+                    panel.shape[0], exc)
+    out: list[tuple[int, _GroupResult | str, int]] = []
+    for i in range(panel.shape[0]):
+        _, single, _ = _run_isolated(spec, panel[i : i + 1], horizon, level, origins, min_origins)[0]
+        out.append((i, single, 0))
+    return out
+
+
+def future_bars(symbol: str, asof: Any, steps: int, timeframe: str, exchange: str) -> list[Any]:
+    """The next ``steps`` bar timestamps of ``symbol``'s calendar after ``asof`` (UTC)."""
+    import pandas as pd
+
+    from airflow_provider_portfolio.market.calendar import calendar_for_symbol
+
+    calendar = calendar_for_symbol(symbol, exchange)
+    start = pd.Timestamp(asof).tz_convert("UTC")
+    span = 2 * steps + 10
+    while True:
+        index = calendar.bar_index(start.normalize().tz_localize(None), (start + pd.Timedelta(days=span)).tz_localize(None),
+                                   timeframe)
+        later = index[index > start]
+        if len(later) >= steps:
+            return list(later[:steps])
+        span *= 2
+
+
+def forecast_universe(
+    store: PortfolioStore,
+    symbols: Sequence[str],
+    spec: ModelSpec,
+    *,
+    run_id: str,
+    timeframe: str = "1Day",
+    history: int = 1000,
+    horizon: int = 5,
+    level: float = 0.9,
+    origins: int = 10,
+    min_origins: int = 3,
+    exchange: str = "XNYS",
+) -> ForecastReport:
+    """Forecast ``symbols`` with ``spec`` from the store's bars and write forecasts and evaluations.
+
+    :param store: a migrated store.
+    :param symbols: validated tickers.
+    :param spec: the model (see the ``*_spec`` functions).
+    :param run_id: the run the rows belong to (a rerun with the same id replaces them).
+    :param timeframe: bar timeframe.
+    :param history: bars per symbol used at most (the latest).
+    :param horizon: bars ahead.
+    :param level: nominal interval coverage.
+    :param origins: rolling origins of the backtest.
+    :param min_origins: fewer origins than this labels a symbol ``insufficient_data``.
+    :param exchange: calendar of equities, for ``target_ts``.
+    :raises InvalidInputError: for bad parameters (nothing is read or written).
+    :raises StoreError: when the store cannot be read or written (nothing is written).
+    """
+    import pandas as pd
+
+    began = time.perf_counter()
+    horizon, level, history, origins = _check_common(horizon, level, history, origins)
+    if not run_id:
+        raise InvalidInputError("run_id must be a non-empty string")
+    symbols = list(dict.fromkeys(symbols))
+    report = ForecastReport(model=spec.name, run_id=run_id, backend=spec.backend, device=spec.device)
+    bars = store.read_bars(symbols, timeframe)
+    # a return series is one bar shorter than its closes
+    need = spec.min_points + (1 if spec.kind == "variance" else 0)
+    usable = _series(bars, symbols, history, need, report.failed)
+
+    by_length: dict[int, list[str]] = {}
+    for symbol, (closes, _) in usable.items():
+        by_length.setdefault(len(closes), []).append(symbol)
+
+    forecast_rows: list[dict[str, Any]] = []
+    evaluation_rows: list[dict[str, Any]] = []
+    targets: dict[tuple[str, Any], list[Any]] = {}
+    for length, names in sorted(by_length.items()):
+        logs = np.log(np.stack([usable[s][0] for s in names]))
+        panel = np.diff(logs, axis=1) if spec.kind == "variance" else logs
+        log.info("%s: %d symbol(s) x %d bars on %s", spec.name, len(names), panel.shape[1], spec.device)
+        for k, result, i in _run_isolated(spec, panel, horizon, level, origins, min_origins):
+            symbol = names[k]
+            if isinstance(result, str):
+                report.failed[symbol] = result
+                continue
+            if i in result.errors:
+                report.failed[symbol] = result.errors[i]
+                continue
+            fc, ev = result.forecast, result.evaluation
+            if not (np.all(np.isfinite(fc.point[i])) and np.all(np.isfinite(fc.lower[i]))
+                    and np.all(np.isfinite(fc.upper[i]))):
+                report.failed[symbol] = "the model produced a non-finite forecast"
+                continue
+            asof = usable[symbol][1]
+            calendar_key = (symbol if "/" in symbol else "", asof)
+            if calendar_key not in targets:
+                targets[calendar_key] = future_bars(symbol, asof, horizon, timeframe, exchange)
+            for step in range(horizon):
+                forecast_rows.append({
+                    "run_id": run_id, "model": spec.name, "symbol": symbol, "timeframe": timeframe,
+                    "step": step + 1, "asof": asof, "target_ts": targets[calendar_key][step],
+                    "target": spec.target, "point": float(fc.point[i, step]), "lower": float(fc.lower[i, step]),
+                    "upper": float(fc.upper[i, step]), "level": level,
+                    "variance": None if result.variance is None else float(result.variance[i, step]),
+                    "backend": spec.backend, "device": spec.device,
+                })
+            evaluation_rows.append({
+                "run_id": run_id, "model": spec.name, "symbol": symbol, "timeframe": timeframe, "asof": asof,
+                "horizon": horizon, "origins": ev.origins, "rmse": _num(ev.rmse[i]), "mae": _num(ev.mae[i]),
+                "directional_accuracy": _num(ev.directional_accuracy[i]), "coverage": _num(ev.coverage[i]),
+                "baseline": ev.baseline, "baseline_rmse": _num(ev.baseline_rmse[i]), "skill": _num(ev.skill[i]),
+                "label": ev.labels[i], "healthy": ev.labels[i] == "healthy", "weight": None,
+                "backend": spec.backend, "device": spec.device,
+            })
+            report.forecast.append(symbol)
+            report.labels[symbol] = ev.labels[i]
+
+    if forecast_rows:
+        report.forecast_rows, report.evaluation_rows = store.write_forecasts(
+            pd.DataFrame(forecast_rows), pd.DataFrame(evaluation_rows))
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def ensemble_universe(
+    store: PortfolioStore,
+    symbols: Sequence[str],
+    models: Sequence[str],
+    *,
+    run_id: str,
+    timeframe: str = "1Day",
+) -> ForecastReport:
+    """Combine this run's stored level forecasts of ``models`` into model ``ensemble``.
+
+    Per symbol, the weights are inverse backtest MSE over the models labelled ``healthy`` for it
+    (:func:`.evaluation.ensemble_weights`); point and band are the weighted averages. A symbol with no
+    healthy model gets an ``unhealthy`` evaluation row and no ensemble forecast, so nothing downstream
+    trades on it. The ensemble is not backtested itself: its evaluation row carries the label, the
+    number of models used and the weighted skill of its members is left NULL.
+
+    :param models: model names already written for ``run_id`` (``log_close`` targets only).
+    :raises InvalidInputError: when ``models`` is empty or holds a variance model.
+    """
+    import pandas as pd
+
+    began = time.perf_counter()
+    models = list(dict.fromkeys(models))
+    if not models or "ensemble" in models:
+        raise InvalidInputError(f"models must name at least one component model (not 'ensemble'), got {models!r}")
+    report = ForecastReport(model="ensemble", run_id=run_id, backend="numpy", device="cpu")
+    fcs = store.read_forecasts(list(symbols), model=models, timeframe=timeframe, run_id=run_id)
+    evs = store.read_evaluations(list(symbols), model=models, timeframe=timeframe, run_id=run_id)
+    if len(fcs) and (fcs["target"] != "log_close").any():
+        bad = sorted(set(fcs.loc[fcs["target"] != "log_close", "model"]))
+        raise InvalidInputError(f"the ensemble combines price-level models only; {bad} forecast returns")
+    forecast_rows: list[dict[str, Any]] = []
+    evaluation_rows: list[dict[str, Any]] = []
+    for symbol in dict.fromkeys(symbols):
+        sf = fcs[fcs["symbol"] == symbol]
+        se = evs[evs["symbol"] == symbol].set_index("model")
+        present = [m for m in models if m in se.index and (sf["model"] == m).any()]
+        if not present:
+            report.failed[symbol] = f"no forecast of {models} in run {run_id!r}"
+            continue
+        rmse = np.array([[se.loc[m, "rmse"] if pd.notna(se.loc[m, "rmse"]) else np.nan] for m in present])
+        healthy = np.array([[bool(se.loc[m, "healthy"])] for m in present])
+        weights = ensemble_weights(rmse, healthy)[:, 0]
+        asof = sf["asof"].max()
+        used = {m: round(float(w), 6) for m, w in zip(present, weights, strict=True) if w > 0}
+        label = "healthy" if used else "unhealthy"
+        if used:
+            steps = None
+            for m, w in zip(present, weights, strict=True):
+                if w <= 0:
+                    continue
+                part = sf[sf["model"] == m].sort_values("step").set_index("step")
+                block = part[["point", "lower", "upper"]] * w
+                steps = block if steps is None else steps.add(block, fill_value=np.nan)
+                meta = part
+            for step, row in steps.iterrows():
+                forecast_rows.append({
+                    "run_id": run_id, "model": "ensemble", "symbol": symbol, "timeframe": timeframe,
+                    "step": int(step), "asof": meta.loc[step, "asof"], "target_ts": meta.loc[step, "target_ts"],
+                    "target": "log_close", "point": float(row["point"]), "lower": float(row["lower"]),
+                    "upper": float(row["upper"]), "level": float(meta.loc[step, "level"]), "variance": None,
+                    "backend": "numpy", "device": "cpu",
+                })
+        evaluation_rows.append({
+            "run_id": run_id, "model": "ensemble", "symbol": symbol, "timeframe": timeframe, "asof": asof,
+            "horizon": int(sf["step"].max()), "origins": int(se.loc[present, "origins"].min()), "rmse": None,
+            "mae": None, "directional_accuracy": None, "coverage": None, "baseline": "last_value",
+            "baseline_rmse": None, "skill": None, "label": label, "healthy": bool(used), "weight": None,
+            "backend": "numpy", "device": "cpu",
+        })
+        report.forecast.append(symbol)
+        report.labels[symbol] = label
+    if evaluation_rows:
+        report.forecast_rows, report.evaluation_rows = store.write_forecasts(
+            pd.DataFrame(forecast_rows) if forecast_rows else None, pd.DataFrame(evaluation_rows))
+    report.seconds = time.perf_counter() - began
+    return report

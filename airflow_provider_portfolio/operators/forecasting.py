@@ -1,0 +1,280 @@
+"""Forecasting operators: SSA family and GARCH (GPU-capable), SARIMAX (CPU processes), and the ensemble.
+
+Each operator reads bars from the portfolio store, forecasts, backtests and writes forecasts and model
+evaluations back in one transaction (:func:`..forecast.jobs.forecast_universe`), and returns a small
+summary. Data never travels through XCom.
+
+GPU routing: :class:`SSAForecastOperator` and :class:`GarchForecastOperator` take ``pool``,
+``pool_slots`` and ``queue`` with defaults from ``[portfolio] gpu_pool`` (``default_pool``, which
+always exists, so a copied DAG never waits on a missing pool) and ``[portfolio] gpu_queue``
+(``default``). To give forecasting its GPUs, create a pool with one slot per GPU and name it:
+``airflow pools set gpu_pool 1 "GPU forecasting"`` then ``AIRFLOW__PORTFOLIO__GPU_POOL=gpu_pool``
+(and ``AIRFLOW__PORTFOLIO__GPU_QUEUE`` for Celery/Kubernetes GPU workers). These are declared in the
+operators' signatures, so a DAG's ``default_args`` still win over the configuration. ``device``
+(``auto``/``cuda``/``cpu``, default ``[portfolio] device``) is resolved on the worker that runs the
+task: ``auto`` uses CuPy where a GPU is visible there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_portfolio.forecast.jobs import ForecastReport, ModelSpec
+
+
+class _ForecastOperatorBase(BaseOperator):
+    """Shared parameters and the job outline; subclasses build their :class:`ModelSpec`.
+
+    :param symbols: tickers (templated): a list, a JSON list string or a comma-separated string;
+        ``None`` forecasts every symbol with bars of ``timeframe`` in the store.
+    :param timeframe: bar timeframe (templated), default ``1Day``.
+    :param store_conn_id: store connection (templated); default ``[portfolio] store_conn_id``, else the
+        embedded SQLite store.
+    :param history: the latest bars used per symbol (default 1000).
+    :param horizon: bars ahead (default 5).
+    :param level: nominal coverage of the forecast band (default 0.9).
+    :param origins: rolling origins of the backtest behind the evaluation (default 10).
+    :param min_origins: fewer origins than this labels a symbol ``insufficient_data`` (default 3).
+    :param exchange: calendar of equities for the forecast bars' timestamps; default
+        ``[portfolio] default_exchange``.
+    :param max_failed_fraction: the task fails when more than this fraction of the symbols could not
+        be forecast (default 0.5), after writing the others; it always fails when none could.
+    """
+
+    template_fields: Sequence[str] = ("symbols", "timeframe", "store_conn_id")
+    ui_color = "#cfe2f3"
+
+    def __init__(
+        self,
+        *,
+        symbols: list[str] | str | None = None,
+        timeframe: str = "1Day",
+        store_conn_id: str | None = None,
+        history: int = 1000,
+        horizon: int = 5,
+        level: float = 0.9,
+        origins: int = 10,
+        min_origins: int = 3,
+        exchange: str | None = None,
+        max_failed_fraction: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.symbols = symbols
+        self.timeframe = timeframe
+        self.store_conn_id = store_conn_id
+        self.history = history
+        self.horizon = horizon
+        self.level = level
+        self.origins = origins
+        self.min_origins = min_origins
+        self.exchange = exchange
+        self.max_failed_fraction = max_failed_fraction
+
+    @cached_property
+    def store_hook(self) -> PortfolioStoreHook:
+        return PortfolioStoreHook(store_conn_id=self.store_conn_id or None)
+
+    def build_spec(self) -> ModelSpec:
+        """The model this operator runs."""
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_portfolio.config import get_option
+        from airflow_provider_portfolio.forecast.jobs import forecast_universe
+
+        self._check_failed_fraction()
+        spec = self.build_spec()
+        store = self.store_hook.get_conn()
+        store.migrate()
+        symbols = self._resolve_symbols(store)
+        self.log.info("Forecasting %d symbol(s) with %s %s on %s (%s), store %s", len(symbols), spec.name,
+                      spec.params, spec.backend, spec.device, store.url)
+        report = forecast_universe(
+            store, symbols, spec, run_id=context["run_id"], timeframe=self.timeframe, history=self.history,
+            horizon=self.horizon, level=self.level, origins=self.origins, min_origins=self.min_origins,
+            exchange=self.exchange or get_option("default_exchange"),
+        )
+        return self._finish(report, len(symbols))
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _check_failed_fraction(self) -> None:
+        from airflow_provider_portfolio.exceptions import InvalidInputError
+
+        value = self.max_failed_fraction
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise InvalidInputError(f"max_failed_fraction must be within [0, 1], got {value!r}")
+
+    def _resolve_symbols(self, store: Any) -> list[str]:
+        from airflow_provider_portfolio.exceptions import InvalidInputError
+        from airflow_provider_portfolio.market.params import validate_symbols
+        from airflow_provider_portfolio.operators.etl import _blank, _maybe_json_list
+
+        if _blank(self.symbols):
+            symbols = sorted(s for s, ts in store.latest_bar_ts(None, self.timeframe).items() if ts is not None)
+            if not symbols:
+                raise InvalidInputError(f"no symbols given and the store holds no {self.timeframe} bars")
+            return symbols
+        return validate_symbols(_maybe_json_list(self.symbols))
+
+    def _finish(self, report: ForecastReport, asked: int) -> dict[str, Any]:
+        summary = report.to_dict()
+        self.log.info("%s: %d symbol(s) forecast (%s), %d forecast and %d evaluation row(s) written in %.2f s",
+                      report.model, len(report.forecast), summary["labels"] or "no labels", report.forecast_rows,
+                      report.evaluation_rows, report.seconds)
+        if report.failed:
+            self.log.warning("%s: %d symbol(s) not forecast: %s", report.model, len(report.failed),
+                             "; ".join(f"{s}: {why}" for s, why in report.failed.items()))
+        if asked and (not report.forecast or report.failed_fraction > self.max_failed_fraction):
+            details = "; ".join(f"{s}: {why}" for s, why in list(report.failed.items())[:20])
+            raise RuntimeError(f"{len(report.failed)} of {asked} symbol(s) could not be forecast "
+                               f"(max_failed_fraction={self.max_failed_fraction}): {details}")
+        return summary
+
+
+class _GpuForecastOperator(_ForecastOperatorBase):
+    """Adds ``device`` and GPU routing defaults (see the module docstring).
+
+    :param device: ``auto``, ``cuda`` or ``cpu``; default ``[portfolio] device``, read on the worker.
+    :param pool: default ``[portfolio] gpu_pool``.
+    :param pool_slots: slots taken in the pool (default 1: one GPU).
+    :param queue: default ``[portfolio] gpu_queue``.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str | None = None,
+        pool: str | None = None,
+        pool_slots: int = 1,
+        queue: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from airflow_provider_portfolio.config import get_option
+
+        super().__init__(pool=pool or get_option("gpu_pool"), pool_slots=pool_slots,
+                         queue=queue or get_option("gpu_queue"), **kwargs)
+        self.device = device
+
+    def backend(self) -> Any:
+        from airflow_provider_portfolio.forecast.backend import get_backend
+
+        return get_backend(self.device)
+
+
+class SSAForecastOperator(_GpuForecastOperator):
+    """Forecast log closes with SSA, SAMoSSA or mSSA, batched over symbols (CuPy on a GPU, else NumPy).
+
+    :param method: ``ssa`` (default), ``samossa`` (SSA plus an AR of the residual) or ``mssa`` (one
+        subspace for the whole panel).
+    :param window: embedding window; default from the series length (see ``forecast/ssa.py``).
+    :param rank: signal rank; default chosen per symbol from the eigenvalues.
+    :param ar_order: SAMoSSA's residual AR order (default 2).
+    :param chunk: symbols per batch on the device (``None``: all at once; halves on out-of-memory).
+    """
+
+    template_fields: Sequence[str] = (*_ForecastOperatorBase.template_fields, "method")
+
+    def __init__(self, *, method: str = "ssa", window: int | None = None, rank: int | None = None,
+                 ar_order: int | None = None, chunk: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.method = method
+        self.window = window
+        self.rank = rank
+        self.ar_order = ar_order
+        self.chunk = chunk
+
+    def build_spec(self) -> ModelSpec:
+        from airflow_provider_portfolio.forecast.jobs import ssa_family_spec
+
+        return ssa_family_spec(self.method, backend=self.backend(), window=self.window, rank=self.rank,
+                               ar_order=self.ar_order, chunk=self.chunk)
+
+
+class GarchForecastOperator(_GpuForecastOperator):
+    """Forecast log-return volatility with GARCH(1,1), fitted for all symbols at once (CuPy or NumPy).
+
+    Forecast rows have target ``log_return``: point = the expected return (the sample mean), band from
+    the conditional variance, ``variance`` = the variance forecast.
+
+    :param dist: innovations, ``normal`` (default, model ``garch``) or ``t`` (model ``garch_t``).
+    """
+
+    def __init__(self, *, dist: str = "normal", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dist = dist
+
+    def build_spec(self) -> ModelSpec:
+        from airflow_provider_portfolio.forecast.jobs import garch_spec
+
+        return garch_spec(self.dist, backend=self.backend())
+
+
+class SarimaxForecastOperator(_ForecastOperatorBase):
+    """Forecast log closes with statsmodels SARIMAX per symbol, in parallel CPU processes.
+
+    CPU only: it takes no ``device`` and keeps Airflow's usual pool and queue.
+
+    :param order: ``(p, d, q)``, default ``(1, 0, 1)``.
+    :param seasonal_order: ``(P, D, Q, s)``, default none.
+    :param trend: statsmodels trend (default ``"c"``).
+    :param processes: worker processes (default: one per CPU, at most 8).
+    :param warm_start: seed each backtest fit with the parameters of the forecast's fit (default True).
+    :param origins: rolling origins of the backtest (default 3 here: each origin refits every symbol).
+    """
+
+    def __init__(self, *, order: Sequence[int] = (1, 0, 1), seasonal_order: Sequence[int] = (0, 0, 0, 0),
+                 trend: str | None = "c", processes: int | None = None, warm_start: bool = True,
+                 origins: int = 3, **kwargs: Any) -> None:
+        super().__init__(origins=origins, **kwargs)
+        self.order = order
+        self.seasonal_order = seasonal_order
+        self.trend = trend
+        self.processes = processes
+        self.warm_start = warm_start
+
+    def build_spec(self) -> ModelSpec:
+        from airflow_provider_portfolio.forecast.jobs import sarimax_spec
+
+        return sarimax_spec(self.order, self.seasonal_order, self.trend, processes=self.processes,
+                            warm_start=self.warm_start)
+
+
+class EnsembleForecastOperator(_ForecastOperatorBase):
+    """Combine this run's forecasts of ``models`` into model ``ensemble``, weighted by recent evaluation.
+
+    Per symbol, only models labelled ``healthy`` (they beat the naive baseline in the backtest) take
+    part, weighted by inverse backtest MSE; a symbol with none gets an ``unhealthy`` evaluation and no
+    ensemble forecast. Run it downstream of the model tasks of the same DAG run.
+
+    :param models: component model names (default ``ssa``, ``samossa``, ``mssa``, ``sarimax``).
+    """
+
+    template_fields: Sequence[str] = (*_ForecastOperatorBase.template_fields, "models")
+
+    def __init__(self, *, models: Sequence[str] = ("ssa", "samossa", "mssa", "sarimax"), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.models = models
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_portfolio.forecast.jobs import ensemble_universe
+        from airflow_provider_portfolio.operators.etl import _maybe_json_list
+
+        self._check_failed_fraction()
+        store = self.store_hook.get_conn()
+        store.migrate()
+        symbols = self._resolve_symbols(store)
+        models = _maybe_json_list(self.models)
+        if isinstance(models, str):
+            models = [m.strip() for m in models.split(",") if m.strip()]
+        report = ensemble_universe(store, symbols, list(models), run_id=context["run_id"], timeframe=self.timeframe)
+        return self._finish(report, len(symbols))

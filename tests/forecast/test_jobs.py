@@ -1,0 +1,148 @@
+"""Forecasting jobs against a real SQLite store filled from the synthetic market."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.forecast.backend import NUMPY
+from airflow_provider_portfolio.forecast.jobs import (
+    ensemble_universe,
+    forecast_universe,
+    future_bars,
+    ssa_family_spec,
+)
+from airflow_provider_portfolio.market.calendar import MarketCalendar
+from airflow_provider_portfolio.market.synthetic import SyntheticMarket
+from airflow_provider_portfolio.store import PortfolioStore
+
+SYMBOLS = ["AAPL", "MSFT", "SPY", "BTC/USD"]
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    market = SyntheticMarket(seed=3)
+    return pd.concat([market.bars(s, "2023-01-02", "2024-06-03") for s in SYMBOLS], ignore_index=True)
+
+
+@pytest.fixture
+def store(tmp_path, bars) -> PortfolioStore:
+    s = PortfolioStore.for_sqlite_file(tmp_path / "portfolio.db")
+    s.migrate()
+    s.upsert_bars(bars)
+    yield s
+    s.dispose()
+
+
+def test_future_bars_follow_each_calendar():
+    friday = pd.Timestamp("2024-05-24", tz="UTC")  # Monday 27 May is Memorial Day
+    assert [str(t.date()) for t in future_bars("AAPL", friday, 3, "1Day", "XNYS")] == [
+        "2024-05-28", "2024-05-29", "2024-05-30"]
+    assert [str(t.date()) for t in future_bars("BTC/USD", friday, 3, "1Day", "XNYS")] == [
+        "2024-05-25", "2024-05-26", "2024-05-27"]
+    assert len(future_bars("AAPL", friday, 40, "1Day", "XNYS")) == 40
+
+
+def test_forecast_universe_writes_forecasts_and_evaluations(store, bars):
+    spec = ssa_family_spec("ssa", backend=NUMPY)
+    report = forecast_universe(store, SYMBOLS + ["NOPE"], spec, run_id="run-1", horizon=5, history=300, origins=4)
+    assert sorted(report.forecast) == sorted(SYMBOLS)
+    assert report.failed == {"NOPE": "no bars of this timeframe in the store"}
+    assert report.forecast_rows == 5 * len(SYMBOLS) and report.evaluation_rows == len(SYMBOLS)
+    fc = store.read_forecasts(SYMBOLS, model="ssa", run_id="run-1")
+    assert len(fc) == 20 and set(fc["target"]) == {"log_close"} and set(fc["device"]) == {"cpu"}
+    aapl = fc[fc["symbol"] == "AAPL"].sort_values("step")
+    last = bars[bars["symbol"] == "AAPL"].iloc[-1]
+    assert (aapl["asof"] == last["ts"]).all()
+    cal = MarketCalendar("XNYS").sessions("2024-06-04", "2024-06-12").index
+    assert [t.date() for t in aapl["target_ts"]] == [d.date() for d in cal[:5]]
+    assert np.all(aapl["lower"] <= aapl["point"]) and np.all(aapl["point"] <= aapl["upper"])
+    # the forecast is of log closes, near the last close
+    assert abs(aapl["point"].iloc[0] - np.log(last["close"])) < 0.2
+    ev = store.read_evaluations(SYMBOLS, model="ssa", run_id="run-1")
+    assert len(ev) == 4 and set(ev["origins"]) == {4} and set(ev["baseline"]) == {"last_value"}
+    assert set(ev["label"]) <= {"healthy", "unhealthy"}
+    assert (ev["healthy"] == (ev["label"] == "healthy")).all()
+    # a rerun of the same run replaces, never duplicates
+    again = forecast_universe(store, SYMBOLS, spec, run_id="run-1", horizon=5, history=300, origins=4)
+    assert again.forecast_rows == 20
+    assert len(store.read_forecasts(SYMBOLS, model="ssa", run_id="run-1")) == 20
+
+
+def test_bad_series_fail_alone(store, bars):
+    flat = bars[bars["symbol"] == "MSFT"].copy()
+    flat["symbol"] = "FLAT"
+    flat[["open", "high", "low", "close"]] = 10.0
+    short = bars[bars["symbol"] == "AAPL"].tail(20).copy()
+    short["symbol"] = "SHORT"
+    store.upsert_bars(pd.concat([flat, short]))
+    report = forecast_universe(store, ["AAPL", "FLAT", "SHORT"], ssa_family_spec("samossa", backend=NUMPY),
+                               run_id="r", history=200, origins=3)
+    assert report.forecast == ["AAPL"]
+    assert "constant series" in report.failed["FLAT"]
+    assert "only 20 bar(s)" in report.failed["SHORT"]
+
+
+def test_a_failing_panel_is_retried_symbol_by_symbol(store):
+    calls = []
+    base = ssa_family_spec("ssa", backend=NUMPY)
+
+    def run(panel, horizon, level):
+        calls.append(panel.shape[0])
+        if panel.shape[0] > 1 or abs(panel[0, -1] - np.log(store.read_bars(["MSFT"])["close"].iloc[-1])) < 1e-12:
+            raise np.linalg.LinAlgError("did not converge")
+        return base.run(panel, horizon, level)
+
+    spec = type(base)(name="ssa", target="log_close", min_points=30, run=run, backend="numpy", device="cpu")
+    report = forecast_universe(store, ["AAPL", "MSFT", "SPY"], spec, run_id="r", history=200, origins=3)
+    assert sorted(report.forecast) == ["AAPL", "SPY"]
+    assert report.failed == {"MSFT": "LinAlgError: did not converge"}
+    assert calls[0] == 3
+    assert len(store.read_forecasts(["MSFT"], run_id="r")) == 0
+
+
+def test_ensemble_uses_healthy_models_only(store):
+    for method in ("ssa", "samossa", "mssa"):
+        forecast_universe(store, SYMBOLS, ssa_family_spec(method, backend=NUMPY), run_id="r", history=300,
+                          origins=4)
+    ev = store.read_evaluations(SYMBOLS, run_id="r")
+    report = ensemble_universe(store, SYMBOLS, ["ssa", "samossa", "mssa"], run_id="r")
+    ens = store.read_evaluations(SYMBOLS, model="ensemble", run_id="r").set_index("symbol")
+    fc = store.read_forecasts(SYMBOLS, model=["ensemble", "ssa", "samossa", "mssa"], run_id="r")
+    for symbol in SYMBOLS:
+        rows = ev[ev["symbol"] == symbol].set_index("model")
+        healthy = rows[rows["healthy"]]
+        assert ens.loc[symbol, "label"] == ("healthy" if len(healthy) else "unhealthy")
+        mine = fc[(fc["symbol"] == symbol) & (fc["model"] == "ensemble")].sort_values("step")
+        if not len(healthy):
+            assert mine.empty
+            continue
+        w = (1 / healthy["rmse"] ** 2) / (1 / healthy["rmse"] ** 2).sum()
+        expected = sum(
+            w[m] * fc[(fc["symbol"] == symbol) & (fc["model"] == m)].sort_values("step")["point"].to_numpy()
+            for m in healthy.index)
+        np.testing.assert_allclose(mine["point"].to_numpy(), expected, rtol=1e-12)
+    assert report.labels and set(report.labels) == set(SYMBOLS)
+    with pytest.raises(InvalidInputError, match="at least one component"):
+        ensemble_universe(store, SYMBOLS, [], run_id="r")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"horizon": 0}, "horizon"), ({"level": 1.5}, "level"), ({"history": 10}, "history"),
+     ({"origins": 0}, "origins"), ({"run_id": ""}, "run_id")],
+)
+def test_bad_parameters_write_nothing(store, kwargs, match):
+    args = {"run_id": "r"} | kwargs
+    with pytest.raises(InvalidInputError, match=match):
+        forecast_universe(store, SYMBOLS, ssa_family_spec("ssa", backend=NUMPY), **args)
+    assert store.read_forecasts(SYMBOLS).empty
+
+
+def test_spec_bad_input():
+    with pytest.raises(InvalidInputError, match="method"):
+        ssa_family_spec("fourier", backend=NUMPY)
+    with pytest.raises(InvalidInputError, match="ar_order"):
+        ssa_family_spec("ssa", backend=NUMPY, ar_order=2)
