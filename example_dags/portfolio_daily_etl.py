@@ -12,7 +12,8 @@ tickers), read when the task runs, never at parse time. For hundreds of symbols,
 over chunks (see the README, "Large universes").
 
 Runs weekdays at 05:15 New York time and loads the last closed session; a run triggered by hand
-(no logical date) loads the last session closed before it was triggered.
+(no logical date) loads the last session closed before it was triggered. Each successful run updates
+the Asset ``portfolio_daily_bars``, which schedules ``portfolio_forecast``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag
 
+from airflow_provider_portfolio.assets import DAILY_BARS
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 
 DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
@@ -49,6 +51,8 @@ def portfolio_daily_etl():
         symbols="{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + "') }}",
         timeframe="1Day",
         history_sessions=252,
+        # Success updates the asset that schedules portfolio_forecast.
+        outlets=[DAILY_BARS],
     )
 
 

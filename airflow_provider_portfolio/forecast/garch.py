@@ -368,29 +368,39 @@ class _Model:
 
 
 def _start(model: _Model, data: _Data) -> Any:
-    """Starting ``(omega, a, p[, eta])`` per column: ``arch``'s grid, best Gaussian likelihood."""
+    """Starting ``(omega, a, p[, eta])`` per column: ``arch``'s grid, best Gaussian likelihood.
+
+    The grid is evaluated for all symbols at once in single precision (it only ranks starting points).
+    """
     xp = model.xp
-    n = data.x2.shape[1]
+    length, n = data.x2.shape
     grid = [(a, p) for a in _GRID_ALPHA for p in _GRID_PERSISTENCE]
-    alphas = xp.asarray([a for a, _ in grid], dtype=xp.float64)
-    pers = xp.asarray([p for _, p in grid], dtype=xp.float64)
     m = len(grid)
-    # Columns ordered grid-major: column j * n + i is grid point j for symbol i.
-    omega = xp.repeat(1.0 - pers, n)
-    alpha = xp.repeat(alphas, n)
-    beta = xp.repeat(pers - alphas, n)
-    tiled = _Data(xp.tile(data.x2, (1, m)), xp.tile(data.prev, (1, m)), xp.tile(data.backcast, m))
-    s2 = model.variance(omega, alpha, beta, tiled)
-    ll = -0.5 * (xp.sum(xp.log(s2), axis=0) + xp.sum(tiled.x2 / s2, axis=0))
-    best = xp.argmax(ll.reshape(m, n), axis=0)
-    pick = best * n + xp.arange(n)
+    f32 = xp.float32
+    alphas = xp.asarray([a for a, _ in grid], dtype=f32)
+    pers = xp.asarray([p for _, p in grid], dtype=f32)
+    omegas = 1.0 - pers  # the returns have unit variance: omega targets it
+    betas = pers - alphas
+    x2 = data.x2.astype(f32)
+    s2 = omegas[None, :, None] + alphas[None, :, None] * data.prev.astype(f32)[:, None, :]  # (T, m, n)
+    flat = s2.reshape(length, m * n)
+    beta_flat = xp.repeat(betas, n)
+    flat[0] += beta_flat * xp.tile(data.backcast.astype(f32), m)
+    tmp = xp.empty_like(beta_flat)
+    for t in range(1, length):
+        xp.multiply(flat[t - 1], beta_flat, out=tmp)
+        flat[t] += tmp
+    ll = -(xp.sum(xp.log(s2), axis=0, dtype=xp.float64) + xp.sum(x2[:, None, :] / s2, axis=0, dtype=xp.float64))
+    best = xp.argmax(ll, axis=0)  # (n,)
     nu = None
     if model.k == 4:
-        z2 = data.x2 / s2[:, pick]
+        chosen = s2[:, best, xp.arange(n)].astype(xp.float64)
+        z2 = data.x2 / chosen
         kurt = xp.mean(z2 * z2, axis=0) / xp.mean(z2, axis=0) ** 2
         nu = xp.where(kurt > 3.75, (4.0 * kurt - 6.0) / xp.where(kurt > 3.75, kurt - 3.0, 1.0), 12.0)
         nu = xp.maximum(nu, 4.0)
-    return model.search(omega[pick], alpha[pick], beta[pick], nu)
+    f64 = xp.float64
+    return model.search(omegas[best].astype(f64), alphas[best].astype(f64), betas[best].astype(f64), nu)
 
 
 def _line_search(model: _Model, phi: Any, step: Any, g: Any, ll: Any, data: _Data) -> tuple[Any, Any, Any, Any]:

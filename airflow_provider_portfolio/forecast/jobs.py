@@ -35,7 +35,13 @@ import numpy as np
 from airflow_provider_portfolio.exceptions import InvalidInputError, PortfolioError
 from airflow_provider_portfolio.forecast.backend import Backend, run_chunked, to_numpy
 from airflow_provider_portfolio.forecast.baselines import Forecast, check_horizon, normal_quantile
-from airflow_provider_portfolio.forecast.evaluation import backtest, calibrate, calibration_factors, ensemble_weights, score
+from airflow_provider_portfolio.forecast.evaluation import (
+    backtest,
+    calibrate,
+    calibration_factors,
+    ensemble_weights,
+    score,
+)
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -185,9 +185,7 @@ def _check_start_params(start_params: Any, rows: int, count: int, model: str) ->
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"start_params[{i}] must be a numeric vector: {exc}") from exc
         if vector.shape != (count,):
-            raise InvalidInputError(
-                f"start_params[{i}] has shape {vector.shape}; {model} has {count} parameters"
-            )
+            raise InvalidInputError(f"start_params[{i}] has shape {vector.shape}; {model} has {count} parameters")
         checked.append(vector)
     return checked
 
@@ -424,8 +422,7 @@ def sarimax_fit_forecast(
     big_p, big_d, big_q, s = seasonal_t
     if s == 1 or (s == 0 and (big_p or big_d or big_q)):
         raise InvalidInputError(
-            f"seasonal_order period s must be 0 (no seasonal part) or at least 2 with a seasonal part, "
-            f"got {seasonal_t}"
+            f"seasonal_order period s must be 0 (no seasonal part) or at least 2 with a seasonal part, got {seasonal_t}"
         )
     if not (trend is None or (isinstance(trend, str) and trend in _TREND_TERMS)):
         raise InvalidInputError(f"trend must be one of {TRENDS}, got {trend!r}")
@@ -479,11 +476,17 @@ def sarimax_fit_forecast(
 
     if retried:
         shown = "; ".join(retried[:5]) + (f"; +{len(retried) - 5} more" if len(retried) > 5 else "")
-        log.warning("SARIMAX: start_params failed for %d row(s), refitted from the default start: %s",
-                    len(retried), shown)
+        log.warning(
+            "SARIMAX: start_params failed for %d row(s), refitted from the default start: %s", len(retried), shown
+        )
     log.info(
         "SARIMAX %s: %d row(s), %d fitted in %d process(es), %d failed, %d not converged, %.1fs",
-        model, rows, indices.size, used, len(errors), int(rows - len(errors) - converged.sum()),
+        model,
+        rows,
+        indices.size,
+        used,
+        len(errors),
+        int(rows - len(errors) - converged.sum()),
         time.perf_counter() - started,
     )
     forecast = Forecast(point=point, lower=lower, upper=upper, model="sarimax", level=float(level))

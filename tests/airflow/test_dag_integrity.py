@@ -64,3 +64,44 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == [], f"importing the example DAGs loaded {loaded}"
+
+
+def test_forecast_dag_shape_and_asset_schedule():
+    bag = dagbag(EXAMPLE_DAGS)
+    etl, fc = bag.dags["portfolio_daily_etl"], bag.dags["portfolio_forecast"]
+    outlets = etl.get_task("load_daily_bars").outlets
+    assert [o.name for o in outlets] == ["portfolio_daily_bars"]
+    assert type(fc.timetable).__name__ == "AssetTriggeredTimetable"
+    assert "portfolio_daily_bars" in repr(fc.timetable.asset_condition)
+    assert set(fc.task_ids) == {"ssa", "samossa", "mssa", "garch", "sarimax", "ensemble"}
+    ensemble = fc.get_task("ensemble")
+    assert ensemble.upstream_task_ids == {"ssa", "samossa", "mssa", "sarimax"}
+    assert ensemble.trigger_rule == "all_done"
+    for task_id in ("ssa", "samossa", "mssa", "garch"):
+        t = fc.get_task(task_id)
+        assert (t.pool, t.pool_slots, t.queue) == ("default_pool", 1, "default"), task_id
+
+
+def test_gpu_routing_comes_from_config_and_default_args_win():
+    code = """
+import json, pendulum
+from airflow.sdk import DAG
+from airflow_provider_portfolio.operators.forecasting import GarchForecastOperator, SarimaxForecastOperator, SSAForecastOperator
+with DAG("d", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
+    ssa = SSAForecastOperator(task_id="ssa")
+    sarimax = SarimaxForecastOperator(task_id="sarimax")
+with DAG("e", schedule=None, start_date=pendulum.datetime(2024, 1, 1), default_args={"pool": "mine", "queue": "q2"}):
+    garch = GarchForecastOperator(task_id="garch")
+    pinned = SSAForecastOperator(task_id="pinned", pool="explicit", pool_slots=2)
+print(json.dumps([[t.pool, t.pool_slots, t.queue] for t in (ssa, sarimax, garch, pinned)]))
+"""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__PORTFOLIO__")}
+    env.update(AIRFLOW__PORTFOLIO__GPU_POOL="gpu_pool", AIRFLOW__PORTFOLIO__GPU_QUEUE="gpu")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    ssa, sarimax, garch, pinned = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ssa == ["gpu_pool", 1, "gpu"]
+    assert sarimax[0] == "default_pool" and sarimax[2] != "gpu"  # CPU-only: Airflow's own defaults
+    assert garch == ["mine", 1, "q2"]  # DAG default_args win over the configuration
+    assert pinned == ["explicit", 2, "q2"]
