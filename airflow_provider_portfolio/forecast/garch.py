@@ -77,8 +77,11 @@ FLAT_RTOL = 1e-10
 _GRID_ALPHA = (0.01, 0.05, 0.1, 0.2)
 _GRID_PERSISTENCE = (0.5, 0.7, 0.9, 0.98)
 _ARMIJO = 1e-4
+_START_BLOCK = 50  # bars per block of the starting-value grid
 _STEPS_PER_BATCH = 8  # backtracking step sizes tried together
 _STEP_BATCHES = 5  # smallest step 2 ** -40
+_STRETCH = (2.0, 4.0, 8.0)  # longer steps also tried on a flat ridge
+_SLOW = 0.3  # a decrement above this fraction of the last one marks a flat ridge
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -223,7 +226,8 @@ class _Model:
     def variance(self, omega: Any, alpha: Any, beta: Any, data: _Data) -> Any:
         """``sigma2`` (T, n): ``sigma2_t = omega + alpha * e_{t-1}^2 + beta * sigma2_{t-1}``."""
         xp = self.xp
-        s2 = omega + alpha * data.prev
+        s2 = xp.multiply(data.prev, alpha)
+        s2 += omega
         s2[0] += beta * data.backcast
         tmp = xp.empty_like(beta)
         for t in range(1, s2.shape[0]):
@@ -237,87 +241,107 @@ class _Model:
         omega, alpha, beta, nu = self.natural(phi)
         s2 = self.variance(omega, alpha, beta, data)
         length = s2.shape[0]
-        z = data.x2 / s2
-        logs = xp.sum(xp.log(s2), axis=0)
+        work = xp.log(s2)
+        logs = xp.sum(work, axis=0)
+        z = xp.divide(data.x2, s2, out=work)
         if nu is None:
             return -0.5 * (length * _LOG_2PI + logs + xp.sum(z, axis=0)), s2
         sp = self.special
         k = nu - 2.0
         const = sp.gammaln(0.5 * (nu + 1.0)) - sp.gammaln(0.5 * nu) - 0.5 * xp.log(math.pi * k)
-        logq = xp.sum(xp.log1p(z / k), axis=0)
+        z /= k
+        logq = xp.sum(xp.log1p(z, out=z), axis=0)
         return length * const - 0.5 * logs - 0.5 * (nu + 1.0) * logq, s2
 
     def derivatives(self, phi: Any, s2: Any, data: _Data) -> tuple[Any, Any]:
-        """Gradient (n, k) and Hessian (n, k, k) of the log-likelihood in the search parameters."""
+        """Gradient (n, k) and Hessian (n, k, k) of the log-likelihood in the search parameters.
+
+        With ``c_t = d l_t / d sigma2_t`` and ``d_t = d2 l_t / d sigma2_t^2``: the gradient is
+        ``sum_t c_t D_t`` and the Hessian ``sum_t d_t D_t D_t' + sum_t c_t d2 sigma2_t``, where
+        ``D_t = d sigma2_t / d theta`` runs forward (``D_t = v_t + beta D_{t-1}``,
+        ``v_t = (1, e_{t-1}^2, sigma2_{t-1})``) and the second term is ``sum_t lam_t dv_t/dbeta`` with the
+        adjoint ``lam_t = c_t + beta lam_{t+1}`` run backward. Both recursions share one loop: the adjoint
+        is stored time-reversed next to ``D``.
+        """
         xp = self.xp
         omega, alpha, beta, nu = self.natural(phi)
         length, n = s2.shape
         x2 = data.x2
+        ein = xp.einsum
         inv = 1.0 / s2
         z = x2 * inv
+        rec = xp.empty((length, 4 * n), dtype=xp.float64)
+        lam_in = rec[::-1, 3 * n :]  # the adjoint's input, time-reversed
         if nu is None:
-            c = 0.5 * (z - 1.0) * inv  # d l_t / d sigma2_t
-            d = (0.5 - z) * inv * inv  # d2 l_t / d sigma2_t^2
+            xp.subtract(z, 1.0, out=lam_in)
+            lam_in *= inv  # 2 * c_t
+            half = 0.5
+            d = 0.5 - z
+            d *= inv
+            d *= inv
         else:
             k = nu - 2.0
             kz = k + z
-            w = (nu + 1.0) / kz
-            wz = w * z
-            c = 0.5 * (wz - 1.0) * inv
-            d = -0.5 * inv * inv * (wz * k / kz + wz - 1.0)
-            cross = 0.5 * z * (z - 3.0) * inv / (kz * kz)  # d2 l_t / d sigma2_t d nu
-
-        # Forward: D_t = v_t + beta * D_{t-1}, v_t = (1, e_{t-1}^2, sigma2_{t-1}): d sigma2_t / d theta.
-        sprev = xp.concatenate([data.backcast[None, :], s2[:-1]], axis=0)
-        dd = xp.concatenate([xp.ones_like(s2), data.prev, sprev], axis=1)
-        beta3 = xp.concatenate([beta, beta, beta])
-        tmp = xp.empty_like(beta3)
+            wz = (nu + 1.0) * z / kz
+            xp.subtract(wz, 1.0, out=lam_in)
+            lam_in *= inv  # 2 * c_t
+            half = 0.5
+            d = wz * k / kz + wz - 1.0
+            d *= inv
+            d *= inv
+            d *= -0.5
+        rec[:, :n] = 1.0
+        rec[:, n : 2 * n] = data.prev
+        rec[0, 2 * n : 3 * n] = data.backcast
+        rec[1:, 2 * n : 3 * n] = s2[:-1]
+        beta4 = xp.concatenate([beta, beta, beta, beta])
+        tmp = xp.empty_like(beta4)
         for t in range(1, length):
-            xp.multiply(dd[t - 1], beta3, out=tmp)
-            dd[t] += tmp
-        d_omega, d_alpha, d_beta = dd[:, :n], dd[:, n : 2 * n], dd[:, 2 * n :]
-        # Backward (adjoint): lam_t = c_t + beta * lam_{t+1}, so sum_t c_t d2 sigma2_t = sum_t lam_t d v_t.
-        lam = c.copy()
-        tmp = xp.empty_like(beta)
-        for t in range(length - 2, -1, -1):
-            xp.multiply(lam[t + 1], beta, out=tmp)
-            lam[t] += tmp
-
-        g = xp.stack([xp.sum(lam, axis=0), xp.sum(lam * data.prev, axis=0), xp.sum(lam * sprev, axis=0)], axis=1)
+            xp.multiply(rec[t - 1], beta4, out=tmp)
+            rec[t] += tmp
+        d_omega, d_alpha, d_beta = rec[:, :n], rec[:, n : 2 * n], rec[:, 2 * n : 3 * n]
+        lam = rec[::-1, 3 * n :]  # 2 * lam_t, time order
         lam1 = lam[1:]
-        h_omega_beta = xp.sum(lam1 * d_omega[:-1], axis=0)
-        h_alpha_beta = xp.sum(lam1 * d_alpha[:-1], axis=0)
-        h_beta_beta = 2.0 * xp.sum(lam1 * d_beta[:-1], axis=0)
-        dw = d * d_omega
-        da = d * d_alpha
-        db = d * d_beta
-        gn = [
-            [xp.sum(dw * d_omega, axis=0), xp.sum(dw * d_alpha, axis=0), xp.sum(dw * d_beta, axis=0)],
-            [None, xp.sum(da * d_alpha, axis=0), xp.sum(da * d_beta, axis=0)],
-            [None, None, xp.sum(db * d_beta, axis=0)],
-        ]
+        g = xp.stack(
+            [
+                xp.sum(lam, axis=0),
+                ein("ts,ts->s", lam, data.prev),
+                lam[0] * data.backcast + ein("ts,ts->s", lam1, s2[:-1]),
+            ],
+            axis=1,
+        )
+        g *= half
         kk = self.k
         hess = xp.empty((n, kk, kk), dtype=xp.float64)
-        extra = [[0.0, 0.0, h_omega_beta], [0.0, 0.0, h_alpha_beta], [0.0, 0.0, h_beta_beta]]
+        ds = (d_omega, d_alpha, d_beta)
         for i in range(3):
             for j in range(i, 3):
-                hess[:, i, j] = gn[i][j] + extra[i][j]
-                hess[:, j, i] = hess[:, i, j]
+                hess[:, i, j] = ein("ts,ts,ts->s", d, ds[i], ds[j])
+        hess[:, 0, 2] += half * ein("ts,ts->s", lam1, d_omega[:-1])
+        hess[:, 1, 2] += half * ein("ts,ts->s", lam1, d_alpha[:-1])
+        hess[:, 2, 2] += 2.0 * half * ein("ts,ts->s", lam1, d_beta[:-1])
+        for i in range(3):
+            for j in range(i):
+                hess[:, i, j] = hess[:, j, i]
         if nu is not None:
             sp = self.special
-            half = 0.5 * (nu + 1.0)
-            logq = xp.log1p(z / k)
             kkz = k * kz
-            dnu = -0.5 * logq + 0.5 * (nu + 1.0) * z / kkz
-            d2nu = 0.5 * z / kkz + 0.5 * z * (kkz - (nu + 1.0) * (2.0 * k + z)) / (kkz * kkz)
-            c1 = 0.5 * sp.digamma(half) - 0.5 * sp.digamma(0.5 * nu) - 0.5 / k
-            c2 = 0.25 * sp.polygamma(1, half) - 0.25 * sp.polygamma(1, 0.5 * nu) + 0.5 / (k * k)
-            g_nu = length * c1 + xp.sum(dnu, axis=0)
-            g = xp.concatenate([g, g_nu[:, None]], axis=1)
-            hess[:, 3, 3] = length * c2 + xp.sum(d2nu, axis=0)
-            for i, di in enumerate((d_omega, d_alpha, d_beta)):
-                hess[:, i, 3] = xp.sum(cross * di, axis=0)
+            cross = z * (z - 3.0) * inv / (kz * kz)  # 2 * d2 l_t / d sigma2_t d nu
+            for i in range(3):
+                hess[:, i, 3] = 0.5 * ein("ts,ts->s", cross, ds[i])
                 hess[:, 3, i] = hess[:, i, 3]
+            zk = z / kkz
+            logq = xp.log1p(z / k)
+            half_nu = 0.5 * (nu + 1.0)
+            c1 = 0.5 * sp.digamma(half_nu) - 0.5 * sp.digamma(0.5 * nu) - 0.5 / k
+            c2 = 0.25 * sp.polygamma(1, half_nu) - 0.25 * sp.polygamma(1, 0.5 * nu) + 0.5 / (k * k)
+            g_nu = length * c1 - 0.5 * xp.sum(logq, axis=0) + half_nu * xp.sum(zk, axis=0)
+            # d2 l_t / d nu2 = z / (2 k kz) + z (k kz - (nu + 1)(2k + z)) / (2 (k kz)^2)
+            inner = (kkz - (nu + 1.0) * (2.0 * k + z)) / kkz
+            inner += 1.0
+            h_nu = length * c2 + 0.5 * ein("ts,ts->s", zk, inner)
+            g = xp.concatenate([g, g_nu[:, None]], axis=1)
+            hess[:, 3, 3] = h_nu
         return self._to_search(phi, g, hess)
 
     def _to_search(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
@@ -370,7 +394,8 @@ class _Model:
 def _start(model: _Model, data: _Data) -> Any:
     """Starting ``(omega, a, p[, eta])`` per column: ``arch``'s grid, best Gaussian likelihood.
 
-    The grid is evaluated for all symbols at once in single precision (it only ranks starting points).
+    Every grid point is evaluated for all symbols at once, in single precision (it only ranks starting
+    points) and in blocks of ``_START_BLOCK`` bars so that the temporaries stay small.
     """
     xp = model.xp
     length, n = data.x2.shape
@@ -381,55 +406,80 @@ def _start(model: _Model, data: _Data) -> Any:
     pers = xp.asarray([p for _, p in grid], dtype=f32)
     omegas = 1.0 - pers  # the returns have unit variance: omega targets it
     betas = pers - alphas
-    x2 = data.x2.astype(f32)
-    s2 = omegas[None, :, None] + alphas[None, :, None] * data.prev.astype(f32)[:, None, :]  # (T, m, n)
-    flat = s2.reshape(length, m * n)
-    beta_flat = xp.repeat(betas, n)
-    flat[0] += beta_flat * xp.tile(data.backcast.astype(f32), m)
+    beta_flat = xp.repeat(betas, n)  # column j * n + i: grid point j, symbol i
+    carry = xp.tile(data.backcast.astype(f32), m)
+    total = xp.zeros((m, n), dtype=xp.float64)
     tmp = xp.empty_like(beta_flat)
-    for t in range(1, length):
-        xp.multiply(flat[t - 1], beta_flat, out=tmp)
-        flat[t] += tmp
-    ll = -(xp.sum(xp.log(s2), axis=0, dtype=xp.float64) + xp.sum(x2[:, None, :] / s2, axis=0, dtype=xp.float64))
-    best = xp.argmax(ll, axis=0)  # (n,)
+    for t0 in range(0, length, _START_BLOCK):
+        t1 = min(t0 + _START_BLOCK, length)
+        s2 = omegas[None, :, None] + alphas[None, :, None] * data.prev[t0:t1].astype(f32)[:, None, :]
+        flat = s2.reshape(t1 - t0, m * n)
+        xp.multiply(carry, beta_flat, out=tmp)
+        flat[0] += tmp
+        for t in range(1, t1 - t0):
+            xp.multiply(flat[t - 1], beta_flat, out=tmp)
+            flat[t] += tmp
+        carry = flat[-1].copy()
+        z = data.x2[t0:t1].astype(f32)[:, None, :] / s2
+        z += xp.log(s2)
+        total += xp.sum(z, axis=0, dtype=xp.float64)
+    best = xp.argmax(-total, axis=0)  # (n,)
+    f64 = xp.float64
+    omega, alpha, beta = omegas[best].astype(f64), alphas[best].astype(f64), betas[best].astype(f64)
     nu = None
     if model.k == 4:
-        chosen = s2[:, best, xp.arange(n)].astype(xp.float64)
-        z2 = data.x2 / chosen
+        z2 = data.x2 / model.variance(omega, alpha, beta, data)
         kurt = xp.mean(z2 * z2, axis=0) / xp.mean(z2, axis=0) ** 2
         nu = xp.where(kurt > 3.75, (4.0 * kurt - 6.0) / xp.where(kurt > 3.75, kurt - 3.0, 1.0), 12.0)
         nu = xp.maximum(nu, 4.0)
-    f64 = xp.float64
-    return model.search(omegas[best].astype(f64), alphas[best].astype(f64), betas[best].astype(f64), nu)
+    return model.search(omega, alpha, beta, nu)
 
 
-def _line_search(model: _Model, phi: Any, step: Any, g: Any, ll: Any, data: _Data) -> tuple[Any, Any, Any, Any]:
-    """Backtrack along the projected path ``clip(phi + s * step)``, ``s = 1, 1/2, ...``, per column.
+def _line_search(
+    model: _Model, phi: Any, step: Any, g: Any, ll: Any, data: _Data, stretch: Any
+) -> tuple[Any, Any, Any, Any]:
+    """Search along the projected path ``clip(phi + s * step)`` per column, all columns at once.
 
-    Returns ``(accepted, phi, ll, sigma2)``: columns where no step size gave an Armijo increase keep
-    their point and likelihood.
+    First ``s = 1`` (and ``s = 2, 4, 8`` too where ``stretch``: rows converging slowly along a flat ridge,
+    the best of them kept), then halving ``s`` in batches of ``_STEPS_PER_BATCH`` sizes, the largest
+    size with an Armijo increase kept. Returns ``(accepted, phi, ll, sigma2)``; columns where no size
+    increased the likelihood keep their point and likelihood.
     """
     xp = model.xp
     n = phi.shape[0]
     new_phi = phi.copy()
     new_ll = ll.copy()
-    new_s2 = None
     accepted = xp.zeros(n, dtype=bool)
 
-    def trial(index: Any, sizes: Any) -> tuple[Any, Any, Any]:
+    def trial(index: Any, sizes: Any) -> tuple[Any, Any, Any, Any]:
         cand = xp.clip(phi[index] + sizes[:, None] * step[index], model.lo, model.hi)
         cll, cs2 = model.loglik(cand, data.take(index))
         gain = xp.sum(g[index] * (cand - phi[index]), axis=1)
         ok = xp.isfinite(cll) & (cll >= ll[index] + _ARMIJO * xp.maximum(gain, 0.0)) & (cll >= ll[index])
         return cand, cll, cs2, ok
 
-    index = xp.arange(n)
-    cand, cll, cs2, ok = trial(index, xp.ones(n, dtype=xp.float64))
-    new_phi[ok] = cand[ok]
-    new_ll[ok] = cll[ok]
-    accepted |= ok
-    new_s2 = cs2
-    pending = xp.nonzero(~ok)[0]
+    # Full steps for all rows, plus longer ones for the stretched rows, in one evaluation.
+    longer = xp.nonzero(stretch)[0]
+    extra = len(_STRETCH)
+    rows = xp.concatenate([xp.arange(n), xp.repeat(longer, extra)])
+    sizes = xp.concatenate([xp.ones(n), xp.tile(xp.asarray(_STRETCH, dtype=xp.float64), longer.shape[0])])
+    cand, cll, cs2, ok = trial(rows, sizes)
+    score = xp.full((n, 1 + extra), -xp.inf)
+    score[:, 0] = xp.where(ok[:n], cll[:n], -xp.inf)
+    score[longer, 1:] = xp.where(ok[n:], cll[n:], -xp.inf).reshape(-1, extra)
+    which = xp.argmax(score, axis=1)  # the best candidate, the shortest step on ties
+    hit = xp.isfinite(xp.max(score, axis=1))
+    col = xp.where(which == 0, xp.arange(n), 0)
+    if longer.shape[0]:
+        slot = xp.zeros(n, dtype=xp.int64)
+        slot[longer] = n + xp.arange(longer.shape[0]) * extra
+        col = xp.where(which == 0, col, slot + which - 1)
+    good = xp.nonzero(hit)[0]
+    new_phi[good] = cand[col[good]]
+    new_ll[good] = cll[col[good]]
+    new_s2 = cs2[:, col]
+    accepted |= hit
+    pending = xp.nonzero(~hit)[0]
     first = 1
     for _ in range(_STEP_BATCHES):
         if pending.shape[0] == 0:
@@ -466,12 +516,15 @@ def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[An
     sub = data
     iterations = 0
     threshold = 2.0 * tol * length  # decrement g . d = twice the promised gain
+    last_dec = xp.full(n, xp.inf)
     while active.shape[0] > 0 and iterations < max_iter:
         iterations += 1
         g, hess = model.derivatives(phi, s2, sub)
         step, dec = model.direction(phi, g, hess)
         done = ~(dec > threshold)  # also NaN
-        accepted, phi, ll, s2 = _line_search(model, phi, step, g, ll, sub)
+        stretch = dec > _SLOW * last_dec  # linear convergence: a flat ridge
+        accepted, phi, ll, s2 = _line_search(model, phi, step, g, ll, sub, stretch)
+        last_dec = dec
         # A failed line search close to a stationary point is convergence; far from one, a failure.
         failed = ~done & ~accepted
         stop = done | failed
@@ -483,7 +536,7 @@ def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[An
             out_ll[active[gone]] = ll[gone]
             out_last[active[gone]] = s2[-1, gone]
             active = active[keep]
-            phi, ll, s2 = phi[keep], ll[keep], s2[:, keep]
+            phi, ll, s2, last_dec = phi[keep], ll[keep], s2[:, keep], last_dec[keep]
             sub = sub.take(keep)
     if active.shape[0] > 0:
         out_phi[active] = phi

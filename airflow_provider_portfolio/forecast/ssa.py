@@ -167,11 +167,7 @@ def ssa_fit(
     given = _check_rank(rank, L)
     K = length - L + 1
 
-    # Trajectory matrices (symbols, L, K) and lag-covariance (symbols, L, L).
-    index = xp.arange(L)[:, None] + xp.arange(K)[None, :]
-    traj = y[:, index]
-    cov = xp.matmul(traj, xp.swapaxes(traj, 1, 2)) / K
-    cov = 0.5 * (cov + xp.swapaxes(cov, 1, 2))
+    cov = _lag_covariance(y, L, K, xp)
     w, vecs = xp.linalg.eigh(cov)
     w = xp.maximum(w[:, ::-1], 0.0)
     vecs = vecs[:, :, ::-1]
@@ -183,15 +179,7 @@ def ssa_fit(
     mask = (xp.arange(L)[None, :] < ranks[:, None]).astype(xp.float64)
     basis = vecs * mask[:, None, :]  # leading eigenvectors, the others zeroed
 
-    # Reconstruction: project onto the leading eigenvectors, then average the anti-diagonals.
-    coef = xp.matmul(xp.swapaxes(basis, 1, 2), traj)
-    recon_traj = xp.matmul(basis, coef)
-    total = xp.zeros((symbols, length), dtype=xp.float64)
-    counts = xp.zeros(length, dtype=xp.float64)
-    for i in range(L):
-        total[:, i : i + K] += recon_traj[:, i, :]
-        counts[i : i + K] += 1.0
-    recon = total / counts
+    recon = _reconstruct(y, basis, L, K, xp)
 
     # Linear recurrence from the leading eigenvectors.
     pi = basis[:, L - 1, :]
@@ -231,3 +219,63 @@ def ssa_fit_forecast(
     horizon = check_horizon(horizon)
     normal_quantile(level)
     return ssa_fit(values, window=window, rank=rank, xp=xp).forecast(horizon, level=level)
+
+
+def _lag_covariance(y: Any, L: int, K: int, xp: ModuleType) -> Any:
+    """``X X^T / K`` of the trajectory matrices without forming them: O(L T) per symbol, not O(L^2 K).
+
+    ``C[i, i + d] = sum_{k<K} y[i + k] y[i + d + k]`` is a difference of prefix sums of the lag-``d``
+    products ``y[t] y[t + d]``.
+    """
+    symbols = y.shape[0]
+    cov = xp.zeros((symbols, L, L), dtype=xp.float64)
+    rows = xp.arange(L)
+    zero = xp.zeros((symbols, 1), dtype=xp.float64)
+    for d in range(L):
+        prefix = xp.concatenate([zero, xp.cumsum(y[:, : y.shape[1] - d] * y[:, d:], axis=1)], axis=1)
+        values = (prefix[:, K : K + L - d] - prefix[:, : L - d]) / K
+        i = rows[: L - d]
+        cov[:, i, i + d] = values
+        cov[:, i + d, i] = values
+    return cov
+
+
+def _reconstruct(y: Any, basis: Any, L: int, K: int, xp: ModuleType) -> Any:
+    """Diagonal averaging of ``P X`` with ``P = basis basis^T``, without forming ``P X`` in full.
+
+    An interior point ``t`` (``L - 1 <= t <= K - 1``) averages all ``L`` anti-diagonal entries, which
+    is a filter of ``y``: ``(1 / L) sum_m a_m y[t + m]`` with ``a_m`` the ``m``-th diagonal sum of ``P``.
+    The ``L - 1`` points at each end come from the first and last ``L - 1`` columns of ``P X``.
+    Short series (``K < 2 L``) take the direct route.
+    """
+    symbols, length = y.shape
+    proj = xp.matmul(basis, xp.swapaxes(basis, 1, 2))  # (symbols, L, L)
+    if K < 2 * L:
+        index = xp.arange(L)[:, None] + xp.arange(K)[None, :]
+        recon_traj = xp.matmul(proj, y[:, index])
+        total = xp.zeros((symbols, length), dtype=xp.float64)
+        counts = xp.zeros(length, dtype=xp.float64)
+        for i in range(L):
+            total[:, i : i + K] += recon_traj[:, i, :]
+            counts[i : i + K] += 1.0
+        return total / counts
+    recon = xp.zeros((symbols, length), dtype=xp.float64)
+    # interior: lo = L - 1 .. hi = K - 1; offset m runs over -(L - 1) .. L - 1
+    lo, hi = L - 1, K - 1
+    interior = xp.zeros((symbols, hi - lo + 1), dtype=xp.float64)
+    for m in range(-(L - 1), L):
+        a = xp.trace(proj, offset=m, axis1=1, axis2=2)  # sum_i P[i, i + m]
+        interior += a[:, None] * y[:, lo + m : hi + 1 + m]
+    recon[:, lo : hi + 1] = interior / L
+    # ends: columns 0 .. L - 2 and K - L + 1 .. K - 1 of P X
+    cols = xp.arange(L - 1)
+    head = xp.matmul(proj, y[:, xp.arange(L)[:, None] + cols[None, :]])  # (symbols, L, L - 1)
+    tail_cols = K - L + 1 + cols
+    tail = xp.matmul(proj, y[:, xp.arange(L)[:, None] + tail_cols[None, :]])
+    for t in range(L - 1):
+        i = xp.arange(t + 1)  # entries (i, t - i), all in the head columns
+        recon[:, t] = xp.mean(head[:, i, t - i], axis=1)
+        u = length - 1 - t  # mirrored end point: entries (i, u - i) for i = u - K + 1 .. L - 1
+        j = xp.arange(u - K + 1, L)
+        recon[:, u] = xp.mean(tail[:, j, u - j - (K - L + 1)], axis=1)
+    return recon

@@ -197,3 +197,22 @@ def test_import_loads_no_airflow_nor_cupy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("length", "window"), [(400, 60), (300, 10), (50, 20), (41, 20)])
+def test_fast_covariance_and_reconstruction_equal_the_explicit_hankel_route(length, window):
+    from airflow_provider_portfolio.forecast.ssa import _lag_covariance, _reconstruct
+
+    rng = np.random.default_rng(length)
+    y = rng.normal(50.0, 5.0, (3, length))
+    k = length - window + 1
+    traj = y[:, np.arange(window)[:, None] + np.arange(k)[None, :]]
+    np.testing.assert_allclose(_lag_covariance(y, window, k, np), traj @ traj.transpose(0, 2, 1) / k, rtol=1e-12)
+    basis = np.linalg.qr(rng.normal(size=(3, window, 3)))[0]
+    full = basis @ basis.transpose(0, 2, 1) @ traj
+    expected = np.zeros_like(y)
+    counts = np.zeros(length)
+    for i in range(window):
+        expected[:, i : i + k] += full[:, i, :]
+        counts[i : i + k] += 1
+    np.testing.assert_allclose(_reconstruct(y, basis, window, k, np), expected / counts, rtol=1e-11)

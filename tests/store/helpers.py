@@ -59,6 +59,11 @@ def migrate_worker(url: str, go, results) -> None:
         results.put(f"{type(err).__name__}: {err}")
 
 
+def _utc(value) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 FORECAST_MODELS = ("ssa", "samossa", "mssa", "garch", "sarimax", "ensemble")
 
 
@@ -69,7 +74,7 @@ def make_forecasts(symbols, models=FORECAST_MODELS, horizon: int = 5, *, run_id:
     GARCH rows forecast ``log_return`` with a conditional variance; the others ``log_close`` (variance NaN).
     """
     rng = np.random.default_rng(seed)
-    asof_ts = pd.Timestamp(asof, tz="UTC")
+    asof_ts = _utc(asof)
     rows = []
     for model in models:
         garch = model.startswith("garch")
@@ -102,7 +107,7 @@ def make_evaluations(symbols, models=FORECAST_MODELS, *, run_id: str = "manual__
             label = "insufficient_data" if insufficient else ("healthy" if rmse < base else "unhealthy")
             rows.append({
                 "run_id": run_id, "model": model, "symbol": symbol, "timeframe": timeframe,
-                "asof": pd.Timestamp(asof, tz="UTC"), "horizon": 5, "origins": 0 if insufficient else 20,
+                "asof": _utc(asof), "horizon": 5, "origins": 0 if insufficient else 20,
                 "rmse": rmse, "mae": np.nan if insufficient else rmse * 0.8,
                 "directional_accuracy": np.nan if insufficient else float(rng.uniform(0, 1)),
                 "coverage": np.nan if insufficient else float(rng.uniform(0.5, 1)),
