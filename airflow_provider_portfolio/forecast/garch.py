@@ -78,6 +78,7 @@ _GRID_ALPHA = (0.01, 0.05, 0.1, 0.2)
 _GRID_PERSISTENCE = (0.5, 0.7, 0.9, 0.98)
 _ARMIJO = 1e-4
 _START_BLOCK = 50  # bars per block of the starting-value grid
+_BLOCK = 32  # bars per block of the likelihood and its derivatives (fixed: results never depend on the batch)
 _STEPS_PER_BATCH = 8  # backtracking step sizes tried together
 _STEP_BATCHES = 5  # smallest step 2 ** -40
 _STRETCH = (2.0, 4.0, 8.0)  # longer steps also tried on a flat ridge
@@ -222,7 +223,7 @@ class _Model:
         cols = [omega, a, p] + ([1.0 / nu] if self.k == 4 else [])
         return xp.clip(xp.stack(cols, axis=1), self.lo, self.hi)
 
-    # -- recursions (the only loops over time) ----------------------------------------------------
+    # -- recursions (the only loops over time), in blocks of _BLOCK bars ---------------------------
     def variance(self, omega: Any, alpha: Any, beta: Any, data: _Data) -> Any:
         """``sigma2`` (T, n): ``sigma2_t = omega + alpha * e_{t-1}^2 + beta * sigma2_{t-1}``."""
         xp = self.xp
@@ -236,112 +237,140 @@ class _Model:
         return s2
 
     def loglik(self, phi: Any, data: _Data) -> tuple[Any, Any]:
-        """Log-likelihood (n,) on the unit-variance scale, and ``sigma2`` (T, n)."""
+        """Log-likelihood (n,) on the unit-variance scale, and the last ``sigma2`` (n,)."""
         xp = self.xp
         omega, alpha, beta, nu = self.natural(phi)
-        s2 = self.variance(omega, alpha, beta, data)
-        length = s2.shape[0]
-        work = xp.log(s2)
-        logs = xp.sum(work, axis=0)
-        z = xp.divide(data.x2, s2, out=work)
+        length, n = data.x2.shape
+        k = None if nu is None else nu - 2.0
+        carry = data.backcast  # sigma2_{-1}
+        logs = xp.zeros(n, dtype=xp.float64)
+        rest = xp.zeros(n, dtype=xp.float64)
+        tmp = xp.empty_like(beta)
+        for t0 in range(0, length, _BLOCK):
+            t1 = min(t0 + _BLOCK, length)
+            s2 = xp.multiply(data.prev[t0:t1], alpha)
+            s2 += omega
+            xp.multiply(carry, beta, out=tmp)
+            s2[0] += tmp
+            for t in range(1, t1 - t0):
+                xp.multiply(s2[t - 1], beta, out=tmp)
+                s2[t] += tmp
+            carry = s2[-1].copy()
+            z = xp.divide(data.x2[t0:t1], s2)
+            if k is None:
+                rest += xp.sum(z, axis=0)
+            else:
+                z /= k
+                rest += xp.sum(xp.log1p(z, out=z), axis=0)
+            logs += xp.sum(xp.log(s2, out=s2), axis=0)
         if nu is None:
-            return -0.5 * (length * _LOG_2PI + logs + xp.sum(z, axis=0)), s2
+            return -0.5 * (length * _LOG_2PI + logs + rest), carry
         sp = self.special
-        k = nu - 2.0
         const = sp.gammaln(0.5 * (nu + 1.0)) - sp.gammaln(0.5 * nu) - 0.5 * xp.log(math.pi * k)
-        z /= k
-        logq = xp.sum(xp.log1p(z, out=z), axis=0)
-        return length * const - 0.5 * logs - 0.5 * (nu + 1.0) * logq, s2
+        return length * const - 0.5 * logs - 0.5 * (nu + 1.0) * rest, carry
 
-    def derivatives(self, phi: Any, s2: Any, data: _Data) -> tuple[Any, Any]:
+    def derivatives(self, phi: Any, data: _Data) -> tuple[Any, Any]:
         """Gradient (n, k) and Hessian (n, k, k) of the log-likelihood in the search parameters.
 
-        With ``c_t = d l_t / d sigma2_t`` and ``d_t = d2 l_t / d sigma2_t^2``: the gradient is
-        ``sum_t c_t D_t`` and the Hessian ``sum_t d_t D_t D_t' + sum_t c_t d2 sigma2_t``, where
-        ``D_t = d sigma2_t / d theta`` runs forward (``D_t = v_t + beta D_{t-1}``,
-        ``v_t = (1, e_{t-1}^2, sigma2_{t-1})``) and the second term is ``sum_t lam_t dv_t/dbeta`` with the
-        adjoint ``lam_t = c_t + beta lam_{t+1}`` run backward. Both recursions share one loop: the adjoint
-        is stored time-reversed next to ``D``.
+        With ``c_t = d l_t / d sigma2_t`` and ``d_t = d2 l_t / d sigma2_t^2`` the gradient is
+        ``sum_t c_t D_t`` and the Hessian ``sum_t d_t D_t D_t' + c_t H_t``, where ``D_t = d sigma2_t / d theta``
+        and ``H_t = d2 sigma2_t / d theta d beta`` follow the forward recursions
+        ``D_t = (1, e_{t-1}^2, sigma2_{t-1}) + beta D_{t-1}`` and ``H_t = D_{t-1} (+ D_{t-1} for beta) +
+        beta H_{t-1}``; one loop carries ``sigma2``, ``D`` and ``H`` (7 channels) for all symbols.
         """
         xp = self.xp
-        omega, alpha, beta, nu = self.natural(phi)
-        length, n = s2.shape
-        x2 = data.x2
         ein = xp.einsum
-        inv = 1.0 / s2
-        z = x2 * inv
-        rec = xp.empty((length, 4 * n), dtype=xp.float64)
-        lam_in = rec[::-1, 3 * n :]  # the adjoint's input, time-reversed
-        if nu is None:
-            xp.subtract(z, 1.0, out=lam_in)
-            lam_in *= inv  # 2 * c_t
-            half = 0.5
-            d = 0.5 - z
-            d *= inv
-            d *= inv
-        else:
+        omega, alpha, beta, nu = self.natural(phi)
+        length, n = data.x2.shape
+        # Channels: sigma2 | D_omega | D_alpha | D_beta | H_omega | H_alpha | H_beta / 2. Row t of ``work``
+        # is [source_t (3n) | state_{t-1} (7n)]: the source of sigma2, D_omega, D_alpha is
+        # (omega + alpha e_{t-1}^2, 1, e_{t-1}^2), and channels 3..6 take channels 0..3 of the previous
+        # state, so state_t = beta * state_{t-1} + work[t, :7n] is two operations per bar.
+        beta7 = xp.concatenate([beta] * 7)
+        work = xp.empty((_BLOCK + 1, 10 * n), dtype=xp.float64)
+        work[:, n : 2 * n] = 1.0
+        work[0, 3 * n :] = 0.0
+        work[0, 3 * n : 4 * n] = data.backcast  # sigma2_{-1}; D_{-1} = H_{-1} = 0
+        grad = xp.zeros((6, n), dtype=xp.float64)  # sum_t 2 c_t (D_t, H_t)
+        gn = xp.zeros((6, n), dtype=xp.float64)  # sum_t d_t D_i D_j, upper triangle
+        if nu is not None:
             k = nu - 2.0
-            kz = k + z
-            wz = (nu + 1.0) * z / kz
-            xp.subtract(wz, 1.0, out=lam_in)
-            lam_in *= inv  # 2 * c_t
-            half = 0.5
-            d = wz * k / kz + wz - 1.0
-            d *= inv
-            d *= inv
-            d *= -0.5
-        rec[:, :n] = 1.0
-        rec[:, n : 2 * n] = data.prev
-        rec[0, 2 * n : 3 * n] = data.backcast
-        rec[1:, 2 * n : 3 * n] = s2[:-1]
-        beta4 = xp.concatenate([beta, beta, beta, beta])
-        tmp = xp.empty_like(beta4)
-        for t in range(1, length):
-            xp.multiply(rec[t - 1], beta4, out=tmp)
-            rec[t] += tmp
-        d_omega, d_alpha, d_beta = rec[:, :n], rec[:, n : 2 * n], rec[:, 2 * n : 3 * n]
-        lam = rec[::-1, 3 * n :]  # 2 * lam_t, time order
-        lam1 = lam[1:]
-        g = xp.stack(
-            [
-                xp.sum(lam, axis=0),
-                ein("ts,ts->s", lam, data.prev),
-                lam[0] * data.backcast + ein("ts,ts->s", lam1, s2[:-1]),
-            ],
-            axis=1,
-        )
-        g *= half
+            mixed = xp.zeros((3, n), dtype=xp.float64)  # sum_t 2 (d2 l_t / d sigma2_t d nu) D_t
+            nu_terms = xp.zeros((3, n), dtype=xp.float64)  # sum log q, sum z / (k kz), sum d2 l / d nu2
+        pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+        for t0 in range(0, length, _BLOCK):
+            t1 = min(t0 + _BLOCK, length)
+            b = t1 - t0
+            if t0:
+                work[0, 3 * n :] = work[_BLOCK, 3 * n :]  # carry the last state
+            src = work[:b]
+            xp.multiply(data.prev[t0:t1], alpha, out=src[:, :n])
+            src[:, :n] += omega
+            src[:, 2 * n : 3 * n] = data.prev[t0:t1]
+            for state, out, source in zip(work[:b, 3 * n :], work[1 : b + 1, 3 * n :], work[:b, : 7 * n]):
+                xp.multiply(state, beta7, out=out)
+                out += source
+            blk = work[1 : b + 1, 3 * n :]
+            s2 = blk[:, :n]
+            ds = (blk[:, n : 2 * n], blk[:, 2 * n : 3 * n], blk[:, 3 * n : 4 * n])
+            inv = 1.0 / s2
+            z = data.x2[t0:t1] * inv
+            if nu is None:
+                c = z - 1.0
+                c *= inv  # 2 c_t
+                d = 0.5 - z
+                d *= inv
+                d *= inv
+            else:
+                kz = k + z
+                wz = (nu + 1.0) * z / kz
+                c = wz - 1.0
+                c *= inv  # 2 c_t
+                d = wz * k / kz + wz - 1.0
+                d *= inv
+                d *= inv  # -2 d_t
+                kkz = k * kz
+                zk = z / kkz
+                cross = (z - 3.0) * z / (kz * kz)
+                cross *= inv  # 2 d2 l_t / d sigma2_t d nu
+                for i in range(3):
+                    mixed[i] += ein("ts,ts->s", cross, ds[i])
+                nu_terms[0] += xp.sum(xp.log1p(z / k), axis=0)
+                nu_terms[1] += xp.sum(zk, axis=0)
+                inner = (nu + 1.0) * (2.0 * k + z)
+                inner /= kkz
+                nu_terms[2] += ein("ts,ts->s", zk, inner)
+            grad += ein("ts,tcs->cs", c, blk[:, n:].reshape(b, 6, n))
+            for m, (i, j) in enumerate(pairs):
+                gn[m] += ein("ts,ts,ts->s", d, ds[i], ds[j])
         kk = self.k
+        if nu is not None:
+            gn *= -1.0  # d held -2 d_t: restore 2 d_t below with the common factor
+        g = 0.5 * grad[:3].T
+        curv = grad[3:]
         hess = xp.empty((n, kk, kk), dtype=xp.float64)
-        ds = (d_omega, d_alpha, d_beta)
-        for i in range(3):
-            for j in range(i, 3):
-                hess[:, i, j] = ein("ts,ts,ts->s", d, ds[i], ds[j])
-        hess[:, 0, 2] += half * ein("ts,ts->s", lam1, d_omega[:-1])
-        hess[:, 1, 2] += half * ein("ts,ts->s", lam1, d_alpha[:-1])
-        hess[:, 2, 2] += 2.0 * half * ein("ts,ts->s", lam1, d_beta[:-1])
-        for i in range(3):
-            for j in range(i):
-                hess[:, i, j] = hess[:, j, i]
+        scale_gn = 1.0 if nu is None else 0.5
+        for m, (i, j) in enumerate(pairs):
+            hess[:, i, j] = scale_gn * gn[m]
+            hess[:, j, i] = hess[:, i, j]
+        hess[:, 0, 2] += 0.5 * curv[0]
+        hess[:, 1, 2] += 0.5 * curv[1]
+        hess[:, 2, 2] += curv[2]  # H_beta stored halved: 2 * 0.5
+        hess[:, 2, 0] = hess[:, 0, 2]
+        hess[:, 2, 1] = hess[:, 1, 2]
         if nu is not None:
             sp = self.special
-            kkz = k * kz
-            cross = z * (z - 3.0) * inv / (kz * kz)  # 2 * d2 l_t / d sigma2_t d nu
-            for i in range(3):
-                hess[:, i, 3] = 0.5 * ein("ts,ts->s", cross, ds[i])
-                hess[:, 3, i] = hess[:, i, 3]
-            zk = z / kkz
-            logq = xp.log1p(z / k)
             half_nu = 0.5 * (nu + 1.0)
             c1 = 0.5 * sp.digamma(half_nu) - 0.5 * sp.digamma(0.5 * nu) - 0.5 / k
             c2 = 0.25 * sp.polygamma(1, half_nu) - 0.25 * sp.polygamma(1, 0.5 * nu) + 0.5 / (k * k)
-            g_nu = length * c1 - 0.5 * xp.sum(logq, axis=0) + half_nu * xp.sum(zk, axis=0)
-            # d2 l_t / d nu2 = z / (2 k kz) + z (k kz - (nu + 1)(2k + z)) / (2 (k kz)^2)
-            inner = (kkz - (nu + 1.0) * (2.0 * k + z)) / kkz
-            inner += 1.0
-            h_nu = length * c2 + 0.5 * ein("ts,ts->s", zk, inner)
+            g_nu = length * c1 - 0.5 * nu_terms[0] + half_nu * nu_terms[1]
+            # d2 l_t / d nu2 = z / (k kz) - (nu + 1) z (2k + z) / (2 (k kz)^2)
+            h_nu = length * c2 + nu_terms[1] - 0.5 * nu_terms[2]
             g = xp.concatenate([g, g_nu[:, None]], axis=1)
             hess[:, 3, 3] = h_nu
+            for i in range(3):
+                hess[:, i, 3] = 0.5 * mixed[i]
+                hess[:, 3, i] = hess[:, i, 3]
         return self._to_search(phi, g, hess)
 
     def _to_search(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
@@ -453,17 +482,17 @@ def _line_search(
 
     def trial(index: Any, sizes: Any) -> tuple[Any, Any, Any, Any]:
         cand = xp.clip(phi[index] + sizes[:, None] * step[index], model.lo, model.hi)
-        cll, cs2 = model.loglik(cand, data.take(index))
+        cll, clast = model.loglik(cand, data.take(index))
         gain = xp.sum(g[index] * (cand - phi[index]), axis=1)
         ok = xp.isfinite(cll) & (cll >= ll[index] + _ARMIJO * xp.maximum(gain, 0.0)) & (cll >= ll[index])
-        return cand, cll, cs2, ok
+        return cand, cll, clast, ok
 
     # Full steps for all rows, plus longer ones for the stretched rows, in one evaluation.
     longer = xp.nonzero(stretch)[0]
     extra = len(_STRETCH)
     rows = xp.concatenate([xp.arange(n), xp.repeat(longer, extra)])
     sizes = xp.concatenate([xp.ones(n), xp.tile(xp.asarray(_STRETCH, dtype=xp.float64), longer.shape[0])])
-    cand, cll, cs2, ok = trial(rows, sizes)
+    cand, cll, clast, ok = trial(rows, sizes)
     score = xp.full((n, 1 + extra), -xp.inf)
     score[:, 0] = xp.where(ok[:n], cll[:n], -xp.inf)
     score[longer, 1:] = xp.where(ok[n:], cll[n:], -xp.inf).reshape(-1, extra)
@@ -477,7 +506,7 @@ def _line_search(
     good = xp.nonzero(hit)[0]
     new_phi[good] = cand[col[good]]
     new_ll[good] = cll[col[good]]
-    new_s2 = cs2[:, col]
+    new_last = clast[col]
     accepted |= hit
     pending = xp.nonzero(~hit)[0]
     first = 1
@@ -487,7 +516,7 @@ def _line_search(
         sizes = 0.5 ** xp.arange(first, first + _STEPS_PER_BATCH, dtype=xp.float64)
         npend = pending.shape[0]
         rows = xp.repeat(pending, _STEPS_PER_BATCH)
-        cand, cll, cs2, ok = trial(rows, xp.tile(sizes, npend))
+        cand, cll, clast, ok = trial(rows, xp.tile(sizes, npend))
         ok = ok.reshape(npend, _STEPS_PER_BATCH)
         hit = xp.any(ok, axis=1)
         which = xp.argmax(ok, axis=1)  # the largest accepted step
@@ -495,11 +524,11 @@ def _line_search(
         good = pending[hit]
         new_phi[good] = cand[col[hit]]
         new_ll[good] = cll[col[hit]]
-        new_s2[:, good] = cs2[:, col[hit]]
+        new_last[good] = clast[col[hit]]
         accepted[good] = True
         pending = pending[~hit]
         first += _STEPS_PER_BATCH
-    return accepted, new_phi, new_ll, new_s2
+    return accepted, new_phi, new_ll, new_last
 
 
 def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[Any, Any, Any, int, Any]:
@@ -507,10 +536,10 @@ def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[An
     xp = model.xp
     length, n = data.x2.shape
     phi = _start(model, data)
-    ll, s2 = model.loglik(phi, data)
+    ll, last = model.loglik(phi, data)
     out_phi = phi.copy()
     out_ll = ll.copy()
-    out_last = s2[-1].copy()
+    out_last = last.copy()
     converged = xp.zeros(n, dtype=bool)
     active = xp.arange(n)
     sub = data
@@ -519,11 +548,11 @@ def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[An
     last_dec = xp.full(n, xp.inf)
     while active.shape[0] > 0 and iterations < max_iter:
         iterations += 1
-        g, hess = model.derivatives(phi, s2, sub)
+        g, hess = model.derivatives(phi, sub)
         step, dec = model.direction(phi, g, hess)
         done = ~(dec > threshold)  # also NaN
         stretch = dec > _SLOW * last_dec  # linear convergence: a flat ridge
-        accepted, phi, ll, s2 = _line_search(model, phi, step, g, ll, sub, stretch)
+        accepted, phi, ll, last = _line_search(model, phi, step, g, ll, sub, stretch)
         last_dec = dec
         # A failed line search close to a stationary point is convergence; far from one, a failure.
         failed = ~done & ~accepted
@@ -534,14 +563,14 @@ def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[An
             gone = xp.nonzero(stop)[0]
             out_phi[active[gone]] = phi[gone]
             out_ll[active[gone]] = ll[gone]
-            out_last[active[gone]] = s2[-1, gone]
+            out_last[active[gone]] = last[gone]
             active = active[keep]
-            phi, ll, s2, last_dec = phi[keep], ll[keep], s2[:, keep], last_dec[keep]
+            phi, ll, last, last_dec = phi[keep], ll[keep], last[keep], last_dec[keep]
             sub = sub.take(keep)
     if active.shape[0] > 0:
         out_phi[active] = phi
         out_ll[active] = ll
-        out_last[active] = s2[-1]
+        out_last[active] = last
     return out_phi, out_ll, converged, iterations, out_last
 
 

@@ -356,6 +356,11 @@ def _name_list(value: Any, name: str) -> list[str] | None:
     return list(dict.fromkeys(value))
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value (for messages: ``3``, not ``np.int64(3)``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class _PreparedRows:
     """A validated frame for ``forecasts`` or ``model_evaluations``: one Python list per column.
 
@@ -400,8 +405,8 @@ class _PreparedRows:
 
     # -- validation helpers -------------------------------------------------------------------------
     def _fail(self, name: str, position: int, problem: str, value: Any) -> NoReturn:
-        raise InvalidInputError(f"{self.what}: column {name!r} {problem} at row {self._index[position]!r} "
-                                f"(value {value!r})")
+        raise InvalidInputError(f"{self.what}: column {name!r} {problem} at row {_plain(self._index[position])!r} "
+                                f"(value {_plain(value)!r})")
 
     def _text(self, name: str, col: pd.Series, length: int | None, choices: tuple[str, ...] | None) -> list[str]:
         codes, uniques = pd.factorize(col)
@@ -550,8 +555,8 @@ class _PreparedRows:
         if dup.any():
             first = int(np.flatnonzero(dup)[0])
             value = tuple(self.values[c][first] for c in key)
-            raise InvalidInputError(f"{self.what}: duplicate key ({', '.join(key)}) at row {self._index[first]!r} "
-                                    f"(value {value!r})")
+            raise InvalidInputError(f"{self.what}: duplicate key ({', '.join(key)}) at row "
+                                    f"{_plain(self._index[first])!r} (value {value!r})")
 
     # -- output ---------------------------------------------------------------------------------------
     def run_keys(self) -> set[tuple[str, str, str, str]]:
@@ -562,7 +567,8 @@ class _PreparedRows:
 
     def _column_lists(self) -> list[list[Any]]:
         """The table's columns in order, timestamps as epoch microseconds, nulls as ``None``."""
-        return [self.ts_us[c.name].tolist() if c.name in self.ts_us else self.values[c.name] for c in self.table.columns]
+        return [self.ts_us[c.name].tolist() if c.name in self.ts_us else self.values[c.name]
+                for c in self.table.columns]
 
     def sqlite_batches(self, size: int) -> Iterator[list[tuple]]:
         """Row tuples for ``executemany`` on ``sqlite3``, in batches of at most ``size`` rows."""
@@ -604,7 +610,7 @@ def _copy_escape(text: str) -> str:
 
 
 class PortfolioStore:
-    """The portfolio store: bars (and later forecasts, orders...) in SQLite or PostgreSQL.
+    """The portfolio store: bars, forecasts and model evaluations (and later orders...) in SQLite or PostgreSQL.
 
     Creating the object does no I/O; the engine is created on first use (and again in a forked child).
 
@@ -1006,22 +1012,22 @@ class PortfolioStore:
 
     def write_forecasts(self, forecasts: pd.DataFrame | None,
                         evaluations: pd.DataFrame | None = None) -> tuple[int, int]:
-        """Store a run's forecasts and model evaluations, replacing earlier rows of the same keys, in one transaction.
+        """Store a run's forecasts and model evaluations in one transaction, replacing the keys they hold.
 
-        Each (run_id, model, symbol, timeframe) found in either frame is replaced as a unit: its stored
-        forecast rows and (when ``evaluations`` is given) its stored evaluation rows are deleted, then the
-        frames' rows inserted. Keys absent from both frames are left alone, so a rerun over fewer symbols
-        replaces only those, and writing the same frames twice leaves the same rows. Nothing of the call
-        is visible if any part fails.
+        Each (run_id, model, symbol, timeframe) present in either frame is replaced as a unit in both
+        tables: its stored forecast rows and evaluation rows are deleted, then the frames' rows inserted.
+        Keys absent from both frames are left alone, so a rerun over fewer symbols replaces only those,
+        and writing the same frames twice leaves the same rows. Nothing of the call is visible if any
+        part fails.
 
         :param forecasts: rows of :data:`~airflow_provider_portfolio.store.schema.FORECAST_COLUMNS`
-            (extra columns ignored). ``created_at`` is optional (missing values mean now, UTC); NaN in
-            ``variance`` is stored as NULL; timestamps naive mean UTC. ``None`` leaves the stored
-            forecasts untouched (to write evaluations alone).
+            (extra columns ignored). ``created_at`` is optional (absent or missing means now, UTC); NaN
+            or ``None`` in ``variance`` is stored as NULL; naive timestamps mean UTC. ``None`` is an
+            empty frame: the keys of ``evaluations`` then lose their stored forecasts.
         :param evaluations: rows of :data:`~airflow_provider_portfolio.store.schema.EVALUATION_COLUMNS`;
-            NaN in the nullable metrics is stored as NULL. ``None`` (the default) leaves the stored
-            evaluations untouched; an empty frame deletes those of the forecasts' keys.
-        :return: (forecast rows written, evaluation rows written); (0, 0) for empty frames.
+            NaN or ``None`` in the nullable columns is stored as NULL. ``None`` (the default) is an empty
+            frame: the keys of ``forecasts`` then lose their stored evaluations.
+        :return: (forecast rows written, evaluation rows written); (0, 0) for empty frames, without I/O.
         :raises InvalidInputError: before anything is written, naming the column and the first offending
             row: missing columns, empty or over-long keys, non-canonical symbols or timeframes, step < 1,
             non-finite point/lower/upper, lower > point or point > upper, level outside (0, 1), horizon < 1,
@@ -1031,16 +1037,13 @@ class PortfolioStore:
         """
         now = datetime.now(timezone.utc)
         parts = [
-            None if frame is None else _PreparedRows(frame, table, what, now)
+            _PreparedRows(pd.DataFrame() if frame is None else frame, table, what, now)
             for frame, table, what in (
                 (forecasts, schema.forecasts, "forecast frame"),
                 (evaluations, schema.model_evaluations, "evaluation frame"),
             )
         ]
-        keys: set[tuple[str, str, str, str]] = set()
-        for part in parts:
-            if part is not None:
-                keys |= part.run_keys()
+        keys = parts[0].run_keys() | parts[1].run_keys()
         if not keys:
             return 0, 0
         runs: dict[tuple[str, str, str], list[str]] = {}
@@ -1053,9 +1056,8 @@ class PortfolioStore:
             if self.dialect == "postgresql":  # concurrent replaces of one key must not interleave
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FORECAST_LOCK_KEY})")
             for part in parts:
-                if part is not None:
-                    self._delete_runs(conn, part.table, runs)
-            written = [0 if part is None else self._insert_rows(conn, part) for part in parts]
+                self._delete_runs(conn, part.table, runs)
+            written = [self._insert_rows(conn, part) for part in parts]
         log.info("store %s: wrote %d forecast and %d evaluation rows for %d (run, model, symbol, timeframe) keys",
                  self.url, written[0], written[1], len(keys))
         return written[0], written[1]

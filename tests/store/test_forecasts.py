@@ -245,13 +245,14 @@ def test_a_key_in_either_frame_is_replaced_in_both_tables(migrated):
     forecasts, evals = migrated.read_forecasts(latest=False), migrated.read_evaluations(latest=False)
     assert forecasts[(forecasts.symbol == "AAPL") & (forecasts.model == "ssa")].empty
     assert evals[(evals.symbol == "MSFT") & (evals.model == "ssa")].empty
-    assert len(forecasts) == 36 - 3 and len(evals) == 12 - 1
-    # None leaves a table alone; an empty evaluation frame clears the evaluations of the forecasts' keys
-    assert migrated.write_forecasts(_forecasts(["BRK.B"], ["garch"], seed=4)) == (3, 0)
-    assert migrated.write_forecasts(None, _evaluations(["BRK.B"], ["ssa"], seed=4)) == (0, 1)
-    assert _counts(migrated) == (33, 11)
-    assert migrated.write_forecasts(_forecasts(["BRK.B"], ["garch"], seed=4), _evaluations([], [])) == (3, 0)
-    assert _counts(migrated) == (33, 10)
+    assert _counts(migrated) == (36 - 3, 12 - 1)
+    # None is an empty frame: an unhealthy rerun with no forecast clears the key's stored forecasts
+    assert migrated.write_forecasts(None, _evaluations(["BRK.B"], ["garch"], seed=4)) == (0, 1)
+    assert _counts(migrated) == (33 - 3, 11)
+    assert migrated.write_forecasts(_forecasts(["BTC/USD"], ["garch"], seed=4)) == (3, 0)
+    assert _counts(migrated) == (30, 11 - 1)
+    assert migrated.write_forecasts(_forecasts(["BTC/USD"], ["garch"], seed=4), _evaluations([], [])) == (3, 0)
+    assert _counts(migrated) == (30, 10)
 
 
 def test_writing_the_same_frames_twice_changes_nothing(migrated):
