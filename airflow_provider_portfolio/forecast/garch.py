@@ -179,15 +179,20 @@ def _check_options(dist: Any, max_iter: Any, tol: Any) -> None:
 
 
 class _Data:
-    """Unit-variance squared residuals of some symbols, time-major: ``x2`` and ``prev`` are (T, n)."""
+    """Unit-variance squared residuals of some symbols, time-major.
 
-    def __init__(self, x2: Any, prev: Any, backcast: Any):
-        self.x2 = x2
-        self.prev = prev  # e_{t-1}^2, the backcast at t = 0
-        self.backcast = backcast
+    ``lagged`` is (T + 1, n): the backcast, then ``e_1^2 .. e_T^2``; ``x2`` (``e_t^2``) and ``prev``
+    (``e_{t-1}^2``, the backcast at ``t = 1``) are views of it.
+    """
+
+    def __init__(self, lagged: Any):
+        self.lagged = lagged
+        self.x2 = lagged[1:]
+        self.prev = lagged[:-1]
+        self.backcast = lagged[0]
 
     def take(self, index: Any) -> _Data:
-        return _Data(self.x2[:, index], self.prev[:, index], self.backcast[index])
+        return _Data(self.lagged[:, index])
 
 
 class _Model:
@@ -436,12 +441,14 @@ def _start(model: _Model, data: _Data) -> Any:
     omegas = 1.0 - pers  # the returns have unit variance: omega targets it
     betas = pers - alphas
     beta_flat = xp.repeat(betas, n)  # column j * n + i: grid point j, symbol i
-    carry = xp.tile(data.backcast.astype(f32), m)
+    lagged = data.lagged.astype(f32)
+    carry = xp.tile(lagged[0], m)
     total = xp.zeros((m, n), dtype=xp.float64)
     tmp = xp.empty_like(beta_flat)
     for t0 in range(0, length, _START_BLOCK):
         t1 = min(t0 + _START_BLOCK, length)
-        s2 = omegas[None, :, None] + alphas[None, :, None] * data.prev[t0:t1].astype(f32)[:, None, :]
+        s2 = alphas[None, :, None] * lagged[t0:t1, None, :]  # (bars, m, n)
+        s2 += omegas[None, :, None]
         flat = s2.reshape(t1 - t0, m * n)
         xp.multiply(carry, beta_flat, out=tmp)
         flat[0] += tmp
@@ -449,9 +456,9 @@ def _start(model: _Model, data: _Data) -> Any:
             xp.multiply(flat[t - 1], beta_flat, out=tmp)
             flat[t] += tmp
         carry = flat[-1].copy()
-        z = data.x2[t0:t1].astype(f32)[:, None, :] / s2
-        z += xp.log(s2)
-        total += xp.sum(z, axis=0, dtype=xp.float64)
+        z = lagged[t0 + 1 : t1 + 1, None, :] / s2
+        z += xp.log(s2, out=s2)
+        total += xp.sum(z, axis=0)
     best = xp.argmax(-total, axis=0)  # (n,)
     f64 = xp.float64
     omega, alpha, beta = omegas[best].astype(f64), alphas[best].astype(f64), betas[best].astype(f64)
@@ -479,16 +486,16 @@ def _line_search(
     new_phi = phi.copy()
     new_ll = ll.copy()
     accepted = xp.zeros(n, dtype=bool)
+    longer = xp.nonzero(stretch)[0]
 
     def trial(index: Any, sizes: Any) -> tuple[Any, Any, Any, Any]:
         cand = xp.clip(phi[index] + sizes[:, None] * step[index], model.lo, model.hi)
-        cll, clast = model.loglik(cand, data.take(index))
+        cll, clast = model.loglik(cand, data if index.shape[0] == n and not longer.shape[0] else data.take(index))
         gain = xp.sum(g[index] * (cand - phi[index]), axis=1)
         ok = xp.isfinite(cll) & (cll >= ll[index] + _ARMIJO * xp.maximum(gain, 0.0)) & (cll >= ll[index])
         return cand, cll, clast, ok
 
     # Full steps for all rows, plus longer ones for the stretched rows, in one evaluation.
-    longer = xp.nonzero(stretch)[0]
     extra = len(_STRETCH)
     rows = xp.concatenate([xp.arange(n), xp.repeat(longer, extra)])
     sizes = xp.concatenate([xp.ones(n), xp.tile(xp.asarray(_STRETCH, dtype=xp.float64), longer.shape[0])])
@@ -608,10 +615,10 @@ def garch_fit(
     weights = BACKCAST_DECAY ** xp.arange(tau, dtype=xp.float64)
     weights = weights / xp.sum(weights)
     backcast = xp.sum(weights[:, None] * x2[:tau], axis=0)
-    prev = xp.concatenate([backcast[None, :], x2[:-1]], axis=0)
+    lagged = xp.concatenate([backcast[None, :], x2], axis=0)
 
     model = _Model(dist, xp)
-    phi, ll, converged, iterations, last_s2 = _optimise(model, _Data(x2, prev, backcast), max_iter, float(tol))
+    phi, ll, converged, iterations, last_s2 = _optimise(model, _Data(lagged), max_iter, float(tol))
     omega, alpha, beta, nu = model.natural(phi)
     var = scale * scale
     last = omega + alpha * x2[-1] + beta * last_s2
