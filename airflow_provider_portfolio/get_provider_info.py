@@ -140,7 +140,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": INTEGRATION,
-                "python-modules": ["airflow_provider_portfolio.operators.etl"],
+                "python-modules": [
+                    "airflow_provider_portfolio.operators.etl",
+                    "airflow_provider_portfolio.operators.forecasting",
+                ],
             }
         ],
         "config": {

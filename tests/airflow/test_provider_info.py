@@ -43,6 +43,7 @@ def test_every_listed_module_imports():
     info = get_provider_info()
     modules = [m for kind in ("hooks", "operators", "sensors", "triggers") for e in info.get(kind, []) for m in e["python-modules"]]
     assert "airflow_provider_portfolio.operators.etl" in modules
+    assert "airflow_provider_portfolio.operators.forecasting" in modules
     for module in modules:
         importlib.import_module(module)
 
