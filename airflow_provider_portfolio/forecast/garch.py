@@ -77,6 +77,11 @@ FLAT_RTOL = 1e-10
 _GRID_ALPHA = (0.01, 0.05, 0.1, 0.2)
 _GRID_PERSISTENCE = (0.5, 0.7, 0.9, 0.98)
 _ARMIJO = 1e-4
+_PD_RTOL = 1e-8  # smallest eigenvalue of a negative definite (scaled) Hessian, relative
+_LM_FLOOR = None  # smallest eigenvalue after the Levenberg-Marquardt shift
+_TO_BOUND = 0.99  # a step goes at most this fraction of the way to a bound ...
+_SNAP = 1e-3  # ... unless the coordinate is this close (relative to its range): then it may reach it
+_MAX_MOVE = (math.inf, 0.5, 0.5, 0.25)  # largest move of (omega, a, p, eta) in one step
 _START_BLOCK = 50  # bars per block of the starting-value grid
 _BLOCK = 32  # bars per block of the likelihood and its derivatives (fixed: results never depend on the batch)
 _STEPS_PER_BATCH = 8  # backtracking step sizes tried together
@@ -210,6 +215,7 @@ class _Model:
         self.lo = xp.asarray(lo, dtype=xp.float64)
         self.hi = xp.asarray(hi, dtype=xp.float64)
         self.eps = 1e-10 * (self.hi - self.lo)
+        self.max_move = xp.asarray(_MAX_MOVE[: self.k], dtype=xp.float64)
         self.special = _special(xp) if dist == "t" else None
 
     # -- parameters -------------------------------------------------------------------------------
@@ -275,7 +281,7 @@ class _Model:
         return length * const - 0.5 * logs - 0.5 * (nu + 1.0) * rest, carry
 
     def derivatives(self, phi: Any, data: _Data) -> tuple[Any, Any]:
-        """Gradient (n, k) and Hessian (n, k, k) of the log-likelihood in the search parameters.
+        """Gradient (n, k) and Hessian (n, k, k) of the log-likelihood in ``(omega, alpha, beta[, nu])``.
 
         With ``c_t = d l_t / d sigma2_t`` and ``d_t = d2 l_t / d sigma2_t^2`` the gradient is
         ``sum_t c_t D_t`` and the Hessian ``sum_t d_t D_t D_t' + c_t H_t``, where ``D_t = d sigma2_t / d theta``
@@ -376,9 +382,21 @@ class _Model:
             for i in range(3):
                 hess[:, i, 3] = 0.5 * mixed[i]
                 hess[:, 3, i] = hess[:, i, 3]
-        return self._to_search(phi, g, hess)
+        return g, hess
 
-    def _to_search(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
+    def unstick(self, phi: Any, g: Any) -> Any:
+        """At ``alpha = beta = 0`` (``p = 0``) any ``a`` is the same point: pick the one along which the
+        likelihood rises fastest (``a = 1`` when ``d l / d alpha >= d l / d beta``), so that ``p`` can leave 0.
+        """
+        xp = self.xp
+        stuck = phi[:, 2] <= self.lo[2] + self.eps[2]
+        if not bool(xp.any(stuck)):
+            return phi
+        phi = phi.copy()
+        phi[:, 1] = xp.where(stuck, xp.where(g[:, 1] >= g[:, 2], 1.0, 0.0), phi[:, 1])
+        return phi
+
+    def to_search(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
         """Chain rule from ``(omega, alpha, beta[, nu])`` to ``(omega, a, p[, eta])``."""
         xp = self.xp
         n, kk = g.shape
@@ -401,6 +419,19 @@ class _Model:
             hs[:, 3, 3] += 2.0 * nu * nu * nu * g[:, 3]  # d2 nu / d eta2 = 2 nu^3
         return gs, hs
 
+    def advance(self, phi: Any, delta: Any) -> Any:
+        """``phi + tau * delta`` projected on the bounds, with ``tau <= 1`` the largest factor such that no
+        coordinate moves more than ``_MAX_MOVE`` nor, unless it is already within ``_SNAP`` of a bound,
+        more than ``_TO_BOUND`` of the way to it: a long step cannot jump onto a bound (and stick there).
+        """
+        xp = self.xp
+        room = xp.where(delta < 0, phi - self.lo, self.hi - phi)
+        allowed = xp.where(room <= _SNAP * (self.hi - self.lo), xp.inf, _TO_BOUND * room)
+        allowed = xp.minimum(allowed, self.max_move)
+        ratio = allowed / xp.maximum(xp.abs(delta), 1e-300)
+        tau = xp.minimum(1.0, xp.min(ratio, axis=1, keepdims=True))
+        return xp.clip(phi + tau * delta, self.lo, self.hi)
+
     # -- one Newton direction per column ----------------------------------------------------------
     def direction(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
         """Projected Newton direction (n, k) and its decrement ``g . d`` (n,)."""
@@ -417,8 +448,15 @@ class _Model:
         ms = m / (scale[:, :, None] * scale[:, None, :])
         ms = 0.5 * (ms + xp.swapaxes(ms, 1, 2))
         vals, vecs = xp.linalg.eigh(ms)
-        mag = xp.abs(vals)
-        mag = xp.maximum(mag, 1e-10 * xp.max(mag, axis=1, keepdims=True) + 1e-300)
+        # Negative definite Hessian: Newton. Otherwise Levenberg-Marquardt: shift the spectrum up to
+        # _LM_FLOOR (the scaled matrix has a unit diagonal), a shorter step towards steepest ascent.
+        lowest = vals[:, :1]
+        top = xp.max(xp.abs(vals), axis=1, keepdims=True)
+        if _LM_FLOOR is None:
+            mag = xp.maximum(xp.abs(vals), 1e-10 * top + 1e-300)
+        else:
+            shift = xp.where(lowest > _PD_RTOL * top, 0.0, _LM_FLOOR - lowest)
+            mag = xp.maximum(vals + shift, 1e-10 * top + 1e-300)
         gs = g * free / scale
         proj = xp.matmul(xp.swapaxes(vecs, 1, 2), gs[:, :, None])[:, :, 0] / mag
         step = xp.matmul(vecs, proj[:, :, None])[:, :, 0] / scale * free
@@ -489,7 +527,7 @@ def _line_search(
     longer = xp.nonzero(stretch)[0]
 
     def trial(index: Any, sizes: Any) -> tuple[Any, Any, Any, Any]:
-        cand = xp.clip(phi[index] + sizes[:, None] * step[index], model.lo, model.hi)
+        cand = model.advance(phi[index], sizes[:, None] * step[index])
         cll, clast = model.loglik(cand, data if index.shape[0] == n and not longer.shape[0] else data.take(index))
         gain = xp.sum(g[index] * (cand - phi[index]), axis=1)
         ok = xp.isfinite(cll) & (cll >= ll[index] + _ARMIJO * xp.maximum(gain, 0.0)) & (cll >= ll[index])
@@ -556,6 +594,8 @@ def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[An
     while active.shape[0] > 0 and iterations < max_iter:
         iterations += 1
         g, hess = model.derivatives(phi, sub)
+        phi = model.unstick(phi, g)
+        g, hess = model.to_search(phi, g, hess)
         step, dec = model.direction(phi, g, hess)
         done = ~(dec > threshold)  # also NaN
         stretch = dec > _SLOW * last_dec  # linear convergence: a flat ridge
