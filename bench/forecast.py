@@ -109,13 +109,12 @@ def ssa_family(args, np):
 
 
 def garch_section(args, np):
+    import arch  # noqa: F401  (import cost kept out of the timing)
+    from arch import arch_model
     from threadpoolctl import threadpool_limits
 
     from airflow_provider_portfolio.forecast.garch import garch_fit
     from airflow_provider_portfolio.forecast.simulate import garch_panel
-
-    import arch  # noqa: F401  (import cost kept out of the timing)
-    from arch import arch_model
 
     print(f"\n2. Batched GARCH(1,1) vs an arch loop: {args.symbols} symbols x {args.bars} returns")
     for dist, symbols, nu in (("normal", args.symbols, None), ("t", min(args.t_symbols, args.symbols), 7.0)):
