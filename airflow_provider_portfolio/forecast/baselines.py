@@ -58,11 +58,13 @@ class Forecast:
         return int(self.point.shape[1])
 
 
-def check_panel(values: Any, *, xp: ModuleType = numpy, min_points: int = 2, name: str = "values") -> Any:
+def check_panel(values: Any, *, xp: ModuleType = numpy, min_points: int = 2, name: str = "values",
+                finite: bool = True) -> Any:
     """``values`` as a float64 (symbols, time) array of ``xp``, validated.
 
+    :param finite: reject NaN and infinite values (``False``: the caller handles them per row).
     :raises InvalidInputError: when it is not 2-D, has no symbol, fewer than ``min_points`` points, or
-        a NaN or infinite value (named by row and column).
+        (with ``finite``) a NaN or infinite value (named by row and column).
     """
     try:
         array = xp.asarray(values, dtype=xp.float64)
@@ -74,10 +76,12 @@ def check_panel(values: Any, *, xp: ModuleType = numpy, min_points: int = 2, nam
         raise InvalidInputError(f"{name} has no symbol (shape {tuple(array.shape)})")
     if array.shape[1] < min_points:
         raise InvalidInputError(f"{name} needs at least {min_points} points per symbol, got {array.shape[1]}")
-    finite = xp.isfinite(array)
-    if not bool(finite.all()):
-        rows, cols = (int(i) for i in xp.argwhere(~finite)[0])
-        count = int((~finite).sum())
+    if not finite:
+        return array
+    ok = xp.isfinite(array)
+    if not bool(ok.all()):
+        rows, cols = (int(i) for i in xp.argwhere(~ok)[0])
+        count = int((~ok).sum())
         raise InvalidInputError(
             f"{name} must be finite: {count} NaN/inf value(s), first at row {rows}, column {cols}"
         )

@@ -69,7 +69,7 @@ import numpy as np
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, PortfolioError
 from airflow_provider_portfolio.forecast.backend import limit_blas_threads
-from airflow_provider_portfolio.forecast.baselines import Forecast, check_horizon, normal_quantile
+from airflow_provider_portfolio.forecast.baselines import Forecast, check_horizon, check_panel, normal_quantile
 
 log = logging.getLogger(__name__)
 
@@ -414,14 +414,7 @@ def sarimax_fit_forecast(
     started = time.perf_counter()
     horizon = check_horizon(horizon)
     normal_quantile(level)
-    try:
-        y = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"values must be a numeric (symbols, time) array: {exc}") from exc
-    if y.ndim != 2:
-        raise InvalidInputError(f"values must be 2-D (symbols, time), got shape {y.shape}")
-    if y.shape[0] < 1:
-        raise InvalidInputError(f"values has no symbol (shape {y.shape})")
+    y = check_panel(values, min_points=1, finite=False)  # NaN/inf rows fail alone, below
     order_t = _check_order(order, 3, "order")
     seasonal_t = _check_order(seasonal_order, 4, "seasonal_order")
     big_p, big_d, big_q, s = seasonal_t

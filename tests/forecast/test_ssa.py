@@ -12,6 +12,7 @@ import pytest
 from airflow_provider_portfolio.exceptions import InvalidInputError, PortfolioError
 from airflow_provider_portfolio.forecast.backend import NUMPY, run_chunked
 from airflow_provider_portfolio.forecast.baselines import drift, last_value
+from airflow_provider_portfolio.forecast.simulate import seasonal_ar_panel
 from airflow_provider_portfolio.forecast.ssa import (
     SSAError,
     choose_rank,
@@ -35,18 +36,7 @@ def trend_and_sine(length: int) -> np.ndarray:
 
 def seasonal_panel(symbols: int = 50, length: int = 300, seed: int = 20240607) -> np.ndarray:
     """Trend + period-20 seasonal + AR(1) noise (phi 0.5), ``length + HORIZON`` points per symbol."""
-    rng = np.random.default_rng(seed)
-    n = length + HORIZON
-    t = np.arange(n, dtype=np.float64)
-    level = rng.uniform(20, 200, symbols)[:, None]
-    slope = rng.uniform(-0.2, 0.2, symbols)[:, None]
-    amplitude = rng.uniform(1, 3, symbols)[:, None]
-    phase = rng.uniform(0, 2 * np.pi, symbols)[:, None]
-    shocks = rng.normal(0.0, 0.5, (symbols, n))
-    noise = np.zeros((symbols, n))
-    for k in range(1, n):
-        noise[:, k] = 0.5 * noise[:, k - 1] + shocks[:, k]
-    return level + slope * t + amplitude * np.sin(2 * np.pi * t / 20 + phase) + noise
+    return seasonal_ar_panel(symbols, length + HORIZON, seed=seed)
 
 
 def test_noiseless_trend_and_sine_is_exact():
