@@ -12,7 +12,7 @@ In one process, on panels with a known truth (``forecast/simulate.py``):
    ``garch_fit`` against a loop of ``arch_model(..., mean="Zero", vol="GARCH").fit()`` on the same
    demeaned data. Target >= 10x per symbol. Gates: median |alpha - arch| and |beta - arch| <= 0.02,
    median |alpha - truth| and |beta - truth| <= 0.05. Student-t innovations likewise on
-   ``--t-symbols`` (100) symbols (reported, same gates).
+   ``--t-symbols`` (500) symbols (ratio reported, same answer gates).
 3. **CPU layout.** SSA over the panel with 1 process x 1 BLAS thread, 1 x 2, and 2 processes x 1
    thread (half the panel each); the best is printed.
 4. **Memory peak** (tracemalloc: NumPy reports its buffers to it) of each batched model.
@@ -24,7 +24,7 @@ In one process, on panels with a known truth (``forecast/simulate.py``):
 Both sides of every ratio run pinned to one BLAS thread unless the layout section says otherwise.
 Exit status 1 when a check fails.
 
-Usage: python bench/forecast.py [--symbols 500] [--bars 1000] [--sarimax-symbols 100] [--t-symbols 100]
+Usage: python bench/forecast.py [--symbols 500] [--bars 1000] [--sarimax-symbols 100] [--t-symbols 500]
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--bars", type=int, default=1000)
     parser.add_argument("--sarimax-symbols", type=int, default=100)
-    parser.add_argument("--t-symbols", type=int, default=100)
+    parser.add_argument("--t-symbols", type=int, default=500)
     args = parser.parse_args()
     import numpy as np
 

@@ -44,6 +44,7 @@ from airflow_provider_portfolio.forecast.ssa import MAX_DEFAULT_WINDOW, choose_r
 
 #: In-sample origins used for the empirical interval (the most recent ones).
 MAX_ERROR_ORIGINS = 200
+_ERROR_ROWS = 256
 
 
 def default_panel_window(symbols: int, length: int) -> int:
@@ -97,11 +98,14 @@ class MSSAFit:
                 f"horizon {horizon} leaves no in-sample origin for the interval (T = {length}, L = {self.window})"
             )
         origins = xp.arange(first_origin, last_origin + 1)
-        windows = z[:, origins[:, None] + xp.arange(-lags, 0)[None, :]]  # (symbols, origins, L - 1)
-        predicted = self._recurse(windows, horizon)  # (symbols, origins, horizon)
-        actual = z[:, origins[:, None] + xp.arange(horizon)[None, :]]
-        err = predicted - actual
-        return xp.sqrt(xp.mean(err * err, axis=1)) * self.scale[:, None]
+        lag_index = origins[:, None] + xp.arange(-lags, 0)[None, :]
+        ahead_index = origins[:, None] + xp.arange(horizon)[None, :]
+        out = []
+        for lo in range(0, z.shape[0], _ERROR_ROWS):  # bounded memory: (rows, origins, L - 1) at a time
+            rows = z[lo : lo + _ERROR_ROWS]
+            err = self._recurse(rows[:, lag_index], horizon) - rows[:, ahead_index]
+            out.append(xp.sqrt(xp.mean(err * err, axis=1)))
+        return xp.concatenate(out, axis=0) * self.scale[:, None]
 
     def forecast(self, horizon: int, *, level: float = 0.9) -> Forecast:
         """Recursive forecast ``horizon`` steps ahead with an empirical band."""

@@ -144,3 +144,12 @@ def test_bad_input(fn, kwargs, match):
     args = {"values": seasonal_ar_panel(symbols=2, length=60), "horizon": H} | kwargs
     with pytest.raises(InvalidInputError, match=match):
         fn(args.pop("values"), args.pop("horizon"), **args)
+
+
+def test_mssa_band_in_row_blocks_equals_all_rows_at_once(monkeypatch):
+    from airflow_provider_portfolio.forecast import mssa
+
+    fit = mssa_fit(seasonal_ar_panel(symbols=20, length=200))
+    whole = fit.error_std(H)
+    monkeypatch.setattr(mssa, "_ERROR_ROWS", 7)
+    np.testing.assert_allclose(fit.error_std(H), whole, rtol=1e-13)
