@@ -153,7 +153,9 @@ def garch_spec(dist: str = "normal", *, backend: Backend) -> ModelSpec:
     def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
         fit = garch.garch_fit(panel, dist=dist, xp=backend.xp)
         fc = _host(fit.forecast(horizon, level=level))
-        return ModelOutput(fc, variance=to_numpy(fit.variance_forecast(horizon)))
+        stuck = np.flatnonzero(~to_numpy(fit.converged))
+        errors = {int(i): f"GARCH likelihood did not converge in {fit.iterations} iterations" for i in stuck}
+        return ModelOutput(fc, variance=to_numpy(fit.variance_forecast(horizon)), errors=errors)
 
     return ModelSpec(name="garch" if dist == "normal" else "garch_t", target="log_return",
                      min_points=garch.MIN_POINTS + 1, run=run, backend=backend.name, device=backend.device,

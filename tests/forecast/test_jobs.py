@@ -146,3 +146,28 @@ def test_spec_bad_input():
         ssa_family_spec("fourier", backend=NUMPY)
     with pytest.raises(InvalidInputError, match="ar_order"):
         ssa_family_spec("ssa", backend=NUMPY, ar_order=2)
+
+
+def test_a_horizon_beyond_the_history_fails_each_symbol_clearly(store):
+    report = forecast_universe(store, ["AAPL", "SPY"], ssa_family_spec("ssa", backend=NUMPY), run_id="r",
+                               history=100, horizon=90, origins=3)
+    assert report.forecast == []
+    for symbol in ("AAPL", "SPY"):
+        assert "no backtest origin: T = 100 bars, horizon 90" in report.failed[symbol]
+    assert store.read_forecasts(["AAPL", "SPY"]).empty
+
+
+def test_garch_rows_that_do_not_converge_are_failed_not_stored(store, monkeypatch):
+    import functools
+
+    from airflow_provider_portfolio.forecast import garch
+    from airflow_provider_portfolio.forecast.jobs import garch_spec
+
+    good = forecast_universe(store, SYMBOLS, garch_spec("normal", backend=NUMPY), run_id="ok", history=300, origins=3)
+    assert sorted(good.forecast) == sorted(SYMBOLS) and not good.failed
+    stored = store.read_forecasts(SYMBOLS, model="garch", run_id="ok")
+    assert set(stored["target"]) == {"log_return"} and (stored["variance"] > 0).all()
+    monkeypatch.setattr(garch, "garch_fit", functools.partial(garch.garch_fit, max_iter=1))
+    stuck = forecast_universe(store, SYMBOLS, garch_spec("normal", backend=NUMPY), run_id="r", history=300, origins=3)
+    assert stuck.failed and all("did not converge in 1 iterations" in why for why in stuck.failed.values())
+    assert store.read_forecasts(list(stuck.failed), run_id="r").empty

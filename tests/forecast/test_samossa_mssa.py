@@ -153,3 +153,15 @@ def test_mssa_band_in_row_blocks_equals_all_rows_at_once(monkeypatch):
     whole = fit.error_std(H)
     monkeypatch.setattr(mssa, "_ERROR_ROWS", 7)
     np.testing.assert_allclose(fit.error_std(H), whole, rtol=1e-13)
+
+
+def test_ssa_and_samossa_beat_sarimax_on_trend_seasonal_ar():
+    from airflow_provider_portfolio.forecast.sarimax import sarimax_fit_forecast
+
+    panel = seasonal_ar_panel(symbols=16, length=300 + H, seed=21)
+    train, future = panel[:, :-H], panel[:, -H:]
+    sarimax = sarimax_fit_forecast(train, H, order=(1, 0, 1), trend="c", processes=1)
+    assert not sarimax.errors
+    reference = np.median(_rmse(sarimax.forecast.point, future))
+    for fn in (ssa_fit_forecast, samossa_fit_forecast):
+        assert np.median(_rmse(fn(train, H).point, future)) < 0.8 * reference, fn.__name__
