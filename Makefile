@@ -35,12 +35,12 @@ test: venv system-deps
 test-fast: venv system-deps
 	$(VENV)/bin/python -m pytest -m "not slow"
 
-# The lowest supported Airflow, in its own venv: provider discovery, DAG integrity, connection forms, hooks, the ETL in a real Airflow.
+# The lowest supported Airflow, in its own venv: provider discovery, DAG integrity, connection forms, hooks, operators, the ETL and forecast DAGs in a real Airflow.
 test-lowest: system-deps
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
-	$(LOWEST_VENV)/bin/python -m pytest tests/airflow tests/etl tests/hooks tests/sensors tests/timetables
+	$(LOWEST_VENV)/bin/python -m pytest tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables
 
 bench: venv system-deps
 	$(VENV)/bin/python bench/bench_store.py
