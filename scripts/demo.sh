@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: a local Airflow under .demo/, the example daily ETL run end to end with `airflow dags test`,
-# the session DAG for one bar,
+# the session DAG for one bar, the forecast DAG (every model and the ensemble),
 # then a report of what landed in the store. Embedded defaults only: synthetic market, SQLite store.
 set -euo pipefail
 VENV="${1:-.venv}"
@@ -26,3 +26,9 @@ grep -E "trading window open" "$AIRFLOW_HOME/session-test.log" \
     | sed -E 's/^[^]]*\] +//; s/ +\[[A-Za-z0-9_.]+\] +loc=.*$//' | sort -u || true
 grep -oE "reason='[^']*'" "$AIRFLOW_HOME/session-test.log" | sed -E "s/^reason='(.*)'$/skipped: \1/" | sort -u || true
 echo "(full log: $AIRFLOW_HOME/session-test.log)"
+echo "== airflow dags test portfolio_forecast (every model, then the ensemble, on the bars above)"
+airflow dags test portfolio_forecast >"$AIRFLOW_HOME/forecast-test.log" 2>&1 || { tail -80 "$AIRFLOW_HOME/forecast-test.log"; exit 1; }
+grep -E "symbol\(s\) forecast|not forecast|Forecast device" "$AIRFLOW_HOME/forecast-test.log" \
+    | sed -E 's/^[^]]*\] +//; s/ +\[[A-Za-z0-9_.]+\] +loc=.*$//' | sort -u || true
+python scripts/forecast_report.py "$AIRFLOW_HOME/portfolio/portfolio.db"
+echo "(full log: $AIRFLOW_HOME/forecast-test.log)"

@@ -28,7 +28,8 @@ Choices:
 - **Warm starts.** ``start_params[i]`` (for example :attr:`SarimaxResult.params` of yesterday's fit)
   is passed to ``fit``; when fitting from it raises or gives a non-finite result, the row is refitted
   once from statsmodels' default start, and a WARNING says which rows were.
-- **Processes.** ``processes=None`` uses ``min(usable CPUs, rows to fit, 8)``; ``processes=1`` fits
+- **Processes.** ``processes=None`` uses ``min(usable CPUs, 8, rows to fit // 50)``, at least 1
+  (:data:`MIN_ROWS_PER_PROCESS`: a pool costs more than it saves on a small batch); ``processes=1`` fits
   in-process with no pool. Otherwise a :class:`~concurrent.futures.ProcessPoolExecutor` on the
   ``"forkserver"`` start method (``"spawn"`` where there is none): never ``fork`` (unsafe in a
   threaded Airflow worker), and cheaper than spawn since children fork from a small single-threaded
@@ -75,6 +76,10 @@ log = logging.getLogger(__name__)
 
 #: Most worker processes ``processes=None`` starts.
 MAX_PROCESSES = 8
+#: ``processes=None`` starts a worker only per this many rows to fit: a pool costs about 0.5 s to start
+#: in a plain process and several seconds in an Airflow task process, a fit about 0.1 s, so a small batch
+#: is fitted faster in-process.
+MIN_ROWS_PER_PROCESS = 50
 #: Row chunks per worker process.
 CHUNKS_PER_PROCESS = 4
 #: Accepted ``trend`` values (statsmodels' polynomial lists are not accepted).
@@ -404,8 +409,8 @@ def sarimax_fit_forecast(
     :param start_params: one entry per row: ``None`` (statsmodels' default start) or a parameter
         vector in statsmodels' order (e.g. a previous :attr:`SarimaxResult.params` entry). A vector
         that fails is dropped for the default start (logged).
-    :param processes: worker processes; ``None`` for ``min(usable CPUs, rows to fit, 8)``, 1 for
-        in-process. Never more than the rows to fit.
+    :param processes: worker processes; ``None`` for ``min(usable CPUs, 8, rows to fit // 50)`` (at
+        least 1), 1 for in-process. Never more than the rows to fit.
     :param blas_threads: BLAS threads per fitting process.
     :param maxiter: optimizer iterations per fit.
     :raises InvalidInputError: for a whole-call mistake (see the module docstring).
@@ -441,7 +446,10 @@ def sarimax_fit_forecast(
             errors[i] = reason
     indices = np.array([i for i in range(rows) if i not in errors], dtype=np.intp)
 
-    wanted = min(_usable_cpus(), MAX_PROCESSES) if processes is None else processes
+    if processes is None:
+        wanted = min(_usable_cpus(), MAX_PROCESSES, max(1, indices.size // MIN_ROWS_PER_PROCESS))
+    else:
+        wanted = processes
     used = max(1, min(wanted, indices.size))
     if used > 1 and multiprocessing.current_process().daemon:
         log.warning("SARIMAX: a daemonic process cannot start workers; fitting %d row(s) in-process", indices.size)

@@ -229,3 +229,13 @@ def test_one_step_intervals_cover_about_ninety_percent():
     one_step = inside[:, 0].mean()
     assert 0.85 <= one_step <= 0.95, one_step
     assert 0.85 <= inside.mean() <= 0.95, inside.mean(axis=0)
+
+
+def test_default_processes_start_a_pool_only_for_a_large_enough_batch(monkeypatch):
+    from airflow_provider_portfolio.forecast import sarimax
+
+    y = ar1_panel(8, 120, seed=6)
+    assert sarimax_fit_forecast(y, 2, processes=None).processes == 1  # 8 rows < 50 per process
+    monkeypatch.setattr(sarimax, "MIN_ROWS_PER_PROCESS", 4)
+    monkeypatch.setattr(sarimax, "_usable_cpus", lambda: 2)
+    assert sarimax_fit_forecast(y, 2, processes=None).processes == 2
