@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -684,7 +685,7 @@ class PortfolioStore:
             try:
                 cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
                 if not memory:
-                    cur.execute("PRAGMA journal_mode = WAL")
+                    _set_wal(cur, self.busy_timeout_s)
                 cur.execute("PRAGMA synchronous = NORMAL")
             finally:
                 cur.close()
@@ -1213,6 +1214,26 @@ class PortfolioStore:
                 self._engine.dispose()
             self._engine = None
             self._engine_pid = None
+
+
+def _set_wal(cur: sqlite3.Cursor, timeout_s: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the file.
+
+    Switching a file to WAL needs an exclusive lock, and SQLite answers "database is locked" at once,
+    without its busy handler, when two connections race to switch a new file. The mode persists in
+    the file, so the loser's retry finds WAL already set. Retries back off up to ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 class _ChunkReader:

@@ -124,3 +124,30 @@ def test_the_store_never_imports_airflow():
     repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
     assert out.stdout.strip() == "False"
+
+
+def test_switching_to_wal_waits_for_a_writer_of_a_new_file(tmp_path):
+    # Another process is creating the file in rollback-journal mode and holds its write lock:
+    # SQLite refuses `PRAGMA journal_mode = WAL` at once, without the busy handler. The store must
+    # wait for the lock like any other busy wait, not fail (two workers migrating a new store raced
+    # into this now and then).
+    import threading
+
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE scratch (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO scratch VALUES (1)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    store = PortfolioStore.for_sqlite_file(path, busy_timeout_s=10)
+    try:
+        assert store.schema_version() == 0
+        release.join()
+        check = sqlite3.connect(path)
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        check.close()
+    finally:
+        release.cancel()
+        store.dispose()
+        other.close()
