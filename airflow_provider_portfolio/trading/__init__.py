@@ -1,0 +1,1 @@
+"""Domain: signals, decisions, risk limits, orders and their ids, brokers; never imports Airflow."""
