@@ -268,7 +268,8 @@ def _series(bars: pd.DataFrame, symbols: list[str], history: int, min_points: in
             failed[symbol] = f"only {len(closes)} bar(s) in the store; the model needs at least {min_points}"
         elif not np.all(np.isfinite(closes)) or np.any(closes <= 0):
             bad = int(np.argmax(~np.isfinite(closes) | (closes <= 0)))
-            failed[symbol] = f"non-positive or non-finite close {closes[bad]!r} at {frame['ts'].iloc[-len(closes) + bad]}"
+            at = frame["ts"].iloc[-len(closes) + bad]
+            failed[symbol] = f"non-positive or non-finite close {closes[bad]!r} at {at}"
         elif np.ptp(closes) == 0:
             failed[symbol] = f"constant series (every close {closes[0]!r}): nothing to forecast"
         else:
@@ -327,8 +328,8 @@ def future_bars(symbol: str, asof: Any, steps: int, timeframe: str, exchange: st
     start = pd.Timestamp(asof).tz_convert("UTC")
     span = 2 * steps + 10
     while True:
-        index = calendar.bar_index(start.normalize().tz_localize(None), (start + pd.Timedelta(days=span)).tz_localize(None),
-                                   timeframe)
+        first, last = start.normalize().tz_localize(None), (start + pd.Timedelta(days=span)).tz_localize(None)
+        index = calendar.bar_index(first, last, timeframe)
         later = index[index > start]
         if len(later) >= steps:
             return list(later[:steps])
