@@ -84,6 +84,7 @@ from typing import Any
 import numpy as np
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.forecast.baselines import check_panel
 from airflow_provider_portfolio.market.news import score_text
 
 #: Gain of the MA-crossover score: ``tanh(K_MA * (sma_fast / sma_slow - 1))``.
@@ -135,16 +136,8 @@ def _check_positive(value: Any, name: str) -> float:
 
 
 def _panel(values: Any, name: str = "closes") -> np.ndarray:
-    """``values`` as a float64 (symbols, T) array (NaN allowed)."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a numeric (symbols, time) array: {exc}") from exc
-    if array.ndim != 2:
-        raise InvalidInputError(f"{name} must be 2-D (symbols, time), got shape {array.shape}")
-    if array.shape[0] < 1:
-        raise InvalidInputError(f"{name} has no symbol (shape {array.shape})")
-    return array
+    """``values`` as a float64 (symbols, T) array (NaN allowed: missing history)."""
+    return check_panel(values, name=name, min_points=0, finite=False)
 
 
 def _same_shape(**panels: np.ndarray) -> None:
