@@ -135,11 +135,34 @@ class AirflowServer:
             return ""
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        # The whole process group goes: `airflow standalone` may exit while its scheduler is still
+        # shutting down, so wait for the group, not the leader, and kill what is left.
+        if self.proc:
+            stop_group(self.proc)
         self.log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM ``proc``'s process group, wait up to ``grace`` seconds for every member, then SIGKILL it."""
+    pgid = proc.pid
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader
+        if not _group_alive(pgid):
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=30)
