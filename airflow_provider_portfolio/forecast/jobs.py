@@ -452,8 +452,8 @@ def ensemble_universe(
     Per symbol, the weights are inverse backtest MSE over the models labelled ``healthy`` for it
     (:func:`.evaluation.ensemble_weights`); point and band are the weighted averages. A symbol with no
     healthy model gets an ``unhealthy`` evaluation row and no ensemble forecast, so nothing downstream
-    trades on it. The ensemble is not backtested itself: its evaluation row carries the label, the
-    number of models used and the weighted skill of its members is left NULL.
+    trades on it. The ensemble is not backtested itself: its evaluation row carries the label and the
+    fewest origins of its members; its metrics are NULL. Computed for all symbols at once.
 
     :param models: model names already written for ``run_id`` (``log_close`` targets only).
     :raises InvalidInputError: when ``models`` is empty or holds a variance model.
@@ -470,49 +470,48 @@ def ensemble_universe(
     if len(fcs) and (fcs["target"] != "log_close").any():
         bad = sorted(set(fcs.loc[fcs["target"] != "log_close", "model"]))
         raise InvalidInputError(f"the ensemble combines price-level models only; {bad} forecast returns")
-    forecast_rows: list[dict[str, Any]] = []
+    wanted = list(dict.fromkeys(symbols))
+    # (models, symbols) grids of the components' evaluations; a model counts for a symbol only when
+    # both its evaluation and its forecast are stored.
+    grid = pd.MultiIndex.from_product([models, wanted], names=["model", "symbol"])
+    per_pair = evs.set_index(["model", "symbol"]).reindex(grid)
+    forecast_pairs = pd.Index(pd.MultiIndex.from_frame(fcs[["model", "symbol"]].drop_duplicates()))
+    present = (per_pair["label"].notna().to_numpy() & grid.isin(forecast_pairs)).reshape(len(models), len(wanted))
+    rmse = per_pair["rmse"].to_numpy(dtype=np.float64).reshape(present.shape)
+    healthy = per_pair["healthy"].fillna(False).to_numpy(dtype=bool).reshape(present.shape) & present
+    weights = ensemble_weights(rmse, healthy)
+    origins = np.where(present, per_pair["origins"].to_numpy(dtype=np.float64).reshape(present.shape), np.inf)
+
+    used = pd.DataFrame({"model": np.repeat(models, len(wanted)), "symbol": np.tile(wanted, len(models)),
+                         "weight": weights.ravel()})
+    used = used[used["weight"] > 0]
+    parts = fcs.merge(used, on=["model", "symbol"])
+    for column in ("point", "lower", "upper"):
+        parts[column] = parts[column] * parts["weight"]
+    combined = parts.groupby(["symbol", "step"], sort=True).agg(
+        point=("point", "sum"), lower=("lower", "sum"), upper=("upper", "sum"), asof=("asof", "first"),
+        target_ts=("target_ts", "first"), level=("level", "first")).reset_index()
+    forecasts = combined.assign(run_id=run_id, model="ensemble", timeframe=timeframe, target="log_close",
+                                variance=None, backend="numpy", device="cpu")
+
+    stats = fcs.groupby("symbol").agg(asof=("asof", "max"), horizon=("step", "max"))
     evaluation_rows: list[dict[str, Any]] = []
-    for symbol in dict.fromkeys(symbols):
-        sf = fcs[fcs["symbol"] == symbol]
-        se = evs[evs["symbol"] == symbol].set_index("model")
-        present = [m for m in models if m in se.index and (sf["model"] == m).any()]
-        if not present:
+    for j, symbol in enumerate(wanted):
+        if not present[:, j].any():
             report.failed[symbol] = f"no forecast of {models} in run {run_id!r}"
             continue
-        rmse = np.array([[se.loc[m, "rmse"] if pd.notna(se.loc[m, "rmse"]) else np.nan] for m in present])
-        healthy = np.array([[bool(se.loc[m, "healthy"])] for m in present])
-        weights = ensemble_weights(rmse, healthy)[:, 0]
-        asof = sf["asof"].max()
-        used = {m: round(float(w), 6) for m, w in zip(present, weights, strict=True) if w > 0}
-        label = "healthy" if used else "unhealthy"
-        if used:
-            steps = None
-            for m, w in zip(present, weights, strict=True):
-                if w <= 0:
-                    continue
-                part = sf[sf["model"] == m].sort_values("step").set_index("step")
-                block = part[["point", "lower", "upper"]] * w
-                steps = block if steps is None else steps.add(block, fill_value=np.nan)
-                meta = part
-            for step, row in steps.iterrows():
-                forecast_rows.append({
-                    "run_id": run_id, "model": "ensemble", "symbol": symbol, "timeframe": timeframe,
-                    "step": int(step), "asof": meta.loc[step, "asof"], "target_ts": meta.loc[step, "target_ts"],
-                    "target": "log_close", "point": float(row["point"]), "lower": float(row["lower"]),
-                    "upper": float(row["upper"]), "level": float(meta.loc[step, "level"]), "variance": None,
-                    "backend": "numpy", "device": "cpu",
-                })
+        label = "healthy" if weights[:, j].any() else "unhealthy"
         evaluation_rows.append({
-            "run_id": run_id, "model": "ensemble", "symbol": symbol, "timeframe": timeframe, "asof": asof,
-            "horizon": int(sf["step"].max()), "origins": int(se.loc[present, "origins"].min()), "rmse": None,
-            "mae": None, "directional_accuracy": None, "coverage": None, "baseline": "last_value",
-            "baseline_rmse": None, "skill": None, "label": label, "healthy": bool(used), "weight": None,
-            "backend": "numpy", "device": "cpu",
+            "run_id": run_id, "model": "ensemble", "symbol": symbol, "timeframe": timeframe,
+            "asof": stats.loc[symbol, "asof"], "horizon": int(stats.loc[symbol, "horizon"]),
+            "origins": int(origins[:, j].min()), "rmse": None, "mae": None, "directional_accuracy": None,
+            "coverage": None, "baseline": "last_value", "baseline_rmse": None, "skill": None, "label": label,
+            "healthy": label == "healthy", "weight": None, "backend": "numpy", "device": "cpu",
         })
         report.forecast.append(symbol)
         report.labels[symbol] = label
     if evaluation_rows:
         report.forecast_rows, report.evaluation_rows = store.write_forecasts(
-            pd.DataFrame(forecast_rows) if forecast_rows else None, pd.DataFrame(evaluation_rows))
+            forecasts if len(forecasts) else None, pd.DataFrame(evaluation_rows))
     report.seconds = time.perf_counter() - began
     return report
