@@ -179,16 +179,18 @@ def sarimax_spec(
 
     order, seasonal_order = tuple(order), tuple(seasonal_order)
     minimum = sarimax.sarimax_min_points(order, seasonal_order)
-    last_params: dict[str, Any] = {}
+    # Fitted params per panel of symbols, keyed by the panel's first column: a backtest trains on
+    # prefixes of the same rows, so it finds the params of the forecast's fit; another group of
+    # symbols never does.
+    last_params: dict[bytes, list[Any]] = {}
 
     def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
-        start = last_params.get("params")
-        if not warm_start or start is None or len(start) != panel.shape[0]:
-            start = None
+        key = np.ascontiguousarray(panel[:, 0]).tobytes()
+        start = last_params.get(key) if warm_start else None
         result = sarimax.sarimax_fit_forecast(panel, horizon, order=order, seasonal_order=seasonal_order,
                                               trend=trend, level=level, start_params=start, processes=processes)
         if warm_start:
-            last_params["params"] = result.params
+            last_params[key] = result.params
         return ModelOutput(result.forecast, errors=dict(result.errors))
 
     return ModelSpec(name="sarimax", target="log_close", min_points=max(MIN_TRAIN, minimum), run=run,

@@ -171,3 +171,25 @@ def test_garch_rows_that_do_not_converge_are_failed_not_stored(store, monkeypatc
     stuck = forecast_universe(store, SYMBOLS, garch_spec("normal", backend=NUMPY), run_id="r", history=300, origins=3)
     assert stuck.failed and all("did not converge in 1 iterations" in why for why in stuck.failed.values())
     assert store.read_forecasts(list(stuck.failed), run_id="r").empty
+
+
+def test_sarimax_warm_start_reuses_params_of_the_same_symbols_only(monkeypatch):
+    from airflow_provider_portfolio.forecast import sarimax
+    from airflow_provider_portfolio.forecast.jobs import sarimax_spec
+    from airflow_provider_portfolio.forecast.simulate import seasonal_ar_panel
+
+    seen = []
+    real = sarimax.sarimax_fit_forecast
+
+    def spy(values, horizon, **kwargs):
+        seen.append(kwargs["start_params"])
+        return real(values, horizon, **kwargs)
+
+    monkeypatch.setattr(sarimax, "sarimax_fit_forecast", spy)
+    spec = sarimax_spec(processes=1)
+    first, other = seasonal_ar_panel(2, 120, seed=1), seasonal_ar_panel(2, 120, seed=2)
+    spec.run(first, 3, 0.9)
+    spec.run(other, 3, 0.9)  # another group with as many rows: must start from scratch
+    spec.run(first[:, :100], 3, 0.9)  # a backtest prefix of the first group: warm
+    assert seen[0] is None and seen[1] is None
+    assert seen[2] is not None and len(seen[2]) == 2
