@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -102,18 +102,18 @@ class PortfolioETLOperator(BaseOperator):
         from airflow_provider_portfolio.market.quality import QualityRules
 
         # Bad input fails here, before the store is opened or anything fetched.
-        symbols = validate_symbols(_maybe_json_list(self.symbols))
+        symbols = validate_symbols(maybe_json_list(self.symbols))
         if not 0.0 <= float(self.max_failed_fraction) <= 1.0:
             raise InvalidInputError(f"max_failed_fraction must be within [0, 1], got {self.max_failed_fraction!r}")
-        source_names = validate_source_names(_maybe_json_list(self.sources)) if self.sources else default_sources()
+        source_names = validate_source_names(maybe_json_list(self.sources)) if self.sources else default_sources()
         exchange = self.exchange or get_option("default_exchange")
         calendar = MarketCalendar(exchange)
-        if _blank(self.end):
+        if blank(self.end):
             reference = context.get("data_interval_end") or context["dag_run"].run_after
             end = last_closed_session(calendar, pd.Timestamp(reference))
         else:
             end = parse_session_date(self.end, "end")
-        if _blank(self.start):
+        if blank(self.start):
             window = calendar.sessions(end - pd.Timedelta(days=2 * self.history_sessions + 30), end)
             start = window.index[-min(self.history_sessions, len(window))]
         else:
@@ -145,17 +145,3 @@ class PortfolioETLOperator(BaseOperator):
                 f"(max_failed_fraction={self.max_failed_fraction}): {details}"
             )
         return summary
-
-
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and value.strip() in ("", "None"))
-
-
-def _maybe_json_list(value: object) -> object:
-    """Templated lists often render as strings: accept a JSON list string."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -117,14 +118,13 @@ class _ForecastOperatorBase(BaseOperator):
     def _resolve_symbols(self, store: Any) -> list[str]:
         from airflow_provider_portfolio.exceptions import InvalidInputError
         from airflow_provider_portfolio.market.params import validate_symbols
-        from airflow_provider_portfolio.operators.etl import _blank, _maybe_json_list
 
-        if _blank(self.symbols):
+        if blank(self.symbols):
             symbols = sorted(s for s, ts in store.latest_bar_ts(None, self.timeframe).items() if ts is not None)
             if not symbols:
                 raise InvalidInputError(f"no symbols given and the store holds no {self.timeframe} bars")
             return symbols
-        return validate_symbols(_maybe_json_list(self.symbols))
+        return validate_symbols(maybe_json_list(self.symbols))
 
     def _finish(self, report: ForecastReport, asked: int) -> dict[str, Any]:
         summary = report.to_dict()
@@ -267,13 +267,12 @@ class EnsembleForecastOperator(_ForecastOperatorBase):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.forecast.jobs import ensemble_universe
-        from airflow_provider_portfolio.operators.etl import _maybe_json_list
 
         self._check_failed_fraction()
         store = self.store_hook.get_conn()
         store.migrate()
         symbols = self._resolve_symbols(store)
-        models = _maybe_json_list(self.models)
+        models = maybe_json_list(self.models)
         if isinstance(models, str):
             models = [m.strip() for m in models.split(",") if m.strip()]
         report = ensemble_universe(store, symbols, list(models), run_id=context["run_id"], timeframe=self.timeframe)
