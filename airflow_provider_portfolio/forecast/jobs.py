@@ -42,6 +42,7 @@ from airflow_provider_portfolio.forecast.evaluation import (
     ensemble_weights,
     score,
 )
+from airflow_provider_portfolio.market.params import is_crypto
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -406,7 +407,7 @@ def forecast_universe(
                 report.failed[symbol] = "the model produced a non-finite forecast"
                 continue
             asof = usable[symbol][1]
-            calendar_key = (symbol if "/" in symbol else "", asof)
+            calendar_key = (symbol if is_crypto(symbol) else "", asof)  # equities share one calendar
             if calendar_key not in targets:
                 targets[calendar_key] = future_bars(symbol, asof, horizon, timeframe, exchange)
             for step in range(horizon):
