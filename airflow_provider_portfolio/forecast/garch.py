@@ -194,6 +194,16 @@ def _check_options(dist: Any, max_iter: Any, tol: Any) -> None:
         raise InvalidInputError(f"tol must be in (0, 1), got {tol!r}")
 
 
+def _recur(xp: ModuleType, s2: Any, beta: Any, first: Any) -> None:
+    """The GARCH recursion in place over time (axis 0), all columns at once:
+    ``s2[0] += beta * first``, then ``s2[t] += beta * s2[t - 1]``. The only loop over time."""
+    tmp = xp.multiply(first, beta)
+    s2[0] += tmp
+    for t in range(1, s2.shape[0]):
+        xp.multiply(s2[t - 1], beta, out=tmp)
+        s2[t] += tmp
+
+
 class _Data:
     """Squared unit-variance residuals of some symbols, time-major.
 
@@ -247,11 +257,7 @@ class _Model:
         xp = self.xp
         s2 = xp.multiply(data.prev, alpha)
         s2 += omega
-        s2[0] += beta * data.backcast
-        tmp = xp.empty_like(beta)
-        for t in range(1, s2.shape[0]):
-            xp.multiply(s2[t - 1], beta, out=tmp)
-            s2[t] += tmp
+        _recur(xp, s2, beta, data.backcast)
         return s2
 
     def loglik(self, phi: Any, data: _Data, cols: Any = None) -> tuple[Any, Any]:
@@ -268,17 +274,12 @@ class _Model:
         carry = data.backcast if cols is None else data.backcast[cols]  # sigma2_0
         logs = xp.zeros(n, dtype=xp.float64)
         rest = xp.zeros(n, dtype=xp.float64)
-        tmp = xp.empty_like(beta)
         for t0 in range(0, length, _BLOCK):
             t1 = min(t0 + _BLOCK, length)
             lagged = data.lagged[t0 : t1 + 1] if cols is None else data.lagged[t0 : t1 + 1][:, cols]
             s2 = xp.multiply(lagged[:-1], alpha)
             s2 += omega
-            xp.multiply(carry, beta, out=tmp)
-            s2[0] += tmp
-            for t in range(1, t1 - t0):
-                xp.multiply(s2[t - 1], beta, out=tmp)
-                s2[t] += tmp
+            _recur(xp, s2, beta, carry)
             carry = s2[-1].copy()
             z = xp.divide(lagged[1:], s2)
             if k is None:
@@ -473,17 +474,12 @@ def _start(model: _Model, data: _Data) -> Any:
     lagged = data.lagged.astype(f32)
     carry = xp.tile(lagged[0], m)
     total = xp.zeros((m, n), dtype=xp.float64)  # minus twice the log-likelihood, up to a constant
-    tmp = xp.empty_like(beta_flat)
     for t0 in range(0, length, _START_BLOCK):
         t1 = min(t0 + _START_BLOCK, length)
         s2 = alphas[None, :, None] * lagged[t0:t1, None, :]  # (bars, m, n)
         s2 += omegas[None, :, None]
         flat = s2.reshape(t1 - t0, m * n)
-        xp.multiply(carry, beta_flat, out=tmp)
-        flat[0] += tmp
-        for t in range(1, t1 - t0):
-            xp.multiply(flat[t - 1], beta_flat, out=tmp)
-            flat[t] += tmp
+        _recur(xp, flat, beta_flat, carry)
         carry = flat[-1].copy()
         z = lagged[t0 + 1 : t1 + 1, None, :] / s2
         z += xp.log(s2, out=s2)
