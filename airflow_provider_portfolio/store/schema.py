@@ -32,6 +32,34 @@ Tables (latest version):
     verdict and ``weight`` the model's ensemble weight (NULL when not in the ensemble); ``backend``,
     ``device`` and ``created_at`` as in ``forecasts``. Same index as ``forecasts``.
 
+``accounts`` (migration 3)
+    One row per ledger ``account`` (``simulated:<name>`` for the simulated broker, ``alpaca:<conn_id>`` for
+    Alpaca): ``cash`` and ``initial_cash`` (the simulated broker's book; NULL for a real broker, whose cash
+    lives at the broker), ``created_at``, ``updated_at``.
+``positions`` (migration 3)
+    The simulated broker's positions keyed by (``account``, ``symbol``): signed ``qty``, ``avg_price`` (of the
+    open quantity), and the last ``mark_price``/``mark_ts`` seen for the symbol (what equity is valued at).
+``orders`` (migration 3)
+    One row per (``account``, ``client_order_id``): the order a decision sent, with ``dag_id``, ``run_id``,
+    ``symbol``, ``side``, ``qty``, ``ref_price`` (the decision's price), ``bar_ts`` (the bar decided on),
+    ``status`` (``pending_submit`` before the broker answered, then the broker's state: ``new``,
+    ``accepted``, ``partially_filled``, ``filled``, ``canceled``, ``expired``, ``rejected``...; ``not_placed``
+    when the broker never got it), ``broker_order_id``, ``filled_qty``, ``filled_avg_price``, ``reason``,
+    ``created_at``, ``updated_at``. The primary key is the broker's own uniqueness of client order ids.
+``fills`` (migration 3)
+    One row per filled order (``account``, ``client_order_id``): ``symbol``, ``side``, ``qty``, ``price``
+    (after slippage), ``commission``, the ``bar_ts`` it filled at and ``filled_at``.
+``equity_curve`` (migration 3)
+    One row per (``account``, ``ts``): ``cash``, ``positions_value``, ``equity`` (= cash + positions value)
+    at the cycle's instant ``ts``, written by ``run_id``.
+``trading_decisions`` (migration 3)
+    One row per (``dag_id``, ``symbol``, ``timeframe``, ``bar_ts``, ``run_key``): what a trading cycle
+    decided about a symbol at a bar. ``run_key`` is ``''`` for bar-aware traders (so a bar is decided once,
+    whatever runs overlap) and the run id otherwise. ``run_id``, ``account``, ``action``, ``score``,
+    ``confidence``, ``price``, ``current_qty``, ``target_qty``, ``order_qty``, ``reason``, ``error``;
+    ``signals`` (JSON: name -> score, confidence, reason); the risk verdict ``approved``, ``risk_rule``,
+    ``risk_reason``; the ``client_order_id`` of the order it sent; ``created_at``, ``updated_at``.
+
 Adding a migration: append a :class:`Migration` with the next version to :data:`MIGRATIONS`; its
 ``apply`` receives a connection inside the migration transaction (lock held) and emits DDL. Once a
 version is released its DDL is frozen: a later change to a table is a new migration, and the table
@@ -57,6 +85,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -216,6 +245,101 @@ FORECAST_RUN_KEY: tuple[str, ...] = ("run_id", "model", "symbol", "timeframe")
 EVALUATION_LABELS: tuple[str, ...] = ("healthy", "unhealthy", "insufficient_data")
 
 
+def _trading_tables(meta: MetaData) -> list[Table]:
+    # Shapes of the trading tables as created by migration 3 (and still the latest shapes).
+    def ts(name: str, nullable: bool = False) -> Column:
+        return Column(name, UtcTimestamp(), nullable=nullable)
+
+    def num(name: str, nullable: bool = False) -> Column:
+        return Column(name, Float(53), nullable=nullable)
+
+    accounts_t = Table(
+        "accounts", meta,
+        Column("account", _KeyText(128), nullable=False),
+        num("cash", True), num("initial_cash", True), ts("created_at"), ts("updated_at"),
+        PrimaryKeyConstraint("account", name="pk_accounts"),
+        sqlite_with_rowid=False,
+    )
+    positions_t = Table(
+        "positions", meta,
+        Column("account", _KeyText(128), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        num("qty"), num("avg_price"), num("mark_price", True), ts("mark_ts", True), ts("updated_at"),
+        PrimaryKeyConstraint("account", "symbol", name="pk_positions"),
+        sqlite_with_rowid=False,
+    )
+    orders_t = Table(
+        "orders", meta,
+        Column("account", _KeyText(128), nullable=False),
+        Column("client_order_id", _KeyText(128), nullable=False),
+        Column("dag_id", String(250), nullable=False),
+        Column("run_id", String(250), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        Column("side", String(8), nullable=False),
+        num("qty"), num("ref_price"), ts("bar_ts"),
+        Column("status", _KeyText(32), nullable=False),
+        Column("broker_order_id", String(128), nullable=True),
+        num("filled_qty", True), num("filled_avg_price", True),
+        Column("reason", Text(), nullable=True),
+        ts("created_at"), ts("updated_at"),
+        PrimaryKeyConstraint("account", "client_order_id", name="pk_orders"),
+        Index("ix_orders_account_created", "account", "created_at"),
+        Index("ix_orders_account_status", "account", "status"),
+        sqlite_with_rowid=False,
+    )
+    fills_t = Table(
+        "fills", meta,
+        Column("account", _KeyText(128), nullable=False),
+        Column("client_order_id", _KeyText(128), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        Column("side", String(8), nullable=False),
+        num("qty"), num("price"), num("commission"), ts("bar_ts"), ts("filled_at"),
+        PrimaryKeyConstraint("account", "client_order_id", name="pk_fills"),
+        sqlite_with_rowid=False,
+    )
+    equity_t = Table(
+        "equity_curve", meta,
+        Column("account", _KeyText(128), nullable=False),
+        ts("ts"), num("cash"), num("positions_value"), num("equity"),
+        Column("run_id", String(250), nullable=False),
+        ts("created_at"),
+        PrimaryKeyConstraint("account", "ts", name="pk_equity_curve"),
+        sqlite_with_rowid=False,
+    )
+    decisions_t = Table(
+        "trading_decisions", meta,
+        Column("dag_id", _KeyText(250), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        Column("timeframe", _KeyText(16), nullable=False),
+        ts("bar_ts"),
+        Column("run_key", _KeyText(250), nullable=False),
+        Column("run_id", String(250), nullable=False),
+        Column("account", String(128), nullable=False),
+        Column("action", String(8), nullable=False),
+        num("score"), num("confidence"), num("price", True), num("current_qty"), num("target_qty"),
+        num("order_qty"),
+        Column("reason", Text(), nullable=False),
+        Column("error", Text(), nullable=True),
+        Column("signals", Text(), nullable=False),
+        Column("approved", Boolean(create_constraint=False), nullable=True),
+        Column("risk_rule", String(64), nullable=True),
+        Column("risk_reason", Text(), nullable=True),
+        Column("client_order_id", String(128), nullable=True),
+        ts("created_at"), ts("updated_at"),
+        PrimaryKeyConstraint("dag_id", "symbol", "timeframe", "bar_ts", "run_key", name="pk_trading_decisions"),
+        Index("ix_trading_decisions_run", "dag_id", "run_id"),
+        sqlite_with_rowid=False,
+    )
+    return [accounts_t, positions_t, orders_t, fills_t, equity_t, decisions_t]
+
+
+#: The trading ledger (see the module docstring).
+accounts, positions, orders, fills, equity_curve, trading_decisions = _trading_tables(metadata)
+#: Order states after which nothing more happens to an order.
+TERMINAL_ORDER_STATES: tuple[str, ...] = ("filled", "canceled", "expired", "rejected", "not_placed", "done_for_day",
+                                          "replaced")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One forward step of the schema.
@@ -240,10 +364,17 @@ def _v2_create_forecasts(conn: Connection) -> None:
     _model_evaluations_table(meta).create(conn)
 
 
+def _v3_create_trading(conn: Connection) -> None:
+    for table in _trading_tables(MetaData()):
+        table.create(conn)
+
+
 #: Forward migrations in order; append new ones at the end.
 MIGRATIONS: list[Migration] = [
     Migration(1, "create bars", _v1_create_bars),
     Migration(2, "create forecasts and model_evaluations", _v2_create_forecasts),
+    Migration(3, "create the trading ledger: accounts, positions, orders, fills, equity_curve, trading_decisions",
+              _v3_create_trading),
 ]
 
 

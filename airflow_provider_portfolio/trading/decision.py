@@ -122,7 +122,8 @@ class Decision:
 def _round_toward_zero(qty: float, fractionable: bool) -> float:
     if not fractionable:
         return float(math.trunc(qty))
-    return math.trunc(qty / _FRACTIONAL_STEP) * _FRACTIONAL_STEP
+    # round() first: 0.3 / 1e-6 is 299999.99999999994 in binary floating point, not 300000
+    return round(math.trunc(round(qty / _FRACTIONAL_STEP, 6)) * _FRACTIONAL_STEP, 6)
 
 
 def decide(

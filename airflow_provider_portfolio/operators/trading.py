@@ -1,0 +1,313 @@
+"""AutoTraderOperator: one trading cycle (signals, decisions, risk, orders) for a list of symbols."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from airflow.sdk import Context
+
+    from airflow_provider_portfolio.store.ledger import TradingLedger
+    from airflow_provider_portfolio.trading.brokers import Broker
+
+#: The Airflow Variable holding the kill switch: ``active``, ``reduce_only`` or ``halted``.
+KILL_SWITCH_VARIABLE = "portfolio.kill_switch"
+#: The broker connection used when none is given, if it exists.
+DEFAULT_BROKER_CONNECTION = "alpaca_default"
+#: ``broker_conn_id`` value that always means the simulated broker.
+SIMULATED = "simulated"
+
+
+def read_kill_switch(log: Any = None) -> str:
+    """The kill switch state from Variable ``portfolio.kill_switch`` (unset: ``active``; unreadable: ``halted``)."""
+    from airflow.sdk import Variable
+
+    from airflow_provider_portfolio.trading.risk import normalise_kill_switch
+
+    try:
+        raw = Variable.get(KILL_SWITCH_VARIABLE, default=None)
+    except Exception as err:  # an unreadable kill switch stops trading
+        if log is not None:
+            log.error("Could not read Variable %s (%s): trading as 'halted'", KILL_SWITCH_VARIABLE, err)
+        return "halted"
+    state = normalise_kill_switch(raw)
+    if log is not None and state != "active":
+        log.warning("Kill switch %s is %r: %s", KILL_SWITCH_VARIABLE, raw,
+                    "no orders at all" if state == "halted" else "only orders that reduce a position")
+    return state
+
+
+def resolve_broker(broker_conn_id: str | None, ledger: TradingLedger, *, allow_live: bool,
+                   simulated: Mapping[str, Any] | None = None, log: Any = None) -> Broker:
+    """The broker for ``broker_conn_id``: ``"simulated"``, an Alpaca connection id, or ``None`` for
+    ``alpaca_default`` when that connection exists and the simulated broker otherwise.
+
+    :raises InvalidInputError: for a connection that is not Alpaca's, a live account without ``allow_live``,
+        or no broker connection in ``[portfolio] execution_mode = live``.
+    """
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    from airflow_provider_portfolio.config import execution_mode
+    from airflow_provider_portfolio.exceptions import InvalidInputError
+
+    conn_id = broker_conn_id
+    if conn_id is None:
+        try:
+            BaseHook.get_connection(DEFAULT_BROKER_CONNECTION)
+            conn_id = DEFAULT_BROKER_CONNECTION
+        except AirflowNotFoundException:
+            conn_id = SIMULATED
+    if conn_id == SIMULATED:
+        if execution_mode() == "live":
+            raise InvalidInputError("the simulated broker is refused in [portfolio] execution_mode = live: "
+                                    "give broker_conn_id an Alpaca connection")
+        from airflow_provider_portfolio.trading.brokers.simulated import SimulatedBroker
+
+        broker = SimulatedBroker(ledger, **dict(simulated or {}))
+        if log is not None:
+            log.info("No broker connection: trading on the simulated broker %s (%s)", broker.account, ledger.store.url)
+        return broker
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise InvalidInputError(f"broker connection {conn_id!r} does not exist") from None
+    if (conn.conn_type or "").lower() != "alpaca":
+        raise InvalidInputError(f"broker connection {conn_id!r} has type {conn.conn_type!r}; brokers: alpaca")
+    from airflow_provider_portfolio.hooks.alpaca import AlpacaHook
+    from airflow_provider_portfolio.trading.brokers.alpaca import AlpacaBroker
+
+    hook = AlpacaHook(conn_id, allow_live=allow_live)
+    if hook.is_live:
+        if not allow_live:
+            raise InvalidInputError(
+                f"connection {conn_id!r} is a LIVE Alpaca account: live trading needs allow_live=True on the "
+                "operator (paper accounts need nothing)")
+        if log is not None:
+            log.warning("!" * 72)
+            log.warning("LIVE TRADING: orders of this task go to the live Alpaca account of %r (allow_live=True)",
+                        conn_id)
+            log.warning("!" * 72)
+    elif log is not None:
+        log.info("Trading on the Alpaca paper account of %r", conn_id)
+    return AlpacaBroker(hook, ledger)
+
+
+class AutoTraderOperator(BaseOperator):
+    """Run one trading cycle for ``symbols``: signals, decisions, risk checks, orders, a performance snapshot.
+
+    What it does is :func:`airflow_provider_portfolio.trading.cycle.run_cycle`: bars closed by the cycle's
+    instant are fetched from ``sources``; technical, forecast (the stored ``ensemble`` forecast, used only
+    when its model is healthy) and sentiment signals are combined with ``weights``; each decision is
+    claimed in the store (``bar_aware``: a bar is decided once per DAG whatever runs overlap), checked
+    against ``risk_limits`` and the kill switch (Variable ``portfolio.kill_switch``), and each approved order
+    is recorded, then sent at most once under a client order id derived from (DAG, run, symbol, bar,
+    side). Signals, decisions, verdicts, orders and the equity snapshot all land in the store.
+
+    The cycle's instant is ``as_of`` when given; else, with the simulated broker, the run's
+    ``data_interval_end`` (or ``run_after``), so a replayed or back-filled run decides exactly as it would
+    have; with Alpaca always the wall clock (a real broker fills at today's prices whatever the run's date).
+
+    The task fails (after recording everything) when an order's outcome is unknown (a timeout, a 5xx...):
+    its retry looks the order up before sending anything, so a retry never doubles an order. Broker
+    refusals and risk rejections are recorded with their reason and do not fail the task.
+
+    Works under dynamic task mapping: ``AutoTraderOperator.partial(...).expand(symbols=chunks)``. The risk
+    layer of a chunk sees the orders of the chunks before it in the store; run chunks of one account one
+    at a time (``max_active_tis_per_dagrun=1``) so daily order counts and buying power hold across chunks.
+
+    :param symbols: tickers and crypto pairs (templated): a list, a JSON list or a comma-separated string.
+    :param timeframe: the bars decided on (templated), e.g. ``1Day``, ``30Min``.
+    :param sources: market-data sources (templated): ``"synthetic"`` or market-data connection ids. Default:
+        the default data connections that exist, else the synthetic market.
+    :param broker_conn_id: an Alpaca connection id, ``"simulated"``, or ``None`` (templated): ``alpaca_default``
+        when it exists, else the simulated broker.
+    :param store_conn_id: store connection (templated); default ``[portfolio] store_conn_id`` or the embedded
+        SQLite store.
+    :param weights: signal name (``technical``, ``forecast``, ``sentiment``) -> weight; default forecast first.
+    :param risk_limits: a ``RiskLimits`` or a dict of its fields (missing keys keep their defaults).
+    :param max_trades_per_day: the most orders per trading day, all symbols (overrides
+        ``risk_limits.max_orders_per_day``).
+    :param bar_aware: skip symbols already decided for the current bar (default True).
+    :param sizing: ``fixed_fraction`` (default) or ``volatility``.
+    :param fraction: target position as a fraction of equity at full score (default 0.05).
+    :param min_score: the smallest |combined score| traded (default 0.1).
+    :param max_stale_bars: how many bars a symbol's data may lag its calendar before it is not traded.
+    :param forecast_model: the stored model whose forecasts feed the forecast signal (``None``: none).
+    :param forecast_timeframe: the timeframe of those forecasts (default ``1Day``).
+    :param as_of: the cycle's instant (templated ISO 8601 with a zone); see above for the default.
+    :param allow_live: allow a live Alpaca account (default False: paper only).
+    :param simulated_account: the simulated book's name (ledger account ``simulated:<name>``).
+    :param initial_cash: cash of a new simulated book.
+    :param slippage_bps: simulated fills' slippage, basis points.
+    :param commission_bps: simulated commission, basis points of notional.
+    :param exchange: calendar of equities; default ``[portfolio] default_exchange``.
+    """
+
+    template_fields: Sequence[str] = ("symbols", "timeframe", "sources", "broker_conn_id", "store_conn_id", "as_of")
+    ui_color = "#fce5cd"
+
+    def __init__(
+        self,
+        *,
+        symbols: list[str] | str,
+        timeframe: str = "1Day",
+        sources: list[str] | str | None = None,
+        broker_conn_id: str | None = None,
+        store_conn_id: str | None = None,
+        weights: Mapping[str, float] | None = None,
+        risk_limits: Any = None,
+        max_trades_per_day: int | None = None,
+        bar_aware: bool = True,
+        sizing: str = "fixed_fraction",
+        fraction: float = 0.05,
+        min_score: float = 0.1,
+        max_stale_bars: int = 2,
+        forecast_model: str | None = "ensemble",
+        forecast_timeframe: str = "1Day",
+        as_of: str | None = None,
+        allow_live: bool = False,
+        simulated_account: str = "default",
+        initial_cash: float = 100_000.0,
+        slippage_bps: float = 5.0,
+        commission_bps: float = 0.0,
+        exchange: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.symbols = symbols
+        self.timeframe = timeframe
+        self.sources = sources
+        self.broker_conn_id = broker_conn_id
+        self.store_conn_id = store_conn_id
+        self.weights = weights
+        self.risk_limits = risk_limits
+        self.max_trades_per_day = max_trades_per_day
+        self.bar_aware = bar_aware
+        self.sizing = sizing
+        self.fraction = fraction
+        self.min_score = min_score
+        self.max_stale_bars = max_stale_bars
+        self.forecast_model = forecast_model
+        self.forecast_timeframe = forecast_timeframe
+        self.as_of = as_of
+        self.allow_live = allow_live
+        self.simulated_account = simulated_account
+        self.initial_cash = initial_cash
+        self.slippage_bps = slippage_bps
+        self.commission_bps = commission_bps
+        self.exchange = exchange
+
+    @cached_property
+    def store_hook(self) -> PortfolioStoreHook:
+        return PortfolioStoreHook(store_conn_id=self.store_conn_id or None)
+
+    def settings(self, exchange: str) -> Any:
+        """The cycle settings from the operator's arguments (checked: bad ones raise ``InvalidInputError``)."""
+        from airflow_provider_portfolio.trading.cycle import CycleSettings, with_max_trades_per_day
+        from airflow_provider_portfolio.trading.decision import AUTO_TRADER_WEIGHTS
+        from airflow_provider_portfolio.trading.risk import RiskLimits
+
+        limits = self.risk_limits if isinstance(self.risk_limits, RiskLimits) else RiskLimits.from_dict(
+            self.risk_limits)
+        return CycleSettings(
+            timeframe=str(self.timeframe).strip(), weights=dict(self.weights or AUTO_TRADER_WEIGHTS),
+            limits=with_max_trades_per_day(limits, self.max_trades_per_day), kill_switch=read_kill_switch(self.log),
+            bar_aware=bool(self.bar_aware), min_score=self.min_score, sizing=self.sizing, fraction=self.fraction,
+            max_stale_bars=self.max_stale_bars, exchange=exchange,
+        )
+
+    def cycle_instant(self, context: Context, broker: Broker) -> datetime:
+        """``as_of``, else the run's instant (simulated broker) or the wall clock (a real broker)."""
+        from datetime import datetime, timezone
+
+        import pandas as pd
+
+        from airflow_provider_portfolio.exceptions import InvalidInputError
+
+        if not blank(self.as_of):
+            ts = pd.Timestamp(str(self.as_of).strip())
+            if ts.tzinfo is None:
+                raise InvalidInputError(f"as_of must carry a time zone, got {self.as_of!r}")
+            return ts.to_pydatetime().astimezone(timezone.utc)
+        if broker.kind != "simulated":
+            return datetime.now(timezone.utc)
+        reference = context.get("data_interval_end") or context["dag_run"].run_after
+        return pd.Timestamp(reference).to_pydatetime().astimezone(timezone.utc)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from datetime import timedelta
+
+        from airflow_provider_portfolio.config import get_option
+        from airflow_provider_portfolio.exceptions import PortfolioError
+        from airflow_provider_portfolio.hooks.market_data import (
+            default_sources,
+            resolve_sources,
+            validate_source_names,
+        )
+        from airflow_provider_portfolio.market.params import validate_symbols
+        from airflow_provider_portfolio.store.ledger import TradingLedger
+        from airflow_provider_portfolio.trading.cycle import (
+            fetch_bars,
+            fetch_news,
+            history_days,
+            news_window,
+            run_cycle,
+        )
+
+        # Bad input fails here, before the store is opened or anything fetched.
+        symbols = validate_symbols(maybe_json_list(self.symbols))
+        exchange = self.exchange or get_option("default_exchange")
+        settings = self.settings(exchange)
+        source_names = validate_source_names(maybe_json_list(self.sources)) if self.sources else default_sources()
+
+        store = self.store_hook.get_conn()
+        ledger = TradingLedger(store)
+        broker = resolve_broker(
+            None if blank(self.broker_conn_id) else str(self.broker_conn_id).strip(), ledger,
+            allow_live=self.allow_live, log=self.log,
+            simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
+                       "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
+        now = self.cycle_instant(context, broker)
+        sources = resolve_sources(source_names, exchange=exchange, seed=int(get_option("synthetic_seed")))
+        start = (now - timedelta(days=history_days(settings.timeframe))).date()
+        bars, failed = fetch_bars(sources, symbols, start, now.date(), settings.timeframe)
+        for symbol, why in failed.items():
+            self.log.warning("%s: %s", symbol, why)
+        news, why = fetch_news(sources, symbols, *news_window(now, settings.news_half_life_hours))
+        if why:
+            self.log.info("No news (%s): the sentiment signal carries no confidence", why)
+        forecasts = evaluations = None
+        if self.forecast_model:
+            forecasts = store.read_forecasts(symbols, model=self.forecast_model, timeframe=self.forecast_timeframe,
+                                             latest=True)
+            evaluations = store.read_evaluations(symbols, model=self.forecast_model,
+                                                 timeframe=self.forecast_timeframe, latest=True)
+        dag_run = context["dag_run"]
+        self.log.info("Trading cycle at %s: %d symbol(s), %s bars from %s, broker %s, kill switch %s",
+                      now.isoformat(), len(symbols), settings.timeframe, source_names, broker.account,
+                      settings.kill_switch)
+        report = run_cycle(symbols, bars, now, broker=broker, ledger=ledger, dag_id=dag_run.dag_id, missing=failed,
+                           run_id=dag_run.run_id, settings=settings, forecasts=forecasts, evaluations=evaluations,
+                           news=news)
+        summary = report.to_dict()
+        summary.update(account=broker.account, as_of=now.isoformat(), symbols=len(symbols))
+        self.log.info("Decided %d, skipped %d (decided by another run), held %d, risk-rejected %d, submitted %d, "
+                      "broker-rejected %d; equity %s", report.decided, len(report.skipped), report.holds,
+                      len(report.rejected), len(report.submitted), len(report.broker_rejected), report.equity)
+        for symbol, why in report.rejected.items():
+            self.log.info("risk rejected %s: %s", symbol, why)
+        if report.unknown:
+            raise PortfolioError(
+                f"{len(report.unknown)} order(s) in an unknown state ({'; '.join(f'{s}: {w}' for s, w in report.unknown.items())}). "
+                "Everything else is recorded; the retry looks these orders up by client_order_id before sending anything")
+        return summary

@@ -1,0 +1,419 @@
+"""The trading ledger in the portfolio store: decisions, orders, fills, positions, cash and equity.
+
+Plain Python over :class:`~airflow_provider_portfolio.store.repository.PortfolioStore` (never imports
+Airflow). Every method is one transaction; the ones that move money (:meth:`TradingLedger.fill`) change the
+order, the fill, the position and the cash together or not at all. Keys are the broker's own uniqueness
+(``account``, ``client_order_id``) and the decision's (``dag_id``, ``symbol``, ``timeframe``, ``bar_ts``,
+``run_key``), so a repeated write (an Airflow retry, an overlapping run) can never add a second order or
+decision: it finds the first one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, or_, select, tuple_, update
+
+from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
+from airflow_provider_portfolio.store import schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from airflow_provider_portfolio.store.repository import PortfolioStore
+
+log = logging.getLogger(__name__)
+
+_ROWS_PER_STATEMENT = 400
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(value: Any) -> datetime:
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInputError(f"expected a tz-aware datetime, got {value!r}")
+    return value.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Position:
+    """A simulated position: signed ``qty``, ``avg_price`` of the open quantity, last ``mark_price``."""
+
+    symbol: str
+    qty: float
+    avg_price: float
+    mark_price: float | None
+    mark_ts: datetime | None
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """What :meth:`TradingLedger.fill` did: the fill and the cash after it."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    commission: float
+    cash_after: float
+
+
+class TradingLedger:
+    """Read and write the trading tables of a migrated store (schema version 3 or later).
+
+    :param store: the store; call ``store.migrate()`` first.
+    """
+
+    def __init__(self, store: PortfolioStore) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"TradingLedger({self.store.url!r})"
+
+    def _insert_ignore(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert rows whose key is free; rows whose key exists are left as they are."""
+        if not rows:
+            return
+        if self.store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+            conn.execute(insert(table).on_conflict_do_nothing(), rows[i:i + _ROWS_PER_STATEMENT])
+
+    def _check_ready(self, conn: Connection) -> None:
+        version = self.store._version(conn)
+        if version < 3:
+            raise StoreError(f"store {self.store.url}: no trading tables (schema version {version}); "
+                             "call migrate() first")
+
+    # -- accounts, cash and positions -----------------------------------------------------------------
+    def open_account(self, account: str, initial_cash: float | None) -> float | None:
+        """Create ``account`` with ``initial_cash`` if it does not exist; return its cash.
+
+        :param initial_cash: the simulated book's starting cash (> 0), or ``None`` for a real broker's account.
+        """
+        if initial_cash is not None and (not isinstance(initial_cash, int | float) or isinstance(initial_cash, bool)
+                                         or not math.isfinite(initial_cash) or initial_cash <= 0):
+            raise InvalidInputError(f"initial_cash must be a positive number, got {initial_cash!r}")
+        now = _now()
+        with self.store._write(f"open account {account}") as conn:
+            self._check_ready(conn)
+            self._insert_ignore(conn, schema.accounts, [{
+                "account": account, "cash": initial_cash, "initial_cash": initial_cash,
+                "created_at": now, "updated_at": now}])
+            cash = conn.execute(select(schema.accounts.c.cash).where(schema.accounts.c.account == account)).scalar()
+        return None if cash is None else float(cash)
+
+    def cash(self, account: str) -> tuple[float, float]:
+        """(cash, initial cash) of a simulated account.
+
+        :raises StoreError: when the account does not exist or has no book.
+        """
+        t = schema.accounts.c
+        with self.store._read(f"read account {account}") as conn:
+            row = conn.execute(select(t.cash, t.initial_cash).where(t.account == account)).first()
+        if row is None or row.cash is None:
+            raise StoreError(f"store {self.store.url}: account {account!r} has no simulated book; open it first")
+        return float(row.cash), float(row.initial_cash)
+
+    def positions(self, account: str) -> dict[str, Position]:
+        """Open (non-zero) positions of a simulated account, by symbol."""
+        t = schema.positions.c
+        with self.store._read(f"read the positions of {account}") as conn:
+            rows = conn.execute(select(schema.positions).where(t.account == account, t.qty != 0)).all()
+        return {r.symbol: Position(r.symbol, float(r.qty), float(r.avg_price),
+                                   None if r.mark_price is None else float(r.mark_price), r.mark_ts) for r in rows}
+
+    def mark(self, account: str, prices: Mapping[str, tuple[float, datetime]]) -> int:
+        """Value the open positions of ``account`` at the given (price, bar time); later marks only.
+
+        :param prices: symbol -> (last close, its bar's timestamp); symbols without a position are ignored.
+        :return: how many positions were re-marked.
+        """
+        t = schema.positions.c
+        changed = 0
+        with self.store._write(f"mark the positions of {account}") as conn:
+            held = {r.symbol: r.mark_ts for r in conn.execute(
+                select(t.symbol, t.mark_ts).where(t.account == account, t.qty != 0)).all()}
+            for symbol, (price, ts) in prices.items():
+                if symbol not in held or not (isinstance(price, float | int) and math.isfinite(price) and price > 0):
+                    continue
+                ts = _utc(ts)
+                if held[symbol] is not None and held[symbol] >= ts:
+                    continue
+                conn.execute(update(schema.positions).where(t.account == account, t.symbol == symbol)
+                             .values(mark_price=float(price), mark_ts=ts, updated_at=_now()))
+                changed += 1
+        return changed
+
+    # -- orders ---------------------------------------------------------------------------------------
+    def record_intents(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Record orders about to be sent, with status ``pending_submit``; existing ids are left alone.
+
+        :param rows: dicts with ``account``, ``client_order_id``, ``dag_id``, ``run_id``, ``symbol``, ``side``,
+            ``qty``, ``ref_price``, ``bar_ts`` and ``created_at``: the cycle's instant, which the day's order
+            counts go by (a simulated month counts its own days, not the wall clock's).
+        """
+        now = _now()
+        prepared = [{**row, "bar_ts": _utc(row["bar_ts"]), "created_at": _utc(row["created_at"]),
+                     "status": "pending_submit", "broker_order_id": None, "filled_qty": None,
+                     "filled_avg_price": None, "reason": None, "updated_at": now} for row in rows]
+        with self.store._write(f"record {len(prepared)} order(s)") as conn:
+            self._check_ready(conn)
+            self._insert_ignore(conn, schema.orders, prepared)
+
+    def order(self, account: str, client_order_id: str) -> dict[str, Any] | None:
+        """The stored order, or ``None``."""
+        t = schema.orders.c
+        with self.store._read(f"read order {client_order_id}") as conn:
+            row = conn.execute(select(schema.orders).where(t.account == account,
+                                                           t.client_order_id == client_order_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def orders(self, account: str, *, open_only: bool = False, since: datetime | None = None,
+               symbols: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Stored orders of ``account`` (oldest first), optionally only open ones, created since ``since``,
+        or about ``symbols``."""
+        t = schema.orders.c
+        where = [t.account == account]
+        if open_only:
+            where.append(t.status.not_in(schema.TERMINAL_ORDER_STATES))
+        if since is not None:
+            where.append(t.created_at >= _utc(since))
+        if symbols is not None:
+            where.append(t.symbol.in_(sorted(set(symbols))))
+        with self.store._read(f"read the orders of {account}") as conn:
+            rows = conn.execute(select(schema.orders).where(*where).order_by(t.created_at, t.client_order_id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def orders_per_symbol(self, account: str, since: datetime) -> dict[str, int]:
+        """Orders of ``account`` created since ``since`` that reached or may have reached the broker, by symbol."""
+        t = schema.orders.c
+        with self.store._read(f"count the orders of {account}") as conn:
+            rows = conn.execute(select(t.symbol, func.count()).where(
+                t.account == account, t.created_at >= _utc(since), t.status != "not_placed").group_by(t.symbol)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def update_order(self, account: str, client_order_id: str, **state: Any) -> None:
+        """Set the broker's view of an order: ``status``, ``broker_order_id``, ``filled_qty``,
+        ``filled_avg_price``, ``reason`` (only the keys given)."""
+        allowed = {"status", "broker_order_id", "filled_qty", "filled_avg_price", "reason"}
+        unknown = set(state) - allowed
+        if unknown:
+            raise InvalidInputError(f"unknown order field(s) {sorted(unknown)}")
+        t = schema.orders.c
+        with self.store._write(f"update order {client_order_id}") as conn:
+            done = conn.execute(update(schema.orders).where(t.account == account, t.client_order_id == client_order_id)
+                                .values(**state, updated_at=_now())).rowcount
+        if done != 1:
+            raise StoreError(f"store {self.store.url}: no order {client_order_id!r} in account {account!r}")
+
+    def accept(self, account: str, client_order_id: str, broker_order_id: str) -> dict[str, Any]:
+        """Move a ``pending_submit`` order to ``new`` (the simulated broker accepting it); return the order.
+
+        An order already past ``pending_submit`` is returned as it is: the broker's uniqueness of ids.
+        """
+        t = schema.orders.c
+        with self.store._write(f"accept order {client_order_id}") as conn:
+            conn.execute(update(schema.orders).where(t.account == account, t.client_order_id == client_order_id,
+                                                     t.status == "pending_submit")
+                         .values(status="new", broker_order_id=broker_order_id, filled_qty=0.0, updated_at=_now()))
+            row = conn.execute(select(schema.orders).where(t.account == account,
+                                                           t.client_order_id == client_order_id)).first()
+        if row is None:
+            raise StoreError(f"store {self.store.url}: no order {client_order_id!r} in account {account!r}")
+        return dict(row._mapping)
+
+    def fill(self, account: str, client_order_id: str, *, price: float, commission: float,
+             bar_ts: datetime) -> FillResult | None:
+        """Fill an open order whole at ``price``: order, fill, position and cash in one transaction.
+
+        :return: the fill, or ``None`` when the order is not open any more (already filled by another
+            process): nothing is changed then.
+        """
+        if not (math.isfinite(price) and price > 0 and math.isfinite(commission) and commission >= 0):
+            raise InvalidInputError(f"bad fill price {price!r} or commission {commission!r}")
+        o, p, a = schema.orders.c, schema.positions.c, schema.accounts.c
+        now = _now()
+        with self.store._write(f"fill order {client_order_id}") as conn:
+            order = conn.execute(select(schema.orders).where(o.account == account,
+                                                             o.client_order_id == client_order_id)).first()
+            if order is None or order.status in schema.TERMINAL_ORDER_STATES or order.status == "pending_submit":
+                return None
+            qty = float(order.qty)
+            signed = qty if order.side == "buy" else -qty
+            conn.execute(update(schema.orders).where(o.account == account, o.client_order_id == client_order_id)
+                         .values(status="filled", filled_qty=qty, filled_avg_price=price, updated_at=now))
+            self._insert_ignore(conn, schema.fills, [{
+                "account": account, "client_order_id": client_order_id, "symbol": order.symbol, "side": order.side,
+                "qty": qty, "price": price, "commission": commission, "bar_ts": _utc(bar_ts), "filled_at": now}])
+            held = conn.execute(select(p.qty, p.avg_price).where(p.account == account, p.symbol == order.symbol)).first()
+            old_qty, old_avg = (float(held.qty), float(held.avg_price)) if held else (0.0, 0.0)
+            new_qty = old_qty + signed
+            if abs(new_qty) < 1e-9:
+                new_qty, new_avg = 0.0, 0.0
+            elif old_qty == 0 or (old_qty > 0) != (new_qty > 0):
+                new_avg = price  # opened, or flipped through zero: the open quantity is all at this price
+            elif abs(new_qty) > abs(old_qty):
+                new_avg = (abs(old_qty) * old_avg + qty * price) / abs(new_qty)
+            else:
+                new_avg = old_avg  # reduced: what is left keeps its price
+            values = {"qty": new_qty, "avg_price": new_avg, "mark_price": price, "mark_ts": _utc(bar_ts),
+                      "updated_at": now}
+            if held:
+                conn.execute(update(schema.positions).where(p.account == account, p.symbol == order.symbol)
+                             .values(**values))
+            else:
+                self._insert_ignore(conn, schema.positions, [{"account": account, "symbol": order.symbol, **values}])
+            cash_delta = -signed * price - commission
+            conn.execute(update(schema.accounts).where(a.account == account)
+                         .values(cash=a.cash + cash_delta, updated_at=now))
+            cash = conn.execute(select(a.cash).where(a.account == account)).scalar()
+        return FillResult(client_order_id, order.symbol, order.side, qty, price, commission, float(cash))
+
+    def fills(self, account: str) -> list[dict[str, Any]]:
+        """All fills of ``account``, oldest first."""
+        t = schema.fills.c
+        with self.store._read(f"read the fills of {account}") as conn:
+            rows = conn.execute(select(schema.fills).where(t.account == account)
+                                .order_by(t.filled_at, t.client_order_id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- equity -------------------------------------------------------------------------------------
+    def snapshot(self, account: str, ts: datetime, run_id: str, *, cash: float | None = None,
+                 equity: float | None = None) -> dict[str, float]:
+        """Write the equity of ``account`` at ``ts`` (replacing an earlier snapshot at that instant).
+
+        For a simulated account (``cash`` and ``equity`` not given), cash comes from the book and the positions
+        are valued at their marks, both read in the same transaction that writes the row, so
+        ``cash + positions_value == equity`` holds exactly. A real broker's account gives its own ``cash`` and
+        ``equity``.
+        """
+        ts = _utc(ts)
+        e = schema.equity_curve.c
+        with self.store._write(f"snapshot the equity of {account}") as conn:
+            if cash is None:
+                a, p = schema.accounts.c, schema.positions.c
+                cash = float(conn.execute(select(a.cash).where(a.account == account)).scalar())
+                rows = conn.execute(select(p.qty, p.mark_price, p.avg_price).where(p.account == account,
+                                                                                   p.qty != 0)).all()
+                value = float(sum(r.qty * (r.mark_price if r.mark_price is not None else r.avg_price) for r in rows))
+                equity = cash + value
+            elif equity is None:
+                raise InvalidInputError("give equity with cash")
+            row = {"account": account, "ts": ts, "cash": float(cash), "positions_value": float(equity) - float(cash),
+                   "equity": float(equity), "run_id": run_id, "created_at": _now()}
+            conn.execute(schema.equity_curve.delete().where(e.account == account, e.ts == ts))
+            conn.execute(schema.equity_curve.insert(), [row])
+        return {k: row[k] for k in ("cash", "positions_value", "equity")}
+
+    def equity_curve(self, account: str) -> list[dict[str, Any]]:
+        """The equity snapshots of ``account``, oldest first."""
+        e = schema.equity_curve.c
+        with self.store._read(f"read the equity of {account}") as conn:
+            rows = conn.execute(select(schema.equity_curve).where(e.account == account).order_by(e.ts)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def first_equity_since(self, account: str, since: datetime) -> float | None:
+        """Equity of the first snapshot at or after ``since`` (the start-of-day equity), or ``None``."""
+        e = schema.equity_curve.c
+        with self.store._read(f"read the equity of {account}") as conn:
+            value = conn.execute(select(e.equity).where(e.account == account, e.ts >= _utc(since))
+                                 .order_by(e.ts).limit(1)).scalar()
+        return None if value is None else float(value)
+
+    # -- decisions ----------------------------------------------------------------------------------
+    def claim_decisions(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Insert decisions whose key is free and return, by symbol, the stored decisions of this run.
+
+        A symbol whose key another run already holds is not returned (that run decided it: a bar-aware
+        trader skips it). A key this same run holds (an Airflow retry) returns the STORED decision, not the
+        new one, so a retry carries out exactly what the first try decided.
+
+        :param rows: decision dicts (columns of ``trading_decisions`` but ``created_at``/``updated_at``),
+            ``signals`` as a mapping; all with the same ``dag_id`` and ``run_id``.
+        """
+        if not rows:
+            return {}
+        now = _now()
+        prepared = []
+        for row in rows:
+            item = dict(row)
+            item["bar_ts"] = _utc(item["bar_ts"])
+            item["signals"] = json.dumps(item["signals"], sort_keys=True, allow_nan=False, default=float)
+            for name in ("score", "confidence", "price", "current_qty", "target_qty", "order_qty"):
+                value = item.get(name)
+                item[name] = None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+            item.setdefault("approved", None)
+            item.setdefault("risk_rule", None)
+            item.setdefault("risk_reason", None)
+            item.setdefault("client_order_id", None)
+            item["created_at"] = item["updated_at"] = now
+            prepared.append(item)
+        run_ids = {r["run_id"] for r in prepared}
+        if len(run_ids) != 1:
+            raise InvalidInputError(f"decisions of one run only, got runs {sorted(run_ids)}")
+        t = schema.trading_decisions.c
+        keys = [(r["dag_id"], r["symbol"], r["timeframe"], r["bar_ts"], r["run_key"]) for r in prepared]
+        out: dict[str, dict[str, Any]] = {}
+        with self.store._write(f"record {len(prepared)} decision(s)") as conn:
+            self._check_ready(conn)
+            self._insert_ignore(conn, schema.trading_decisions, prepared)
+            for i in range(0, len(keys), _ROWS_PER_STATEMENT):
+                part = keys[i:i + _ROWS_PER_STATEMENT]
+                if self.store.dialect == "postgresql":
+                    match = tuple_(t.dag_id, t.symbol, t.timeframe, t.bar_ts, t.run_key).in_(part)
+                else:  # SQLite compares the bound datetimes through the column type: one OR of ANDs
+                    match = or_(*(and_(t.dag_id == k[0], t.symbol == k[1], t.timeframe == k[2], t.bar_ts == k[3],
+                                       t.run_key == k[4]) for k in part))
+                for r in conn.execute(select(schema.trading_decisions).where(match)).all():
+                    if r.run_id in run_ids:
+                        item = dict(r._mapping)
+                        item["signals"] = json.loads(item["signals"])
+                        out[r.symbol] = item
+        return out
+
+    def decisions(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored decisions (all, of a DAG, or of one run), ordered by bar and symbol."""
+        t = schema.trading_decisions.c
+        where = []
+        if dag_id is not None:
+            where.append(t.dag_id == dag_id)
+        if run_id is not None:
+            where.append(t.run_id == run_id)
+        with self.store._read("read decisions") as conn:
+            rows = conn.execute(select(schema.trading_decisions).where(*where).order_by(t.bar_ts, t.symbol)).all()
+        out = []
+        for r in rows:
+            item = dict(r._mapping)
+            item["signals"] = json.loads(item["signals"])
+            out.append(item)
+        return out
+
+    def record_verdicts(self, dag_id: str, verdicts: Sequence[Mapping[str, Any]]) -> None:
+        """Store each decision's risk verdict and order id: dicts with the decision key (``symbol``,
+        ``timeframe``, ``bar_ts``, ``run_key``) and ``approved``, ``risk_rule``, ``risk_reason``,
+        ``client_order_id``."""
+        if not verdicts:
+            return
+        t = schema.trading_decisions.c
+        now = _now()
+        with self.store._write(f"record {len(verdicts)} risk verdict(s)") as conn:
+            for v in verdicts:
+                conn.execute(update(schema.trading_decisions).where(
+                    t.dag_id == dag_id, t.symbol == v["symbol"], t.timeframe == v["timeframe"],
+                    t.bar_ts == _utc(v["bar_ts"]), t.run_key == v["run_key"]).values(
+                    approved=v["approved"], risk_rule=v.get("risk_rule"), risk_reason=v.get("risk_reason"),
+                    client_order_id=v.get("client_order_id"), updated_at=now))

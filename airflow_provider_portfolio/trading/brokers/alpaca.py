@@ -1,0 +1,173 @@
+"""AlpacaBroker: the Broker protocol over :class:`~airflow_provider_portfolio.hooks.alpaca.AlpacaHook`.
+
+Submission is the hook's ``submit_order`` (look the id up, POST once without SDK retries, look it up again
+on any ambiguous answer): one order per client order id whatever fails. A refusal (insufficient buying
+power, pattern-day-trading protection, an untradable asset: HTTP 403/422) is a
+:class:`BrokerRejectedError`, recorded and never re-sent; an answer that leaves the order's fate unknown is an
+:class:`OrderStateUnknownError`, and only a retry with the same id (which looks it up first) settles it.
+Open orders in the ledger are reconciled from Alpaca at the start of the next cycle.
+
+Paper is the default. A live account needs ``allow_live=True`` on the hook (the operator's ``allow_live``);
+the hook refuses to submit otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_portfolio.exceptions import (
+    InvalidInputError,
+    UnknownSymbolError,
+    VendorError,
+    VendorUnavailableError,
+)
+from airflow_provider_portfolio.market.params import is_crypto
+from airflow_provider_portfolio.trading.brokers import (
+    AccountSnapshot,
+    AssetInfo,
+    BrokerRejectedError,
+    OrderRequest,
+    OrderState,
+    OrderStateUnknownError,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airflow_provider_portfolio.hooks.alpaca import AlpacaHook
+    from airflow_provider_portfolio.store.ledger import TradingLedger
+
+log = logging.getLogger(__name__)
+
+
+def _number(value: Any, default: float | None = None) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _state(order: dict[str, Any]) -> OrderState:
+    return OrderState(
+        client_order_id=str(order["client_order_id"]),
+        status=str(order.get("status") or "unknown").lower(),
+        broker_order_id=str(order["id"]) if order.get("id") is not None else None,
+        filled_qty=_number(order.get("filled_qty")),
+        filled_avg_price=_number(order.get("filled_avg_price")),
+    )
+
+
+class AlpacaBroker:
+    """Alpaca through its hook (see the module docstring).
+
+    :param hook: the Alpaca hook (its ``allow_live`` decides whether a live account may trade).
+    :param ledger: the store's trading ledger, which records the orders sent.
+    """
+
+    kind = "alpaca"
+
+    def __init__(self, hook: AlpacaHook, ledger: TradingLedger) -> None:
+        self.hook = hook
+        self.ledger = ledger
+        self.account = f"alpaca:{hook.conn_id}"
+        ledger.open_account(self.account, None)
+
+    def __repr__(self) -> str:
+        return f"AlpacaBroker({self.account!r}, {'LIVE' if self.hook.is_live else 'paper'})"
+
+    def sync(self, bars: pd.DataFrame, *, skip_run_id: str | None = None) -> list[OrderState]:
+        """Reconcile the ledger's open orders with Alpaca (by client order id).
+
+        An order still ``pending_submit`` from an earlier run that Alpaca does not know was never placed
+        (``not_placed``). A failed look-up leaves the order as it is, for the next cycle.
+        """
+        changed = []
+        for order in self.ledger.orders(self.account, open_only=True):
+            if order["run_id"] == skip_run_id:
+                continue
+            cid = order["client_order_id"]
+            try:
+                found = self.hook.get_order_by_client_order_id(cid)
+            except VendorError as err:
+                log.warning("%s: could not reconcile order %s (%s); trying again next cycle", self.account, cid, err)
+                continue
+            if found is None:
+                if order["status"] == "pending_submit":
+                    self.ledger.update_order(self.account, cid, status="not_placed",
+                                             reason="Alpaca has no order with this client_order_id")
+                    changed.append(OrderState(cid, "not_placed", reason="Alpaca has no order with this id"))
+                continue
+            state = _state(found)
+            if (state.status, state.filled_qty, state.filled_avg_price) != (
+                    order["status"], order["filled_qty"], order["filled_avg_price"]):
+                self.ledger.update_order(self.account, cid, status=state.status, broker_order_id=state.broker_order_id,
+                                         filled_qty=state.filled_qty, filled_avg_price=state.filled_avg_price)
+                changed.append(state)
+        return changed
+
+    def account_state(self) -> AccountSnapshot:
+        account = self.hook.get_account()
+        positions: dict[str, float] = {}
+        for p in self.hook.get_positions():
+            qty = _number(p.get("qty"), 0.0) or 0.0
+            if str(p.get("side") or "").lower() == "short" and qty > 0:
+                qty = -qty
+            positions[str(p["symbol"])] = qty
+        equity = _number(account.get("equity"), float("nan"))
+        return AccountSnapshot(
+            equity=equity,
+            cash=_number(account.get("cash"), float("nan")),
+            buying_power=_number(account.get("buying_power"), float("nan")),
+            start_of_day_equity=_number(account.get("last_equity")),
+            positions=positions,
+        )
+
+    def assets(self, symbols: Sequence[str]) -> dict[str, AssetInfo]:
+        out = {}
+        for symbol in symbols:
+            try:
+                asset = self.hook.get_asset(symbol)
+            except UnknownSymbolError:
+                out[symbol] = AssetInfo(False, False, False, f"Alpaca does not know {symbol}")
+                continue
+            except VendorError as err:
+                out[symbol] = AssetInfo(False, False, False, f"could not read the asset {symbol}: {err}")
+                continue
+            tradable = asset.get("tradable") is True and str(asset.get("status") or "active").lower() == "active"
+            out[symbol] = AssetInfo(
+                tradable=tradable,
+                shortable=asset.get("shortable") is True and asset.get("easy_to_borrow") is not False,
+                fractionable=asset.get("fractionable") is True,
+                reason=None if tradable else f"{symbol} is not tradable at Alpaca (status {asset.get('status')!r})",
+            )
+        return out
+
+    def submit(self, request: OrderRequest) -> OrderState:
+        try:
+            order = self.hook.submit_order(
+                symbol=request.symbol, side=request.side, qty=request.qty, type="market",
+                time_in_force="gtc" if is_crypto(request.symbol) else "day",
+                client_order_id=request.client_order_id,
+            )
+        except VendorUnavailableError as err:
+            raise OrderStateUnknownError(str(err)) from None
+        except InvalidInputError as err:
+            raise BrokerRejectedError(str(err)) from None
+        except VendorError as err:
+            if err.status_code is not None and 400 <= err.status_code < 500 and err.status_code not in (408, 429):
+                raise BrokerRejectedError(str(err)) from None
+            raise OrderStateUnknownError(str(err)) from None
+        return _state(order)
+
+    def snapshot(self, ts: datetime, run_id: str) -> dict[str, Any]:
+        account = self.hook.get_account()
+        cash, equity = _number(account.get("cash")), _number(account.get("equity"))
+        if cash is None or equity is None:
+            raise VendorError(f"Alpaca answered the account without cash or equity: {sorted(account)}",
+                              conn_id=self.hook.conn_id)
+        return self.ledger.snapshot(self.account, ts, run_id, cash=cash, equity=equity)
