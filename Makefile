@@ -48,6 +48,7 @@ bench: venv system-deps
 	$(VENV)/bin/python bench/bench_synthetic.py
 	$(VENV)/bin/python bench/bench_quality.py
 	$(VENV)/bin/python bench/bench_market_hours.py
+	$(VENV)/bin/python bench/bench_trading.py
 	$(VENV)/bin/python bench/forecast.py
 
 clean:

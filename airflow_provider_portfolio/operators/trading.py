@@ -102,6 +102,30 @@ def resolve_broker(broker_conn_id: str | None, ledger: TradingLedger, *, allow_l
     return AlpacaBroker(hook, ledger)
 
 
+def cycle_instant(context: Context, broker: Broker, as_of: str | None = None) -> datetime:
+    """The instant a cycle decides at: ``as_of`` (ISO 8601 with a zone) when given; else, with the simulated
+    broker, the run's ``data_interval_end`` (or ``run_after``), so a replayed or back-filled run decides as it
+    would have; with a real broker the wall clock (it fills at today's prices whatever the run's date).
+
+    :raises InvalidInputError: for an ``as_of`` without a zone.
+    """
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from airflow_provider_portfolio.exceptions import InvalidInputError
+
+    if not blank(as_of):
+        ts = pd.Timestamp(str(as_of).strip())
+        if ts.tzinfo is None:
+            raise InvalidInputError(f"as_of must carry a time zone, got {as_of!r}")
+        return ts.to_pydatetime().astimezone(timezone.utc)
+    if broker.kind != "simulated":
+        return datetime.now(timezone.utc)
+    reference = context.get("data_interval_end") or context["dag_run"].run_after
+    return pd.Timestamp(reference).to_pydatetime().astimezone(timezone.utc)
+
+
 class AutoTraderOperator(BaseOperator):
     """Run one trading cycle for ``symbols``: signals, decisions, risk checks, orders, a performance snapshot.
 
@@ -226,24 +250,6 @@ class AutoTraderOperator(BaseOperator):
             max_stale_bars=self.max_stale_bars, exchange=exchange,
         )
 
-    def cycle_instant(self, context: Context, broker: Broker) -> datetime:
-        """``as_of``, else the run's instant (simulated broker) or the wall clock (a real broker)."""
-        from datetime import datetime, timezone
-
-        import pandas as pd
-
-        from airflow_provider_portfolio.exceptions import InvalidInputError
-
-        if not blank(self.as_of):
-            ts = pd.Timestamp(str(self.as_of).strip())
-            if ts.tzinfo is None:
-                raise InvalidInputError(f"as_of must carry a time zone, got {self.as_of!r}")
-            return ts.to_pydatetime().astimezone(timezone.utc)
-        if broker.kind != "simulated":
-            return datetime.now(timezone.utc)
-        reference = context.get("data_interval_end") or context["dag_run"].run_after
-        return pd.Timestamp(reference).to_pydatetime().astimezone(timezone.utc)
-
     def execute(self, context: Context) -> dict[str, Any]:
         from datetime import timedelta
 
@@ -277,7 +283,7 @@ class AutoTraderOperator(BaseOperator):
             allow_live=self.allow_live, log=self.log,
             simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
                        "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
-        now = self.cycle_instant(context, broker)
+        now = cycle_instant(context, broker, self.as_of)
         sources = resolve_sources(source_names, exchange=exchange, seed=int(get_option("synthetic_seed")))
         start = (now - timedelta(days=history_days(settings.timeframe))).date()
         bars, failed = fetch_bars(sources, symbols, start, now.date(), settings.timeframe)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ROWS_PER_STATEMENT = 400
+#: Decimals positions are kept to (Alpaca trades fractional shares to 9 decimals; crypto steps are 1e-6).
+_QTY_DECIMALS = 9
 
 
 def _now() -> datetime:
@@ -80,6 +82,14 @@ class TradingLedger:
 
     def __repr__(self) -> str:
         return f"TradingLedger({self.store.url!r})"
+
+    def _insert(self, table: Any, rows: list[dict[str, Any]]) -> Any:
+        """The dialect's INSERT of ``rows`` (it has ``on_conflict_do_nothing``/``on_conflict_do_update``)."""
+        if self.store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).values(rows)
 
     def _insert_ignore(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
         """Insert rows whose key is free; rows whose key exists are left as they are."""
@@ -151,8 +161,8 @@ class TradingLedger:
                 if symbol not in held or not (isinstance(price, float | int) and math.isfinite(price) and price > 0):
                     continue
                 ts = _utc(ts)
-                if held[symbol] is not None and held[symbol] >= ts:
-                    continue
+                if held[symbol] is not None and held[symbol] > ts:
+                    continue  # an earlier bar never replaces a later mark; the same bar's close replaces its open
                 conn.execute(update(schema.positions).where(t.account == account, t.symbol == symbol)
                              .values(mark_price=float(price), mark_ts=ts, updated_at=_now()))
                 changed += 1
@@ -247,21 +257,35 @@ class TradingLedger:
             raise InvalidInputError(f"bad fill price {price!r} or commission {commission!r}")
         o, p, a = schema.orders.c, schema.positions.c, schema.accounts.c
         now = _now()
+        bar_ts = _utc(bar_ts)
         with self.store._write(f"fill order {client_order_id}") as conn:
+            # Claim the order first, by a conditional UPDATE: of two processes filling it at once (PostgreSQL,
+            # read committed), the second waits for the first's row lock and then finds it filled.
+            claimed = conn.execute(update(schema.orders).where(
+                o.account == account, o.client_order_id == client_order_id,
+                o.status.not_in((*schema.TERMINAL_ORDER_STATES, "pending_submit")),
+            ).values(status="filled", filled_qty=o.qty, filled_avg_price=price, updated_at=now)).rowcount
+            if claimed != 1:
+                return None
             order = conn.execute(select(schema.orders).where(o.account == account,
                                                              o.client_order_id == client_order_id)).first()
-            if order is None or order.status in schema.TERMINAL_ORDER_STATES or order.status == "pending_submit":
-                return None
             qty = float(order.qty)
             signed = qty if order.side == "buy" else -qty
-            conn.execute(update(schema.orders).where(o.account == account, o.client_order_id == client_order_id)
-                         .values(status="filled", filled_qty=qty, filled_avg_price=price, updated_at=now))
             self._insert_ignore(conn, schema.fills, [{
                 "account": account, "client_order_id": client_order_id, "symbol": order.symbol, "side": order.side,
-                "qty": qty, "price": price, "commission": commission, "bar_ts": _utc(bar_ts), "filled_at": now}])
-            held = conn.execute(select(p.qty, p.avg_price).where(p.account == account, p.symbol == order.symbol)).first()
-            old_qty, old_avg = (float(held.qty), float(held.avg_price)) if held else (0.0, 0.0)
-            new_qty = old_qty + signed
+                "qty": qty, "price": price, "commission": commission, "bar_ts": bar_ts, "filled_at": now}])
+            # The position row exists before it is read, and is read locked (PostgreSQL): concurrent fills of one
+            # symbol queue on it instead of both adding to the same old quantity.
+            self._insert_ignore(conn, schema.positions, [{
+                "account": account, "symbol": order.symbol, "qty": 0.0, "avg_price": 0.0, "mark_price": None,
+                "mark_ts": None, "updated_at": now}])
+            held = conn.execute(select(p.qty, p.avg_price, p.mark_ts).where(p.account == account,
+                                                                            p.symbol == order.symbol)
+                                .with_for_update()).first()
+            old_qty, old_avg = float(held.qty), float(held.avg_price)
+            # Quantities are decimal (whole shares, crypto in 1e-6 steps): keep the position at the decimal sum of
+            # its fills, so an exit of the whole position is recognised as one (binary sums drift by an ulp).
+            new_qty = round(old_qty + signed, _QTY_DECIMALS)
             if abs(new_qty) < 1e-9:
                 new_qty, new_avg = 0.0, 0.0
             elif old_qty == 0 or (old_qty > 0) != (new_qty > 0):
@@ -270,13 +294,11 @@ class TradingLedger:
                 new_avg = (abs(old_qty) * old_avg + qty * price) / abs(new_qty)
             else:
                 new_avg = old_avg  # reduced: what is left keeps its price
-            values = {"qty": new_qty, "avg_price": new_avg, "mark_price": price, "mark_ts": _utc(bar_ts),
-                      "updated_at": now}
-            if held:
-                conn.execute(update(schema.positions).where(p.account == account, p.symbol == order.symbol)
-                             .values(**values))
-            else:
-                self._insert_ignore(conn, schema.positions, [{"account": account, "symbol": order.symbol, **values}])
+            values: dict[str, Any] = {"qty": new_qty, "avg_price": new_avg, "updated_at": now}
+            if held.mark_ts is None or held.mark_ts < bar_ts:  # a later mark stands
+                values.update(mark_price=price, mark_ts=bar_ts)
+            conn.execute(update(schema.positions).where(p.account == account, p.symbol == order.symbol)
+                         .values(**values))
             cash_delta = -signed * price - commission
             conn.execute(update(schema.accounts).where(a.account == account)
                          .values(cash=a.cash + cash_delta, updated_at=now))
@@ -302,7 +324,6 @@ class TradingLedger:
         ``equity``.
         """
         ts = _utc(ts)
-        e = schema.equity_curve.c
         with self.store._write(f"snapshot the equity of {account}") as conn:
             if cash is None:
                 a, p = schema.accounts.c, schema.positions.c
@@ -313,10 +334,15 @@ class TradingLedger:
                 equity = cash + value
             elif equity is None:
                 raise InvalidInputError("give equity with cash")
-            row = {"account": account, "ts": ts, "cash": float(cash), "positions_value": float(equity) - float(cash),
+            else:
+                value = float(equity) - float(cash)
+            row = {"account": account, "ts": ts, "cash": float(cash), "positions_value": value,
                    "equity": float(equity), "run_id": run_id, "created_at": _now()}
-            conn.execute(schema.equity_curve.delete().where(e.account == account, e.ts == ts))
-            conn.execute(schema.equity_curve.insert(), [row])
+            # one upsert, not delete + insert: mapped chunks of a run snapshot the same instant concurrently
+            insert = self._insert(schema.equity_curve, [row])
+            conn.execute(insert.on_conflict_do_update(
+                index_elements=["account", "ts"],
+                set_={k: insert.excluded[k] for k in ("cash", "positions_value", "equity", "run_id", "created_at")}))
         return {k: row[k] for k in ("cash", "positions_value", "equity")}
 
     def equity_curve(self, account: str) -> list[dict[str, Any]]:

@@ -374,6 +374,13 @@ def _held(symbols: Sequence[str], positions: Mapping[str, float]) -> dict[str, f
     return {s: flat.get(s.replace("/", ""), 0.0) for s in symbols}
 
 
+def _open_positions(symbols: Sequence[str], positions: Mapping[str, float]) -> dict[str, float]:
+    """Every open position of the account, those of ``symbols`` under our names: the risk layer counts open
+    positions (``max_open_positions``) over the whole account, not only over this cycle's symbols."""
+    ours = {s.replace("/", ""): s for s in symbols}
+    return {ours.get(k.replace("/", ""), k): float(v) for k, v in positions.items() if float(v)}
+
+
 def risk_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: Broker, ledger: TradingLedger,
               dag_id: str, run_id: str, settings: CycleSettings, report: CycleReport) -> None:
     """Step 5: check the decisions not yet checked; store each verdict (and the approved order's id).
@@ -385,12 +392,12 @@ def risk_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: Brok
     if to_check:
         day_start = _day_start(now, settings.exchange)
         state = broker.account_state()
-        held = _held(list(mine), state.positions)
+        held = _open_positions(list(mine), state.positions)
         assets = broker.assets([d["symbol"] for d in to_check])
         start_equity = state.start_of_day_equity or ledger.first_equity_since(broker.account, day_start) or state.equity
         account = AccountState(
             equity=state.equity, cash=state.cash, buying_power=state.buying_power,
-            start_of_day_equity=start_equity, positions={s: q for s, q in held.items() if q},
+            start_of_day_equity=start_equity, positions=held,
             orders_today=ledger.orders_per_symbol(broker.account, day_start),
             tradable={s: a.tradable for s, a in assets.items()},
             shortable={s: a.shortable for s, a in assets.items()},
@@ -424,6 +431,9 @@ def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: B
     for d in approved:
         cid = d["client_order_id"]
         stored = ledger.order(broker.account, cid)
+        if stored is not None and stored["status"] == "rejected":  # refused for good on an earlier try
+            report.broker_rejected[d["symbol"]] = stored["reason"] or "rejected by the broker"
+            continue
         if stored is not None and stored["status"] != "pending_submit":
             report.submitted.append(cid)  # settled by an earlier try of this run
             continue

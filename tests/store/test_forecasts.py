@@ -424,9 +424,10 @@ def test_migration_from_version_1_keeps_the_bars(store, monkeypatch):
         assert not inspect(conn).has_table("forecasts")
     monkeypatch.undo()
 
-    assert schema.latest_version() == 2
-    assert store.migrate() == 2 and store.schema_version() == 2
-    assert store.migrate() == 2
+    latest = schema.latest_version()
+    assert latest >= 3  # 3: the trading ledger
+    assert store.migrate() == latest and store.schema_version() == latest
+    assert store.migrate() == latest
     pd.testing.assert_frame_equal(store.read_bars(), bars)
     with store.engine.connect() as conn:
         insp = inspect(conn)
@@ -437,7 +438,10 @@ def test_migration_from_version_1_keeps_the_bars(store, monkeypatch):
                    {ix["name"]: ix["column_names"] for ix in insp.get_indexes(name)})
             for name in ("forecasts", "model_evaluations")
         }
-    assert [tuple(r) for r in described] == [(1, "create bars"), (2, "create forecasts and model_evaluations")]
+    assert [tuple(r) for r in described][:3] == [
+        (1, "create bars"), (2, "create forecasts and model_evaluations"),
+        (3, "create the trading ledger: accounts, positions, orders, fills, equity_curve, trading_decisions")]
+    assert [r[0] for r in described] == [m.version for m in schema.MIGRATIONS]  # every migration, each once
     assert shapes["forecasts"] == (list(schema.FORECAST_COLUMNS),
                                    ["run_id", "model", "symbol", "timeframe", "step"],
                                    {"ix_forecasts_symbol_model": ["symbol", "model", "timeframe", "asof"]})

@@ -1,0 +1,325 @@
+"""Per-asset trading agents: one DAG per symbol, one task per step of the trading cycle.
+
+:func:`trading_agent_dag` builds the pipeline the cron-era agents ran as one script::
+
+    check_market_hours >> fetch_market_data >> [sentiment_analysis, technical_analysis]
+        >> decision >> risk_validation >> execute >> log_performance
+
+Each step is a ``@task`` over the provider's domain functions (``trading.cycle``, ``trading.signals``), so
+every step has its own log, retries and duration in the UI, and what a step decided is in the store before
+the next one starts. The steps are those of :func:`airflow_provider_portfolio.trading.cycle.run_cycle`, with
+the same guarantees: a bar is decided once (``bar_aware``), a retried task carries out the stored decision,
+an order is sent at most once per client order id. The default weights are the agents' 60% sentiment and
+40% technical.
+
+``check_market_hours`` skips the run (and so every later step) when the symbol's market is closed at the
+cycle's instant: the run's ``data_interval_end`` with the simulated broker (replays and back-fills decide
+as they would have), the wall clock with Alpaca.
+
+Nothing heavy is imported when a DAG file using this module is parsed: pandas, NumPy and the brokers load
+inside the tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+try:  # Airflow >= 3.2
+    from airflow.sdk.exceptions import AirflowSkipException
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowSkipException
+
+#: The agents' weights: sentiment 60%, technical 40% (``trading.decision.AGENT_WEIGHTS``).
+AGENT_WEIGHTS = {"sentiment": 0.6, "technical": 0.4}
+
+
+class _Agent:
+    """What every step needs: the settings and how to open the store, the ledger and the broker."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+
+    def open(self) -> tuple[Any, Any, Any]:
+        """(store, ledger, broker)."""
+        import logging
+
+        from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+        from airflow_provider_portfolio.operators.trading import resolve_broker
+        from airflow_provider_portfolio.store.ledger import TradingLedger
+
+        store = PortfolioStoreHook(store_conn_id=self.config["store_conn_id"]).get_conn()
+        ledger = TradingLedger(store)
+        broker = resolve_broker(self.config["broker_conn_id"], ledger, allow_live=self.config["allow_live"],
+                                simulated=self.config["simulated"], log=logging.getLogger("airflow.task"))
+        return store, ledger, broker
+
+    def settings(self) -> Any:
+        import logging
+
+        from airflow_provider_portfolio.config import get_option
+        from airflow_provider_portfolio.operators.trading import read_kill_switch
+        from airflow_provider_portfolio.trading.cycle import CycleSettings, with_max_trades_per_day
+        from airflow_provider_portfolio.trading.risk import RiskLimits
+
+        c = self.config
+        return CycleSettings(
+            timeframe=c["timeframe"], weights=c["weights"],
+            limits=with_max_trades_per_day(RiskLimits.from_dict(c["risk_limits"]), c["max_trades_per_day"]),
+            kill_switch=read_kill_switch(logging.getLogger("airflow.task")), bar_aware=True,
+            min_score=c["min_score"], sizing=c["sizing"], fraction=c["fraction"],
+            exchange=c["exchange"] or get_option("default_exchange"),
+        )
+
+    def ids(self) -> dict[str, str]:
+        run = get_current_context()["dag_run"]
+        return {"dag_id": run.dag_id, "run_id": run.run_id}
+
+
+def _bars_frame(records: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    from airflow_provider_portfolio.market.bars import empty_bars
+
+    if not records:
+        return empty_bars()
+    frame = pd.DataFrame.from_records(records)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ns")
+    return frame
+
+
+def _signal_dict(signal: Any) -> dict[str, Any]:
+    return {"name": signal.name, "score": [float(x) for x in signal.score],
+            "confidence": [float(x) for x in signal.confidence], "reason": list(signal.reason)}
+
+
+def _signal(data: Mapping[str, Any]) -> Any:
+    import numpy as np
+
+    from airflow_provider_portfolio.trading.signals import Signal
+
+    return Signal(data["name"], np.asarray(data["score"], dtype=float), np.asarray(data["confidence"], dtype=float),
+                  list(data["reason"]))
+
+
+def _decision_view(d: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("symbol", "action", "score", "confidence", "price", "current_qty", "target_qty", "order_qty", "reason",
+            "error", "approved", "risk_rule", "risk_reason", "client_order_id")
+    out = {k: d.get(k) for k in keys}
+    out["bar_ts"] = d["bar_ts"].isoformat()
+    return out
+
+
+def trading_agent_dag(
+    *,
+    dag_id: str,
+    symbol: str,
+    schedule: Any,
+    start_date: Any,
+    timeframe: str,
+    weights: Mapping[str, float] | None = None,
+    broker_conn_id: str | None = None,
+    sources: list[str] | None = None,
+    store_conn_id: str | None = None,
+    exchange: str | None = None,
+    risk_limits: Mapping[str, Any] | None = None,
+    max_trades_per_day: int | None = None,
+    sizing: str = "fixed_fraction",
+    fraction: float = 0.05,
+    min_score: float = 0.1,
+    allow_live: bool = False,
+    simulated: Mapping[str, Any] | None = None,
+    tags: list[str] | None = None,
+    doc_md: str | None = None,
+    default_args: Mapping[str, Any] | None = None,
+) -> Any:
+    """Build the trading agent DAG of one symbol (see the module docstring).
+
+    :param dag_id: the DAG id (part of every client order id).
+    :param symbol: the ticker or crypto pair traded.
+    :param schedule: the DAG's schedule (a cron timetable, a ``MarketSessionTimetable``...).
+    :param start_date: the DAG's start date.
+    :param timeframe: the bars decided on (``5Min``, ``1Hour``...).
+    :param weights: signal weights (``sentiment``, ``technical``); default :data:`AGENT_WEIGHTS`.
+    :param broker_conn_id: Alpaca connection, ``"simulated"`` or ``None`` (``alpaca_default`` if it exists,
+        else the simulated broker).
+    :param sources: market-data sources (``"synthetic"`` or connection ids); default the default data
+        connections that exist, else the synthetic market.
+    :param store_conn_id: the store connection; default ``[portfolio] store_conn_id``.
+    :param exchange: calendar of equities; default ``[portfolio] default_exchange``.
+    :param risk_limits: ``RiskLimits`` fields (missing ones keep their defaults).
+    :param max_trades_per_day: the most orders per trading day.
+    :param sizing: ``fixed_fraction`` or ``volatility``.
+    :param fraction: target position as a fraction of equity at full score.
+    :param min_score: the smallest |combined score| traded.
+    :param allow_live: allow a live Alpaca account.
+    :param simulated: the simulated broker's settings (``name``, ``initial_cash``, ``slippage_bps``,
+        ``commission_bps``); each agent keeps its own book, named after the DAG, unless ``name`` says otherwise.
+    :param tags: DAG tags.
+    :param doc_md: DAG documentation.
+    :param default_args: DAG default arguments (retries...).
+    """
+    agent = _Agent({
+        "symbol": symbol, "timeframe": timeframe, "weights": dict(weights or AGENT_WEIGHTS),
+        "broker_conn_id": broker_conn_id, "sources": sources, "store_conn_id": store_conn_id,
+        "exchange": exchange, "risk_limits": dict(risk_limits or {}), "max_trades_per_day": max_trades_per_day,
+        "sizing": sizing, "fraction": fraction, "min_score": min_score, "allow_live": allow_live,
+        "simulated": {"name": dag_id, **dict(simulated or {})},
+    })
+
+    @dag(dag_id=dag_id, schedule=schedule, start_date=start_date, catchup=False, max_active_runs=1,
+         tags=tags or ["portfolio", "example", "agent"], doc_md=doc_md,
+         default_args=dict(default_args or {"retries": 2, "retry_delay": timedelta(seconds=30)}))
+    def agent_dag() -> None:
+        @task
+        def check_market_hours() -> dict[str, Any]:
+            """The cycle's instant; skip the run when the symbol's market is closed then."""
+            from airflow_provider_portfolio.market.calendar import calendar_for_symbol
+            from airflow_provider_portfolio.operators.trading import cycle_instant
+
+            _, _, broker = agent.open()
+            now = cycle_instant(get_current_context(), broker)
+            settings = agent.settings()
+            calendar = calendar_for_symbol(symbol, settings.exchange)
+            if not calendar.is_open(now):
+                raise AirflowSkipException(f"{calendar.name} market for {symbol} is closed at {now.isoformat()}")
+            return {"now": now.isoformat(), "calendar": calendar.name}
+
+        @task
+        def fetch_market_data(market: dict[str, Any]) -> dict[str, Any]:
+            """Closed bars of the symbol (the signals' look-back) and the recent news."""
+            from datetime import datetime, timedelta
+
+            from airflow_provider_portfolio.config import get_option
+            from airflow_provider_portfolio.hooks.market_data import (
+                default_sources,
+                resolve_sources,
+                validate_source_names,
+            )
+            from airflow_provider_portfolio.trading.cycle import (
+                LOOKBACK_BARS,
+                closed_bars,
+                fetch_bars,
+                fetch_news,
+                history_days,
+                news_window,
+            )
+
+            settings = agent.settings()
+            now = datetime.fromisoformat(market["now"])
+            names = validate_source_names(sources) if sources else default_sources()
+            chain = resolve_sources(names, exchange=settings.exchange, seed=int(get_option("synthetic_seed")))
+            bars, missing = fetch_bars(chain, [symbol], (now - timedelta(days=history_days(timeframe))).date(),
+                                       now.date(), timeframe)
+            bars = closed_bars(bars, now, timeframe, settings.exchange).tail(LOOKBACK_BARS)
+            news, why = fetch_news(chain, [symbol], *news_window(now, settings.news_half_life_hours))
+            records = bars.assign(ts=bars["ts"].map(lambda t: t.isoformat())).to_dict("records")
+            return {"now": market["now"], "bars": records, "missing": missing, "news": [n.to_dict() for n in news],
+                    "news_note": why}
+
+        @task
+        def technical_analysis(data: dict[str, Any]) -> dict[str, Any]:
+            """Moving-average crossover, RSI, MACD, Bollinger and momentum, averaged by confidence."""
+            import numpy as np
+
+            from airflow_provider_portfolio.trading.signals import technical_signal
+
+            bars = data["bars"]
+            panel = {k: np.array([[float(b[k]) for b in bars]]) if bars else np.full((1, 1), np.nan)
+                     for k in ("close", "high", "low")}
+            signal = technical_signal(panel["close"], high=panel["high"], low=panel["low"])
+            return _signal_dict(signal)
+
+        @task
+        def sentiment_analysis(data: dict[str, Any]) -> dict[str, Any]:
+            """News sentiment, decayed by age."""
+            from datetime import datetime
+
+            from airflow_provider_portfolio.market.news import NewsItem
+            from airflow_provider_portfolio.trading.signals import sentiment_signal
+
+            items = [NewsItem(**{**n, "published": datetime.fromisoformat(n["published"])}) for n in data["news"]]
+            signal = sentiment_signal([symbol], items, datetime.fromisoformat(data["now"]),
+                                      agent.settings().news_half_life_hours)
+            if data.get("news_note"):
+                signal.reason[0] = f"{signal.reason[0]} ({data['news_note']})"
+            return _signal_dict(signal)
+
+        @task
+        def decision(data: dict[str, Any], technical: dict[str, Any], sentiment: dict[str, Any]) -> dict[str, Any]:
+            """Combine the signals, size the target, and claim the decision for the bar."""
+            from datetime import datetime
+
+            from airflow_provider_portfolio.trading.cycle import CycleReport, decide_step
+
+            _, ledger, broker = agent.open()
+            report = CycleReport()
+            mine = decide_step([symbol], _bars_frame(data["bars"]), datetime.fromisoformat(data["now"]),
+                               broker=broker, ledger=ledger, **agent.ids(), settings=agent.settings(), report=report,
+                               signals={"technical": _signal(technical), "sentiment": _signal(sentiment)},
+                               missing=data["missing"])
+            if symbol not in mine:
+                raise AirflowSkipException(f"{symbol}: the bar was already decided by another run")
+            return _decision_view(mine[symbol])
+
+        @task
+        def risk_validation(decided: dict[str, Any], market: dict[str, Any]) -> dict[str, Any]:
+            """Check the order against the risk limits and the kill switch; store the verdict."""
+            from datetime import datetime
+
+            from airflow_provider_portfolio.trading.cycle import CycleReport, risk_step
+
+            _, ledger, broker = agent.open()
+            ids = agent.ids()
+            mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+            report = CycleReport()
+            risk_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
+                      settings=agent.settings(), report=report)
+            return _decision_view(mine[symbol])
+
+        @task
+        def execute(verdict: dict[str, Any], market: dict[str, Any]) -> dict[str, Any]:
+            """Send the approved order at most once; fail (for a retry) when its outcome is unknown."""
+            from datetime import datetime
+
+            from airflow_provider_portfolio.exceptions import PortfolioError
+            from airflow_provider_portfolio.trading.cycle import CycleReport, execute_step
+
+            _, ledger, broker = agent.open()
+            ids = agent.ids()
+            mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+            report = CycleReport()
+            execute_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
+                         report=report)
+            if report.unknown:
+                raise PortfolioError(f"order in an unknown state: {report.unknown}; the retry looks it up first")
+            cid = mine[symbol].get("client_order_id")
+            order = ledger.order(broker.account, cid) if cid else None
+            return {"action": verdict["action"], "approved": verdict["approved"], "client_order_id": cid,
+                    "status": order["status"] if order else None,
+                    "reason": (order or {}).get("reason") or verdict["risk_reason"] or verdict["reason"]}
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def log_performance(market: dict[str, Any]) -> dict[str, Any]:
+            """Write the performance snapshot: cash, positions value, equity."""
+            import logging
+            from datetime import datetime
+
+            _, ledger, broker = agent.open()
+            snapshot = broker.snapshot(datetime.fromisoformat(market["now"]), agent.ids()["run_id"])
+            logging.getLogger("airflow.task").info("%s equity %.2f (cash %.2f, positions %.2f)", broker.account,
+                                                 snapshot["equity"], snapshot["cash"], snapshot["positions_value"])
+            return snapshot
+
+        market = check_market_hours()
+        data = fetch_market_data(market)
+        decided = decision(data, technical_analysis(data), sentiment_analysis(data))
+        verdict = risk_validation(decided, market)
+        done = execute(verdict, market)
+        performance = log_performance(market)
+        done >> performance
+
+    return agent_dag()

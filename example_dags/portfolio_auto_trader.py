@@ -1,0 +1,59 @@
+"""Portfolio auto trader: every 30 minutes, 07:00-19:30 New York on weekdays, trading in NYSE hours.
+
+Copy this file into your dags folder; it needs no connection. ``MarketHoursSensor`` skips the run when the
+NYSE is closed (before 09:30, after 16:00, weekends, holidays, early closes), so the 07:00 and evening runs
+of the cron-era schedule cost one cheap task. Then ``AutoTraderOperator`` runs one trading cycle on
+30-minute bars, mapped over chunks of the universe: forecast first (the stored ensemble forecasts of
+``portfolio_forecast``, used only where the model is healthy), then technical, then sentiment.
+
+Chunks run one at a time (``max_active_tis_per_dagrun=1``) so each chunk's risk check sees the orders of
+the chunks before it (daily order counts, buying power); a failing chunk does not stop the others, and
+its retry never doubles an order. ``max_active_runs=1``, and each bar is decided once (``bar_aware``).
+
+Without a broker connection it trades the simulated broker (its book is in the portfolio store); add an
+``alpaca_default`` connection (paper) to trade Alpaca paper. Live trading needs a live connection AND
+``allow_live=True`` below. Stop trading at once with Variable ``portfolio.kill_switch`` = ``halted`` (or
+``reduce_only``). The universe comes from Variable ``portfolio.default_tickers``; the run's param
+``exchange`` picks the calendar the sensor watches.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from airflow_provider_portfolio.operators.trading import AutoTraderOperator
+from airflow_provider_portfolio.sensors.market_hours import MarketHoursSensor
+
+UNIVERSE = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "SPY", "QQQ", "IWM", "BTC/USD"]
+CHUNK = 6
+
+
+@dag(
+    dag_id="portfolio_auto_trader",
+    schedule=CronTriggerTimetable("*/30 7-19 * * 1-5", timezone="America/New_York"),
+    start_date=pendulum.datetime(2024, 1, 2, tz="America/New_York"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    params={"exchange": Param("XNYS", type="string", description="calendar the market-hours sensor watches")},
+    tags=["portfolio", "example", "trading"],
+    doc_md=__doc__,
+)
+def portfolio_auto_trader():
+    market_open = MarketHoursSensor(task_id="market_hours", exchange="{{ params.exchange }}", when_closed="skip")
+    trade = AutoTraderOperator.partial(
+        task_id="auto_trader",
+        timeframe="30Min",
+        risk_limits={"max_order_notional": 10_000, "max_position_fraction": 0.10, "max_open_positions": 20,
+                     "daily_loss_limit": 0.03, "min_confidence": 0.25},
+        max_trades_per_day=40,
+        max_active_tis_per_dagrun=1,
+    ).expand(symbols=[UNIVERSE[i:i + CHUNK] for i in range(0, len(UNIVERSE), CHUNK)])
+    market_open >> trade
+
+
+portfolio_auto_trader_dag = portfolio_auto_trader()

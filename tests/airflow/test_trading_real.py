@@ -1,0 +1,118 @@
+"""The trading DAGs in a real Airflow: a simulated month of the agent DAGs (`airflow dags test` and the
+`dag.test()` behind it), `dags test` of both auto traders, and `airflow standalone` running
+`portfolio_auto_trader` end to end through its market-hours sensor and mapped chunks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.airflow.realairflow import BIN, REPO, AirflowServer, airflow_env, run_airflow
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+UNIVERSE = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "SPY", "QQQ", "IWM", "BTC/USD"]
+
+
+def store_rows(db: Path, sql: str, *params) -> list[tuple]:
+    """Rows read with plain sqlite3, not the code under test."""
+    with sqlite3.connect(db) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def test_a_simulated_month_of_the_agent_dags_reconciles(tmp_path):
+    env = airflow_env(tmp_path / "home")
+    run_airflow(env, "db", "migrate")
+    # One session through the CLI...
+    proc = run_airflow(env, "dags", "test", "agent_tsla_trading", "2024-02-29T15:00:00-05:00")
+    out = proc.stdout + proc.stderr
+    for task_id in ("check_market_hours", "fetch_market_data", "sentiment_analysis", "technical_analysis",
+                    "decision", "risk_validation", "execute", "log_performance"):
+        assert task_id in out
+    assert "state=success" in out or "DagRun Finished" in out
+    # ... then a month of sessions for the three agents, in one process (what `dags test` runs).
+    proc = subprocess.run([str(BIN / "python"), str(REPO / "scripts" / "simulate_month.py"), "--start", "2024-03-01",
+                           "--end", "2024-03-28"], env=env, capture_output=True, text=True, timeout=1200,
+                          cwd=env["AIRFLOW_HOME"])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["sessions"] == 19  # March 2024 up to the 28th: Good Friday (29th) excluded
+    for dag_id, states in report["runs"].items():
+        assert states == {"success": 19}, (dag_id, states)
+    books = {b["account"]: b for b in report["books"]}
+    assert all(b["problems"] == [] for b in books.values()), books
+    assert sum(b["fills"] for b in books.values()) >= 5, books  # the month really traded
+    db = tmp_path / "home" / "portfolio" / "portfolio.db"
+    # The reconciliation, again from here: every snapshot adds up, one decision per DAG and bar.
+    assert store_rows(db, "SELECT COUNT(*) FROM equity_curve WHERE ABS(cash + positions_value - equity) > 1e-6") \
+        == [(0,)]
+    dupes = store_rows(db, "SELECT dag_id, symbol, bar_ts, COUNT(*) FROM trading_decisions "
+                           "GROUP BY dag_id, symbol, bar_ts HAVING COUNT(*) > 1")
+    assert dupes == []
+    per_dag = dict(store_rows(db, "SELECT dag_id, COUNT(*) FROM trading_decisions GROUP BY dag_id"))
+    assert per_dag == {"agent_tsla_trading": 20, "agent_iwm_trading": 19, "agent_btc_trading": 19}
+    # Orders fill on the bar after their decision's, at its open (slippage aside: within 1%).
+    late = store_rows(db, "SELECT COUNT(*) FROM fills f JOIN orders o USING (account, client_order_id) "
+                          "WHERE f.bar_ts <= o.bar_ts")
+    assert late == [(0,)]
+
+
+def test_dags_test_of_both_auto_traders(tmp_path):
+    env = airflow_env(tmp_path / "home")
+    run_airflow(env, "db", "migrate")
+    # The sensor watches the calendar of the run's param: "24/7" opens it whatever the clock says.
+    run_airflow(env, "dags", "test", "portfolio_auto_trader", "2024-06-04T14:00:00-04:00",
+                "--conf", json.dumps({"exchange": "24/7"}))
+    run_airflow(env, "dags", "test", "portfolio_auto_trader_core", "2024-06-04T14:00:00-04:00")
+    db = tmp_path / "home" / "portfolio" / "portfolio.db"
+    decided = dict(store_rows(db, "SELECT dag_id, COUNT(*) FROM trading_decisions GROUP BY dag_id"))
+    assert decided == {"portfolio_auto_trader": len(UNIVERSE), "portfolio_auto_trader_core": 5}
+    accounts = {a for a, in store_rows(db, "SELECT account FROM equity_curve")}
+    assert accounts == {"simulated:default", "simulated:core"}
+    bars = {b for b, in store_rows(db, "SELECT DISTINCT bar_ts FROM trading_decisions WHERE symbol = 'AAPL' "
+                                       "AND dag_id = 'portfolio_auto_trader'")}
+    # 14:00 New York: the last closed 30-minute bar started at 13:30 (17:30 UTC)
+    assert bars == {pd.Timestamp("2024-06-04 17:30", tz="UTC").value // 1000}
+
+
+def test_standalone_runs_the_auto_trader_through_its_sensor_and_mapped_chunks(tmp_path):
+    home = tmp_path / "standalone-home"
+    with AirflowServer(home) as airflow:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            dags = airflow.request("GET", "/api/v2/dags?dag_id_pattern=portfolio_auto_trader")
+            if "portfolio_auto_trader" in {d["dag_id"] for d in dags["dags"]}:
+                break
+            time.sleep(3)
+        else:
+            raise AssertionError(airflow.tail())
+        airflow.request("PATCH", "/api/v2/dags/portfolio_auto_trader", {"is_paused": False})
+        run = airflow.request("POST", "/api/v2/dags/portfolio_auto_trader/dagRuns",
+                              {"logical_date": None, "conf": {"exchange": "24/7"}})
+        run_id = run["dag_run_id"]
+        deadline = time.monotonic() + 600
+        state = None
+        while time.monotonic() < deadline:
+            state = airflow.request("GET", f"/api/v2/dags/portfolio_auto_trader/dagRuns/{run_id}")["state"]
+            if state in ("success", "failed"):
+                break
+            time.sleep(5)
+        tis = airflow.request("GET", f"/api/v2/dags/portfolio_auto_trader/dagRuns/{run_id}/taskInstances")
+        assert state == "success", (tis, airflow.tail())
+        states = sorted((t["task_id"], t["map_index"], t["state"]) for t in tis["task_instances"])
+        assert states == [("auto_trader", 0, "success"), ("auto_trader", 1, "success"),
+                          ("market_hours", -1, "success")], states
+    db = home / "portfolio" / "portfolio.db"
+    rows = store_rows(db, "SELECT symbol, action, approved, risk_rule FROM trading_decisions WHERE run_id = ?", run_id)
+    assert sorted(r[0] for r in rows) == sorted(UNIVERSE)
+    (equity,), = store_rows(db, "SELECT COUNT(*) FROM equity_curve WHERE run_id = ?", run_id)
+    assert equity == 1
+    orders = store_rows(db, "SELECT COUNT(*) FROM orders WHERE run_id = ?", run_id)
+    approved = sum(1 for r in rows if r[2])
+    assert orders == [(approved,)]
