@@ -307,7 +307,7 @@ def decide_step(
                                   half_life_hours=settings.news_half_life_hours)
     score, confidence = combine(signals, settings.weights)
     state = broker.account_state()
-    held = _held(symbols, state.positions)
+    held = _with_open_orders(_held(symbols, state.positions), ledger, broker.account)
     with np.errstate(invalid="ignore", divide="ignore"):
         vol = atr(panels["high"], panels["low"], panels["close"]) / last_close
     prices: dict[str, Any] = {}
@@ -374,6 +374,21 @@ def _held(symbols: Sequence[str], positions: Mapping[str, float]) -> dict[str, f
     return {s: flat.get(s.replace("/", ""), 0.0) for s in symbols}
 
 
+def _with_open_orders(positions: Mapping[str, float], ledger: TradingLedger, account: str) -> dict[str, float]:
+    """Positions as they will be once the account's open orders fill (the unfilled quantity of each order
+    recorded and not settled: new, accepted, partially filled, or still pending).
+
+    A decision sized on the broker's positions alone would repeat an order that is accepted and not yet
+    filled (a retry deciding a later bar, another DAG trading the same symbol).
+    """
+    out = dict(positions)
+    for order in ledger.orders(account, open_only=True):
+        left = float(order["qty"]) - float(order["filled_qty"] or 0.0)
+        if left > 0:
+            out[order["symbol"]] = out.get(order["symbol"], 0.0) + (left if order["side"] == "buy" else -left)
+    return {s: q for s, q in out.items() if q or s in positions}
+
+
 def _open_positions(symbols: Sequence[str], positions: Mapping[str, float]) -> dict[str, float]:
     """Every open position of the account, those of ``symbols`` under our names: the risk layer counts open
     positions (``max_open_positions``) over the whole account, not only over this cycle's symbols."""
@@ -392,7 +407,7 @@ def risk_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: Brok
     if to_check:
         day_start = _day_start(now, settings.exchange)
         state = broker.account_state()
-        held = _open_positions(list(mine), state.positions)
+        held = _with_open_orders(_open_positions(list(mine), state.positions), ledger, broker.account)
         assets = broker.assets([d["symbol"] for d in to_check])
         start_equity = state.start_of_day_equity or ledger.first_equity_since(broker.account, day_start) or state.equity
         account = AccountState(
@@ -424,6 +439,7 @@ def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: B
                  dag_id: str, run_id: str, report: CycleReport) -> None:
     """Step 6: record each approved order (``pending_submit``), then send it at most once; record the answer."""
     approved = [d for d in mine.values() if d["action"] in ("buy", "sell") and d["approved"]]
+    _settle_earlier_tries(broker, ledger, dag_id, run_id, {d["client_order_id"] for d in approved}, report)
     ledger.record_intents([{
         "account": broker.account, "client_order_id": d["client_order_id"], "dag_id": dag_id, "run_id": run_id,
         "symbol": d["symbol"], "side": d["action"], "qty": float(d["order_qty"]), "ref_price": float(d["price"]),
@@ -433,6 +449,9 @@ def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: B
         stored = ledger.order(broker.account, cid)
         if stored is not None and stored["status"] == "rejected":  # refused for good on an earlier try
             report.broker_rejected[d["symbol"]] = stored["reason"] or "rejected by the broker"
+            continue
+        if stored is not None and stored["status"] == "not_placed":
+            report.errors[d["symbol"]] = f"order {cid} was not placed: {stored['reason'] or 'the broker has none'}"
             continue
         if stored is not None and stored["status"] != "pending_submit":
             report.submitted.append(cid)  # settled by an earlier try of this run
@@ -456,6 +475,32 @@ def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: B
         report.submitted.append(cid)
         log.info("order %s: %s %g %s at ~%.4f -> %s", cid, d["action"], d["order_qty"], d["symbol"], d["price"],
                  answer.status)
+
+
+def _settle_earlier_tries(broker: Broker, ledger: TradingLedger, dag_id: str, run_id: str, current: set[str],
+                          report: CycleReport) -> None:
+    """Look up this run's orders left ``pending_submit`` by an earlier try for ANOTHER bar (a retry at a later
+    instant decides a new bar): record what the broker has; one it does not have is ``not_placed`` and never
+    sent (its bar has passed). One that cannot be looked up stays pending and is reported unknown."""
+    for order in ledger.orders(broker.account, open_only=True):
+        cid = order["client_order_id"]
+        if (order["dag_id"], order["run_id"]) != (dag_id, run_id) or order["status"] != "pending_submit" \
+                or cid in current:
+            continue
+        try:
+            state = broker.lookup(cid)
+        except OrderStateUnknownError as err:
+            report.unknown[order["symbol"]] = str(err)
+            log.error("order %s of an earlier try: state unknown: %s", cid, err)
+            continue
+        if state is None:
+            ledger.update_order(broker.account, cid, status="not_placed",
+                                reason="an earlier try of this run did not place it; its bar has passed: not sent")
+            log.warning("order %s of an earlier try was never placed; its bar has passed: not sending it", cid)
+        else:
+            ledger.update_order(broker.account, cid, status=state.status, broker_order_id=state.broker_order_id,
+                                filled_qty=state.filled_qty, filled_avg_price=state.filled_avg_price)
+            log.warning("order %s of an earlier try is at the broker (%s): recorded", cid, state.status)
 
 
 def check_instant(now: Any) -> datetime:

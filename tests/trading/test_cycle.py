@@ -171,35 +171,24 @@ def test_overlapping_bar_aware_runs_decide_a_bar_once(broker, ledger, market):
     check_exactly_once(ledger, broker)
 
 
-def test_overlapping_runs_without_bar_awareness_each_trade_the_bar(broker, ledger, market):
-    # Documented behaviour: with bar_aware=False the decision key includes the run, so two overlapping runs of
-    # one DAG each decide the same bar and each send their own orders (own client order ids). Positions are
-    # not yet filled when the second decides, so it aims at the same target again: the position doubles.
+def test_overlapping_runs_without_bar_awareness_count_the_first_runs_open_orders(broker, ledger, market):
+    # With bar_aware=False the decision key includes the run, so two overlapping runs of one DAG each decide
+    # the same bar. The second sizes its target on the positions AND the first run's open (accepted, not yet
+    # filled) orders: it is already at target and sends nothing, so the position is not doubled.
     settings = CycleSettings(weights=SETTINGS.weights, min_score=0.05, limits=SETTINGS.limits, bar_aware=False)
     first = cycle(broker, ledger, market, at(DAY1), "run-a", news=bullish(), settings=settings)
     second = cycle(broker, ledger, market, at(DAY1, 15, 5), "run-b", news=bullish(), settings=settings)
-    assert second.skipped == [] and len(first.submitted) == len(second.submitted) == 4
-    assert set(first.submitted).isdisjoint(second.submitted)
+    assert second.skipped == [] and len(first.submitted) == 4 and second.submitted == []
     decisions = ledger.decisions()
     assert Counter(d["symbol"] for d in decisions) == dict.fromkeys(SYMBOLS, 2)
     assert {d["run_key"] for d in decisions} == {"run-a", "run-b"}
+    later = [d for d in decisions if d["run_id"] == "run-b"]
+    assert all(d["action"] == "hold" and d["reason"].startswith("already at target") for d in later), later
     targets = {d["symbol"]: d["target_qty"] for d in decisions if d["run_id"] == "run-a"}
     cycle(broker, ledger, market, at(DAY2), "run-c", settings=settings)
     positions = ledger.positions(broker.account)
     for symbol in SYMBOLS:
-        assert positions[symbol].qty == pytest.approx(2 * targets[symbol], abs=1e-9)
-    check_exactly_once(ledger, broker)
-
-
-def test_a_per_symbol_daily_limit_stops_a_second_run_without_bar_awareness(broker, ledger, market):
-    settings = CycleSettings(weights=SETTINGS.weights, min_score=0.05, bar_aware=False,
-                             limits=RiskLimits(min_confidence=0.3, max_orders_per_symbol_per_day=1))
-    first = cycle(broker, ledger, market, at(DAY1), "run-a", news=bullish(), settings=settings)
-    second = cycle(broker, ledger, market, at(DAY1, 15, 5), "run-b", news=bullish(), settings=settings)
-    assert len(first.submitted) == 4 and second.submitted == []
-    assert {s: r.split(":")[0] for s, r in second.rejected.items()} == dict.fromkeys(
-        SYMBOLS, "max_orders_per_symbol_per_day")
-    assert len(ledger.orders(broker.account)) == 4
+        assert positions[symbol].qty == pytest.approx(targets[symbol], abs=1e-9)
     check_exactly_once(ledger, broker)
 
 
@@ -388,10 +377,12 @@ def test_max_trades_per_day(broker, ledger, market):
     report = cycle(broker, ledger, market, at(DAY1), "run-1", news=bullish(), settings=settings)
     assert len(report.submitted) == 2
     assert [r.split(":")[0] for r in report.rejected.values()] == ["max_orders_per_day"] * 2
-    # another DAG on the same account the same day finds the day's count used up
+    # another DAG on the same account the same day finds the day's count used up (the two symbols the first
+    # one ordered are already at target, counting its open orders: they hold)
     other = cycle(broker, ledger, market, at(DAY1, 15, 30), "run-1", news=bullish(), settings=settings,
                   dag_id="other-dag")
-    assert other.submitted == [] and set(other.rejected) == set(SYMBOLS)
+    assert other.submitted == [] and set(other.rejected) == set(SYMBOLS) - _symbols(report.submitted, ledger, broker)
+    assert {r.split(":")[0] for r in other.rejected.values()} == {"max_orders_per_day"}
     assert len(ledger.orders(broker.account)) == 2
     assert with_max_trades_per_day(limits, None) is limits
     for bad in (-1, 1.5, True, "3"):
@@ -499,3 +490,7 @@ def test_a_month_of_simulated_trading_reconciles_at_every_step(broker, ledger, m
     positions = ledger.positions(broker.account)
     assert final["equity"] == pytest.approx(ledger.cash(broker.account)[0]
                                             + sum(p.qty * p.mark_price for p in positions.values()), abs=1e-6)
+
+
+def _symbols(client_order_ids, ledger, broker):
+    return {o["symbol"] for o in ledger.orders(broker.account) if o["client_order_id"] in client_order_ids}

@@ -117,5 +117,11 @@ class Broker(Protocol):
         :raises OrderStateUnknownError: the order's fate is unknown; retry with the same id.
         """
 
+    def lookup(self, client_order_id: str) -> OrderState | None:
+        """The broker's order under ``client_order_id``, or ``None`` when it has none (a read, never a send).
+
+        :raises OrderStateUnknownError: when the broker cannot be asked.
+        """
+
     def snapshot(self, ts: datetime, run_id: str) -> dict[str, Any]:
         """Write the performance snapshot (cash, positions value, equity) at ``ts``; return it."""

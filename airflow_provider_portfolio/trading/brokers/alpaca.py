@@ -164,6 +164,13 @@ class AlpacaBroker:
             raise OrderStateUnknownError(str(err)) from None
         return _state(order)
 
+    def lookup(self, client_order_id: str) -> OrderState | None:
+        try:
+            found = self.hook.get_order_by_client_order_id(client_order_id)
+        except VendorError as err:
+            raise OrderStateUnknownError(f"could not look order {client_order_id} up: {err}") from None
+        return None if found is None else _state(found)
+
     def snapshot(self, ts: datetime, run_id: str) -> dict[str, Any]:
         account = self.hook.get_account()
         cash, equity = _number(account.get("cash")), _number(account.get("equity"))

@@ -146,5 +146,13 @@ class SimulatedBroker:
         return OrderState(order["client_order_id"], order["status"], order["broker_order_id"], order["filled_qty"],
                           order["filled_avg_price"], order["reason"])
 
+    def lookup(self, client_order_id: str) -> OrderState | None:
+        """The book's order (``None`` while it is only recorded, ``pending_submit``: the book never got it)."""
+        order = self.ledger.order(self.account, client_order_id)
+        if order is None or order["status"] == "pending_submit":
+            return None
+        return OrderState(order["client_order_id"], order["status"], order["broker_order_id"], order["filled_qty"],
+                          order["filled_avg_price"], order["reason"])
+
     def snapshot(self, ts: datetime, run_id: str) -> dict[str, Any]:
         return self.ledger.snapshot(self.account, ts, run_id)
