@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import func, select, update
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
 from airflow_provider_portfolio.store import schema
@@ -391,24 +391,24 @@ class TradingLedger:
         run_ids = {r["run_id"] for r in prepared}
         if len(run_ids) != 1:
             raise InvalidInputError(f"decisions of one run only, got runs {sorted(run_ids)}")
+        dag_ids = {r["dag_id"] for r in prepared}
+        if len(dag_ids) != 1:
+            raise InvalidInputError(f"decisions of one DAG only, got {sorted(dag_ids)}")
         t = schema.trading_decisions.c
-        keys = [(r["dag_id"], r["symbol"], r["timeframe"], r["bar_ts"], r["run_key"]) for r in prepared]
+        keys = {(r["symbol"], r["timeframe"], r["bar_ts"], r["run_key"]) for r in prepared}
         out: dict[str, dict[str, Any]] = {}
         with self.store._write(f"record {len(prepared)} decision(s)") as conn:
             self._check_ready(conn)
             self._insert_ignore(conn, schema.trading_decisions, prepared)
-            for i in range(0, len(keys), _ROWS_PER_STATEMENT):
-                part = keys[i:i + _ROWS_PER_STATEMENT]
-                if self.store.dialect == "postgresql":
-                    match = tuple_(t.dag_id, t.symbol, t.timeframe, t.bar_ts, t.run_key).in_(part)
-                else:  # SQLite compares the bound datetimes through the column type: one OR of ANDs
-                    match = or_(*(and_(t.dag_id == k[0], t.symbol == k[1], t.timeframe == k[2], t.bar_ts == k[3],
-                                       t.run_key == k[4]) for k in part))
-                for r in conn.execute(select(schema.trading_decisions).where(match)).all():
-                    if r.run_id in run_ids:
-                        item = dict(r._mapping)
-                        item["signals"] = json.loads(item["signals"])
-                        out[r.symbol] = item
+            # This run's rows (index ix_trading_decisions_run), kept where the key is one asked for: a key
+            # another run holds is not among them, a key this run holds from an earlier try is.
+            rows = conn.execute(select(schema.trading_decisions).where(
+                t.dag_id == dag_ids.pop(), t.run_id == run_ids.pop())).all()
+            for r in rows:
+                if (r.symbol, r.timeframe, r.bar_ts, r.run_key) in keys:
+                    item = dict(r._mapping)
+                    item["signals"] = json.loads(item["signals"])
+                    out[r.symbol] = item
         return out
 
     def decisions(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:

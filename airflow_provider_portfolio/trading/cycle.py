@@ -166,9 +166,10 @@ def closed_bars(bars: pd.DataFrame, now: datetime, timeframe: str, exchange: str
     now_ns = pd.Timestamp(now).as_unit("ns").value
     keep = np.zeros(len(bars), dtype=bool)
     ts_ns = pd.DatetimeIndex(bars["ts"]).as_unit("ns").asi8
-    symbols = bars["symbol"].to_numpy()
-    for cal_name in {calendar_for_symbol(s, exchange).name for s in pd.unique(symbols)}:
-        members = np.array([calendar_for_symbol(s, exchange).name == cal_name for s in symbols])
+    unique, inverse = np.unique(bars["symbol"].to_numpy(dtype=str), return_inverse=True)
+    calendars = np.array([calendar_for_symbol(s, exchange).name for s in unique])[inverse]
+    for cal_name in set(calendars):
+        members = calendars == cal_name
         keep[members] = _bar_ends(MarketCalendar(cal_name), ts_ns[members], timeframe) <= now_ns
     return bars[keep].reset_index(drop=True)
 
