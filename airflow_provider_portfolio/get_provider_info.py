@@ -143,6 +143,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_portfolio.operators.etl",
                     "airflow_provider_portfolio.operators.forecasting",
+                    "airflow_provider_portfolio.operators.trading",
                 ],
             }
         ],

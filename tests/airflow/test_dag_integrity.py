@@ -105,3 +105,30 @@ print(json.dumps([[t.pool, t.pool_slots, t.queue] for t in (ssa, sarimax, garch,
     assert sarimax[0] == "default_pool" and sarimax[2] != "gpu"  # CPU-only: Airflow's own defaults
     assert garch == ["mine", 1, "q2"]  # DAG default_args win over the configuration
     assert pinned == ["explicit", 2, "q2"]
+
+
+def test_trading_dag_shapes():
+    bag = dagbag(EXAMPLE_DAGS)
+    trader = bag.dags["portfolio_auto_trader"]
+    assert trader.max_active_runs == 1 and trader.catchup is False
+    assert "*/30 7-19 * * 1-5" in repr(trader.timetable.summary) or "*/30 7-19" in trader.timetable.summary
+    auto = trader.get_task("auto_trader")
+    assert auto.upstream_task_ids == {"market_hours"}
+    assert type(auto).__name__ == "MappedOperator" and auto.max_active_tis_per_dagrun == 1
+    assert trader.get_task("market_hours").when_closed == "skip"
+    core = bag.dags["portfolio_auto_trader_core"]
+    assert type(core.timetable).__name__ == "MarketSessionTimetable" and core.max_active_runs == 1
+    pipeline = {
+        "check_market_hours": set(), "fetch_market_data": {"check_market_hours"},
+        "technical_analysis": {"fetch_market_data"}, "sentiment_analysis": {"fetch_market_data"},
+        "decision": {"fetch_market_data", "technical_analysis", "sentiment_analysis"},
+        "risk_validation": {"decision", "check_market_hours"}, "execute": {"risk_validation", "check_market_hours"},
+        "log_performance": {"execute", "check_market_hours"},
+    }
+    schedules = {"agent_tsla_trading": "*/5 9-15 * * 1-5", "agent_iwm_trading": "*/15 9-15 * * 1-5",
+                 "agent_btc_trading": "0 * * * *"}
+    for dag_id, cron in schedules.items():
+        agent = bag.dags[dag_id]
+        assert {t: agent.get_task(t).upstream_task_ids for t in agent.task_ids} == pipeline, dag_id
+        assert cron in agent.timetable.summary and agent.max_active_runs == 1, dag_id
+        assert agent.get_task("log_performance").trigger_rule == "none_failed_min_one_success"

@@ -44,6 +44,7 @@ def test_every_listed_module_imports():
     modules = [m for kind in ("hooks", "operators", "sensors", "triggers") for e in info.get(kind, []) for m in e["python-modules"]]
     assert "airflow_provider_portfolio.operators.etl" in modules
     assert "airflow_provider_portfolio.operators.forecasting" in modules
+    assert "airflow_provider_portfolio.operators.trading" in modules
     for module in modules:
         importlib.import_module(module)
 
