@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: a local Airflow under .demo/, the example daily ETL run end to end with `airflow dags test`,
-# the session DAG for one bar, the forecast DAG (every model and the ensemble),
+# the session DAG for one bar, the forecast DAG (every model and the ensemble), one auto-trader cycle,
 # then a report of what landed in the store. Embedded defaults only: synthetic market, SQLite store.
 set -euo pipefail
 VENV="${1:-.venv}"
@@ -32,3 +32,8 @@ grep -E "symbol\(s\) forecast|not forecast|Forecast device" "$AIRFLOW_HOME/forec
     | sed -E 's/^[^]]*\] +//; s/ +\[[A-Za-z0-9_.]+\] +loc=.*$//' | sort -u || true
 python scripts/forecast_report.py "$AIRFLOW_HOME/portfolio/portfolio.db"
 echo "(full log: $AIRFLOW_HOME/forecast-test.log)"
+echo "== airflow dags test portfolio_auto_trader (one cycle now, simulated broker; the sensor watches the 24/7 calendar)"
+airflow dags test portfolio_auto_trader --conf '{"exchange": "24/7"}' >"$AIRFLOW_HOME/trader-test.log" 2>&1 \
+    || { tail -80 "$AIRFLOW_HOME/trader-test.log"; exit 1; }
+python scripts/trading_report.py "$AIRFLOW_HOME/portfolio/portfolio.db" portfolio_auto_trader
+echo "(full log: $AIRFLOW_HOME/trader-test.log)"
