@@ -60,19 +60,19 @@ class _Agent:
     def settings(self) -> Any:
         import logging
 
-        from airflow_provider_portfolio.config import get_option
-        from airflow_provider_portfolio.operators.trading import read_kill_switch
-        from airflow_provider_portfolio.trading.cycle import CycleSettings, with_max_trades_per_day
-        from airflow_provider_portfolio.trading.risk import RiskLimits
+        from airflow_provider_portfolio.operators.trading import cycle_settings
 
         c = self.config
-        return CycleSettings(
-            timeframe=c["timeframe"], weights=c["weights"],
-            limits=with_max_trades_per_day(RiskLimits.from_dict(c["risk_limits"]), c["max_trades_per_day"]),
-            kill_switch=read_kill_switch(logging.getLogger("airflow.task")), bar_aware=True,
-            min_score=c["min_score"], sizing=c["sizing"], fraction=c["fraction"],
-            exchange=c["exchange"] or get_option("default_exchange"),
-        )
+        return cycle_settings(timeframe=c["timeframe"], weights=c["weights"], risk_limits=c["risk_limits"],
+                              max_trades_per_day=c["max_trades_per_day"], exchange=c["exchange"],
+                              log=logging.getLogger("airflow.task"), bar_aware=True, min_score=c["min_score"],
+                              sizing=c["sizing"], fraction=c["fraction"])
+
+    def this_run(self) -> tuple[Any, Any, dict[str, str], dict[str, dict[str, Any]]]:
+        """(ledger, broker, the run's ids, this run's stored decisions by symbol)."""
+        _, ledger, broker = self.open()
+        ids = self.ids()
+        return ledger, broker, ids, {d["symbol"]: d for d in ledger.decisions(**ids)}
 
     def ids(self) -> dict[str, str]:
         run = get_current_context()["dag_run"]
@@ -191,34 +191,20 @@ def trading_agent_dag(
         @task
         def fetch_market_data(market: dict[str, Any]) -> dict[str, Any]:
             """Closed bars of the symbol (the signals' look-back) and the recent news."""
-            from datetime import datetime, timedelta
+            import logging
+            from datetime import datetime
 
-            from airflow_provider_portfolio.config import get_option
-            from airflow_provider_portfolio.hooks.market_data import (
-                default_sources,
-                resolve_sources,
-                validate_source_names,
-            )
-            from airflow_provider_portfolio.trading.cycle import (
-                LOOKBACK_BARS,
-                closed_bars,
-                fetch_bars,
-                fetch_news,
-                history_days,
-                news_window,
-            )
+            from airflow_provider_portfolio.hooks.market_data import default_sources, validate_source_names
+            from airflow_provider_portfolio.operators.trading import fetch_inputs
+            from airflow_provider_portfolio.trading.cycle import LOOKBACK_BARS, closed_bars
 
             settings = agent.settings()
             now = datetime.fromisoformat(market["now"])
             names = validate_source_names(sources) if sources else default_sources()
-            chain = resolve_sources(names, exchange=settings.exchange, seed=int(get_option("synthetic_seed")))
-            bars, missing = fetch_bars(chain, [symbol], (now - timedelta(days=history_days(timeframe))).date(),
-                                       now.date(), timeframe)
+            bars, missing, news = fetch_inputs(names, [symbol], now, settings, logging.getLogger("airflow.task"))
             bars = closed_bars(bars, now, timeframe, settings.exchange).tail(LOOKBACK_BARS)
-            news, why = fetch_news(chain, [symbol], *news_window(now, settings.news_half_life_hours))
             records = bars.assign(ts=bars["ts"].map(lambda t: t.isoformat())).to_dict("records")
-            return {"now": market["now"], "bars": records, "missing": missing, "news": [n.to_dict() for n in news],
-                    "news_note": why}
+            return {"now": market["now"], "bars": records, "missing": missing, "news": [n.to_dict() for n in news]}
 
         @task
         def technical_analysis(data: dict[str, Any]) -> dict[str, Any]:
@@ -244,8 +230,6 @@ def trading_agent_dag(
             items = [NewsItem(**{**n, "published": datetime.fromisoformat(n["published"])}) for n in data["news"]]
             signal = sentiment_signal([symbol], items, datetime.fromisoformat(data["now"]),
                                       agent.settings().news_half_life_hours)
-            if data.get("news_note"):
-                signal.reason[0] = f"{signal.reason[0]} ({data['news_note']})"
             return _signal_dict(signal)
 
         @task
@@ -272,9 +256,7 @@ def trading_agent_dag(
 
             from airflow_provider_portfolio.trading.cycle import CycleReport, risk_step
 
-            _, ledger, broker = agent.open()
-            ids = agent.ids()
-            mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+            ledger, broker, ids, mine = agent.this_run()
             report = CycleReport()
             risk_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
                       settings=agent.settings(), report=report)
@@ -288,9 +270,7 @@ def trading_agent_dag(
             from airflow_provider_portfolio.exceptions import PortfolioError
             from airflow_provider_portfolio.trading.cycle import CycleReport, execute_step
 
-            _, ledger, broker = agent.open()
-            ids = agent.ids()
-            mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+            ledger, broker, ids, mine = agent.this_run()
             report = CycleReport()
             execute_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
                          report=report)

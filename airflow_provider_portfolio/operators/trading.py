@@ -102,6 +102,49 @@ def resolve_broker(broker_conn_id: str | None, ledger: TradingLedger, *, allow_l
     return AlpacaBroker(hook, ledger)
 
 
+def cycle_settings(*, timeframe: str, weights: Mapping[str, float], risk_limits: Any,
+                   max_trades_per_day: int | None, exchange: str | None, log: Any = None, **options: Any) -> Any:
+    """The checked ``CycleSettings`` of an operator or agent: limits from a ``RiskLimits`` or a dict, the
+    day's order budget, the kill switch read now, the exchange defaulting to ``[portfolio] default_exchange``.
+
+    :param options: further ``CycleSettings`` fields (``bar_aware``, ``min_score``, ``sizing``...).
+    :raises InvalidInputError: for bad values.
+    """
+    from airflow_provider_portfolio.config import get_option
+    from airflow_provider_portfolio.trading.cycle import CycleSettings, with_max_trades_per_day
+    from airflow_provider_portfolio.trading.risk import RiskLimits
+
+    limits = risk_limits if isinstance(risk_limits, RiskLimits) else RiskLimits.from_dict(risk_limits)
+    return CycleSettings(timeframe=str(timeframe).strip(), weights=dict(weights),
+                         limits=with_max_trades_per_day(limits, max_trades_per_day),
+                         kill_switch=read_kill_switch(log), exchange=exchange or get_option("default_exchange"),
+                         **options)
+
+
+def fetch_inputs(source_names: list[str], symbols: list[str], now: datetime, settings: Any,
+                 log: Any = None) -> tuple[Any, dict[str, str], list[Any]]:
+    """A cycle's market data: (bars of the look-back up to ``now``, symbol -> why no source served it, news).
+
+    :param source_names: ``"synthetic"`` or market-data connection ids, in failover order.
+    """
+    from datetime import timedelta
+
+    from airflow_provider_portfolio.config import get_option
+    from airflow_provider_portfolio.hooks.market_data import resolve_sources
+    from airflow_provider_portfolio.trading.cycle import fetch_bars, fetch_news, history_days, news_window
+
+    sources = resolve_sources(source_names, exchange=settings.exchange, seed=int(get_option("synthetic_seed")))
+    start = (now - timedelta(days=history_days(settings.timeframe))).date()
+    bars, missing = fetch_bars(sources, symbols, start, now.date(), settings.timeframe)
+    news, why = fetch_news(sources, symbols, *news_window(now, settings.news_half_life_hours))
+    if log is not None:
+        for symbol, reason in missing.items():
+            log.warning("%s: %s", symbol, reason)
+        if why:
+            log.info("No news (%s): the sentiment signal carries no confidence", why)
+    return bars, missing, news
+
+
 def cycle_instant(context: Context, broker: Broker, as_of: str | None = None) -> datetime:
     """The instant a cycle decides at: ``as_of`` (ISO 8601 with a zone) when given; else, with the simulated
     broker, the run's ``data_interval_end`` (or ``run_after``), so a replayed or back-filled run decides as it
@@ -235,45 +278,27 @@ class AutoTraderOperator(BaseOperator):
     def store_hook(self) -> PortfolioStoreHook:
         return PortfolioStoreHook(store_conn_id=self.store_conn_id or None)
 
-    def settings(self, exchange: str) -> Any:
+    def settings(self) -> Any:
         """The cycle settings from the operator's arguments (checked: bad ones raise ``InvalidInputError``)."""
-        from airflow_provider_portfolio.trading.cycle import CycleSettings, with_max_trades_per_day
         from airflow_provider_portfolio.trading.decision import AUTO_TRADER_WEIGHTS
-        from airflow_provider_portfolio.trading.risk import RiskLimits
 
-        limits = self.risk_limits if isinstance(self.risk_limits, RiskLimits) else RiskLimits.from_dict(
-            self.risk_limits)
-        return CycleSettings(
-            timeframe=str(self.timeframe).strip(), weights=dict(self.weights or AUTO_TRADER_WEIGHTS),
-            limits=with_max_trades_per_day(limits, self.max_trades_per_day), kill_switch=read_kill_switch(self.log),
+        return cycle_settings(
+            timeframe=self.timeframe, weights=self.weights or AUTO_TRADER_WEIGHTS, risk_limits=self.risk_limits,
+            max_trades_per_day=self.max_trades_per_day, exchange=self.exchange, log=self.log,
             bar_aware=bool(self.bar_aware), min_score=self.min_score, sizing=self.sizing, fraction=self.fraction,
-            max_stale_bars=self.max_stale_bars, exchange=exchange,
+            max_stale_bars=self.max_stale_bars,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from datetime import timedelta
-
-        from airflow_provider_portfolio.config import get_option
         from airflow_provider_portfolio.exceptions import PortfolioError
-        from airflow_provider_portfolio.hooks.market_data import (
-            default_sources,
-            resolve_sources,
-            validate_source_names,
-        )
+        from airflow_provider_portfolio.hooks.market_data import default_sources, validate_source_names
         from airflow_provider_portfolio.market.params import validate_symbols
         from airflow_provider_portfolio.store.ledger import TradingLedger
-        from airflow_provider_portfolio.trading.cycle import (
-            fetch_bars,
-            fetch_news,
-            history_days,
-            news_window,
-            run_cycle,
-        )
+        from airflow_provider_portfolio.trading.cycle import run_cycle
 
         # Bad input fails here, before the store is opened or anything fetched.
         symbols = validate_symbols(maybe_json_list(self.symbols))
-        exchange = self.exchange or get_option("default_exchange")
-        settings = self.settings(exchange)
+        settings = self.settings()
         source_names = validate_source_names(maybe_json_list(self.sources)) if self.sources else default_sources()
 
         store = self.store_hook.get_conn()
@@ -284,14 +309,7 @@ class AutoTraderOperator(BaseOperator):
             simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
                        "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
         now = cycle_instant(context, broker, self.as_of)
-        sources = resolve_sources(source_names, exchange=exchange, seed=int(get_option("synthetic_seed")))
-        start = (now - timedelta(days=history_days(settings.timeframe))).date()
-        bars, failed = fetch_bars(sources, symbols, start, now.date(), settings.timeframe)
-        for symbol, why in failed.items():
-            self.log.warning("%s: %s", symbol, why)
-        news, why = fetch_news(sources, symbols, *news_window(now, settings.news_half_life_hours))
-        if why:
-            self.log.info("No news (%s): the sentiment signal carries no confidence", why)
+        bars, failed, news = fetch_inputs(source_names, symbols, now, settings, self.log)
         forecasts = evaluations = None
         if self.forecast_model:
             forecasts = store.read_forecasts(symbols, model=self.forecast_model, timeframe=self.forecast_timeframe,
