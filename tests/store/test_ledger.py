@@ -402,56 +402,49 @@ def _race(store: PortfolioStore, prefixes: tuple[str, ...], *jobs):
     return results
 
 
-@pytest.mark.postgres
-def test_concurrent_fills_of_one_order_fill_it_once(fresh_pg_url):
+@pytest.fixture
+def pg_book(fresh_pg_url):
+    """(store, ledger) on a new PostgreSQL database, the account open with 10,000 in cash."""
     store = PortfolioStore(fresh_pg_url)
-    try:
-        store.migrate()
-        ledger = TradingLedger(store)
-        ledger.open_account(ACCOUNT, 10_000.0)
-        _accepted(ledger, "c1", "AAPL", "buy", 10.0)
-        fill = lambda: ledger.fill(ACCOUNT, "c1", price=100.0, commission=1.0, bar_ts=BAR)  # noqa: E731
-        results = _race(store, ("UPDATE orders",), fill, fill)
-        assert sum(r is not None for r in results) == 1
-        assert ledger.cash(ACCOUNT)[0] == 10_000.0 - 1000.0 - 1.0
-        assert ledger.positions(ACCOUNT)["AAPL"].qty == 10.0
-        assert len(ledger.fills(ACCOUNT)) == 1
-    finally:
-        store.dispose()
+    store.migrate()
+    ledger = TradingLedger(store)
+    ledger.open_account(ACCOUNT, 10_000.0)
+    yield store, ledger
+    store.dispose()
 
 
 @pytest.mark.postgres
-def test_concurrent_fills_of_one_symbol_add_up(fresh_pg_url):
-    store = PortfolioStore(fresh_pg_url)
-    try:
-        store.migrate()
-        ledger = TradingLedger(store)
-        ledger.open_account(ACCOUNT, 10_000.0)
-        _accepted(ledger, "c1", "AAPL", "buy", 10.0)
-        _accepted(ledger, "c2", "AAPL", "buy", 5.0)
-        results = _race(store, ("INSERT INTO positions", "SELECT positions"), *(lambda cid=cid: ledger.fill(ACCOUNT, cid, price=100.0, commission=0.0, bar_ts=BAR)
-                              for cid in ("c1", "c2")))
-        assert all(r is not None for r in results)
-        assert ledger.positions(ACCOUNT)["AAPL"].qty == 15.0
-        assert ledger.cash(ACCOUNT)[0] == 10_000.0 - 1500.0
-    finally:
-        store.dispose()
+def test_concurrent_fills_of_one_order_fill_it_once(pg_book):
+    store, ledger = pg_book
+    _accepted(ledger, "c1", "AAPL", "buy", 10.0)
+    fill = lambda: ledger.fill(ACCOUNT, "c1", price=100.0, commission=1.0, bar_ts=BAR)  # noqa: E731
+    results = _race(store, ("UPDATE orders",), fill, fill)
+    assert sum(r is not None for r in results) == 1
+    assert ledger.cash(ACCOUNT)[0] == 10_000.0 - 1000.0 - 1.0
+    assert ledger.positions(ACCOUNT)["AAPL"].qty == 10.0
+    assert len(ledger.fills(ACCOUNT)) == 1
 
 
 @pytest.mark.postgres
-def test_concurrent_snapshots_at_one_instant_both_succeed(fresh_pg_url):
+def test_concurrent_fills_of_one_symbol_add_up(pg_book):
+    store, ledger = pg_book
+    _accepted(ledger, "c1", "AAPL", "buy", 10.0)
+    _accepted(ledger, "c2", "AAPL", "buy", 5.0)
+    results = _race(store, ("INSERT INTO positions", "SELECT positions"), *(lambda cid=cid: ledger.fill(ACCOUNT, cid, price=100.0, commission=0.0, bar_ts=BAR)
+                          for cid in ("c1", "c2")))
+    assert all(r is not None for r in results)
+    assert ledger.positions(ACCOUNT)["AAPL"].qty == 15.0
+    assert ledger.cash(ACCOUNT)[0] == 10_000.0 - 1500.0
+
+
+@pytest.mark.postgres
+def test_concurrent_snapshots_at_one_instant_both_succeed(pg_book):
     # mapped chunks of one run each end with a snapshot of the same account at the same instant
-    store = PortfolioStore(fresh_pg_url)
-    try:
-        store.migrate()
-        ledger = TradingLedger(store)
-        ledger.open_account(ACCOUNT, 10_000.0)
-        snap = lambda: ledger.snapshot(ACCOUNT, T0, "run-1")  # noqa: E731
-        results = _race(store, ("DELETE FROM equity_curve", "INSERT INTO equity_curve"), snap, snap)
-        assert results[0] == results[1] == {"cash": 10_000.0, "positions_value": 0.0, "equity": 10_000.0}
-        assert len(ledger.equity_curve(ACCOUNT)) == 1
-    finally:
-        store.dispose()
+    store, ledger = pg_book
+    snap = lambda: ledger.snapshot(ACCOUNT, T0, "run-1")  # noqa: E731
+    results = _race(store, ("DELETE FROM equity_curve", "INSERT INTO equity_curve"), snap, snap)
+    assert results[0] == results[1] == {"cash": 10_000.0, "positions_value": 0.0, "equity": 10_000.0}
+    assert len(ledger.equity_curve(ACCOUNT)) == 1
 
 
 def test_all_money_is_finite(ledger):
