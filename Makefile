@@ -35,7 +35,7 @@ test: venv system-deps
 test-fast: venv system-deps
 	$(VENV)/bin/python -m pytest -m "not slow"
 
-# The lowest supported Airflow, in its own venv: provider discovery, DAG integrity, connection forms, hooks, operators, the ETL and forecast DAGs in a real Airflow.
+# The lowest supported Airflow, in its own venv: provider discovery, DAG integrity, connection forms, hooks, operators, the trading cycle, the ETL, forecast and trading DAGs in a real Airflow.
 test-lowest: system-deps
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv

@@ -22,7 +22,7 @@ import json
 import math
 import sqlite3
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 AGENTS = ("agent_tsla_trading", "agent_iwm_trading", "agent_btc_trading")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             run = bag.get_dag(dag_id).test(logical_date=at.to_pydatetime())
             states[dag_id].append(str(getattr(run, "state", run)))
     db = embedded_store_path()
-    report = {"sessions": len(sessions), "runs": {k: dict(pd.Series(v).value_counts()) for k, v in states.items()},
+    report = {"sessions": len(sessions), "runs": {k: dict(Counter(v)) for k, v in states.items()},
               "books": [reconcile(db, f"simulated:{dag_id}", 100_000.0) for dag_id in dag_ids]}
     for book in report["books"]:
         print(f"{book['account']}: {book['orders']} orders, {book['fills']} fills, {book['snapshots']} snapshots, "
