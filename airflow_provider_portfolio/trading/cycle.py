@@ -7,9 +7,10 @@
    open orders are reconciled).
 2. **Signals** per symbol: technical (on the cycle's bars), forecast (the stored ensemble forecast, ignored
    when its model is not healthy or the forecast is stale), sentiment (news, decayed by age).
-3. **Decisions** (:func:`~airflow_provider_portfolio.trading.decision.decide`) on the last closed bar. A
-   symbol with no bars, stale bars (its last bar more than ``max_stale_bars`` bars behind its calendar) or a
-   bad price is a ``hold`` with the reason in ``error``.
+3. **Decisions** (:func:`~airflow_provider_portfolio.trading.decision.decide`) on the last closed bar, from
+   the position each symbol will have once the account's open orders fill (so an accepted, unfilled order is
+   never repeated). A symbol with no bars, stale bars (its last bar more than ``max_stale_bars`` bars behind
+   its calendar) or a bad price is a ``hold`` with the reason in ``error``.
 4. Decisions are **claimed** in the ledger under (dag, symbol, timeframe, bar[, run]): with ``bar_aware`` a
    bar another run already decided is skipped, and a retry of the same run carries out its stored decision.
 5. **Risk**: every order passes :func:`~airflow_provider_portfolio.trading.risk.check_orders` against the
@@ -18,7 +19,8 @@
 6. **Orders**: each approved order is recorded (``pending_submit``) before it is sent, then sent at most
    once under its client order id; the broker's answer is recorded. A refusal is recorded as ``rejected``;
    an unknown outcome leaves it ``pending_submit`` and :class:`CycleReport.unknown` names it, so the caller
-   can fail the task: a retry looks the id up before sending anything.
+   can fail the task: a retry looks the id up before sending anything. A retry that runs at a later bar
+   first looks up the orders its earlier try left pending and records them (never re-sending one).
 7. A **performance snapshot** (cash, positions value, equity) is written.
 
 Equities trade in whole shares, crypto pairs in fractions (the sizing never asks a broker for fractions it
