@@ -202,9 +202,16 @@ def trading_agent_dag(
             now = datetime.fromisoformat(market["now"])
             names = validate_source_names(sources) if sources else default_sources()
             bars, missing, news = fetch_inputs(names, [symbol], now, settings, logging.getLogger("airflow.task"))
-            bars = closed_bars(bars, now, timeframe, settings.exchange).tail(LOOKBACK_BARS)
-            records = bars.assign(ts=bars["ts"].map(lambda t: t.isoformat())).to_dict("records")
-            return {"now": market["now"], "bars": records, "missing": missing, "news": [n.to_dict() for n in news]}
+            started = bars[bars["ts"] <= now] if not bars.empty else bars
+            closed = closed_bars(started, now, timeframe, settings.exchange)
+            forming = started[started["ts"] > closed["ts"].max()] if not closed.empty else started
+
+            def records(frame: Any) -> list[dict[str, Any]]:
+                return frame.assign(ts=frame["ts"].map(lambda t: t.isoformat())).to_dict("records")
+
+            # ``bars``: closed, for the signals; ``forming``: the bar in progress, whose open fills orders
+            return {"now": market["now"], "bars": records(closed.tail(LOOKBACK_BARS)), "forming": records(forming),
+                    "missing": missing, "news": [n.to_dict() for n in news]}
 
         @task
         def technical_analysis(data: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +248,8 @@ def trading_agent_dag(
 
             _, ledger, broker = agent.open()
             report = CycleReport()
-            mine = decide_step([symbol], _bars_frame(data["bars"]), datetime.fromisoformat(data["now"]),
+            mine = decide_step([symbol], _bars_frame(data["bars"] + data["forming"]),
+                               datetime.fromisoformat(data["now"]),
                                broker=broker, ledger=ledger, **agent.ids(), settings=agent.settings(), report=report,
                                signals={"technical": _signal(technical), "sentiment": _signal(sentiment)},
                                missing=data["missing"])

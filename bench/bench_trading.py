@@ -5,7 +5,7 @@ Setup (not timed): ``--symbols`` (500) synthetic tickers (``S0000``...; the last
 market, and two ensemble forecast runs in a fresh SQLite store: one made on the previous bar (for a warm-up
 cycle) and one on the last bar (for the cycle measured): step-1 point/lower/upper in log-close space around
 the log of the last close, about 10% of the models labelled unhealthy. A warm-up cycle on the previous
-session opens positions, and a ``broker.sync`` fills them at the last bar's open, so the cycle measured
+session opens positions, and a ``broker.sync`` fills them at the next session's open, so the cycle measured
 starts from a book that holds positions. The store is then copied, so both sides start from the same book,
 and its engine disposed, so both start cold (SQLAlchemy's statement cache empty), as a fresh task process does.
 
@@ -42,6 +42,7 @@ from checks import check, exit_status, timed
 TARGET_S = 30.0
 SEED_BUDGET_S = 300.0
 LAST_SESSION = "2024-06-26"  # a Wednesday: the warm-up runs on it, the cycle measured on Thursday the 27th
+MEASURED_SESSION = "2024-06-27"
 CRYPTO = ["BTC/USD", "ETH/USD", "SOL/USD", "DOGE/USD", "LTC/USD"]
 DAG_ID = "bench_trading"
 INITIAL_CASH = 10_000_000.0
@@ -214,7 +215,7 @@ def main() -> int:
     from airflow_provider_portfolio.market.params import validate_symbols
     from airflow_provider_portfolio.market.synthetic import SyntheticMarket
     from airflow_provider_portfolio.trading import cycle
-    from airflow_provider_portfolio.trading.cycle import news_window, run_cycle
+    from airflow_provider_portfolio.trading.cycle import closed_bars, news_window, run_cycle
 
     logging.disable(logging.WARNING)  # the simulated broker logs every fill and order at INFO/WARNING
     started = time.perf_counter()
@@ -224,11 +225,13 @@ def main() -> int:
     n = len(symbols)
     market = SyntheticMarket(seed=11)
     last = pd.Timestamp(LAST_SESSION)
-    bars = market.panel(symbols, (last - pd.Timedelta(days=args.days)).date(), last.date(), "1Day")
-    now_warm, now = at_1500_new_york(LAST_SESSION), at_1500_new_york("2024-06-27")
+    # up to the session of the measured cycle: its bar is forming then (its open known, its close not)
+    bars = market.panel(symbols, (last - pd.Timedelta(days=args.days)).date(), MEASURED_SESSION, "1Day")
+    now_warm, now = at_1500_new_york(LAST_SESSION), at_1500_new_york(MEASURED_SESSION)
     news_warm, news = market.news(symbols, *news_window(now_warm)), market.news(symbols, *news_window(now))
-    prev_fc, prev_ev = forecast_frames(bars, "forecast-prev", asof_back=1, seed=1)
-    fc, ev = forecast_frames(bars, "forecast-last", asof_back=0, seed=2)
+    history = bars[bars["ts"] <= pd.Timestamp(LAST_SESSION, tz="UTC")]  # what the forecasts were made on
+    prev_fc, prev_ev = forecast_frames(history, "forecast-prev", asof_back=1, seed=1)
+    fc, ev = forecast_frames(history, "forecast-last", asof_back=0, seed=2)
 
     with tempfile.TemporaryDirectory(prefix="bench-trading-") as tmp:
         path_a, path_b = Path(tmp) / "batched.db", Path(tmp) / "per_symbol.db"
@@ -236,11 +239,11 @@ def main() -> int:
         store.write_forecasts(prev_fc, prev_ev)
         store.write_forecasts(fc, ev)
         # Warm-up on the previous session with the forecasts made on the bar before (the latest ones would
-        # be in its future), then fill its orders at the last bar's open.
+        # be in its future), then fill its orders at the next session's open (the first bar after them).
         warm = run_cycle(symbols, bars, now_warm, broker=broker, ledger=ledger, dag_id=DAG_ID, run_id="warm-up",
                          settings=settings(), forecasts=store.read_forecasts(model="ensemble", run_id="forecast-prev"),
                          evaluations=store.read_evaluations(model="ensemble", run_id="forecast-prev"), news=news_warm)
-        fills = broker.sync(bars)
+        fills = broker.sync(bars, closed=closed_bars(bars, now, "1Day"))  # as the measured cycle sees them
         store.dispose()
         copy_store(path_a, path_b)
         positions = ledger.positions(broker.account)
@@ -329,10 +332,18 @@ def main() -> int:
               and math.isclose(snap["positions_value"], value, rel_tol=1e-9),
               f"equity snapshot: cash {snap['cash']:,.2f} + positions {snap['positions_value']:,.2f} "
               f"({len(book)} held, recomputed {value:,.2f}) == equity {snap['equity']:,.2f}")
-        closes = bars.sort_values(["symbol", "ts"]).groupby("symbol").tail(1).set_index("symbol")
-        off = sorted(s for s, p in book.items() if not (p.mark_ts == closes.at[s, "ts"]
-                                                          and math.isclose(p.mark_price, closes.at[s, "close"])))
-        check(not off, f"every position is marked at the close of its last bar ({len(book) - len(off)} of {len(book)})"
+        # The latest price known at the cycle: the close of the last CLOSED bar, or a later fill's price.
+        known = bars[bars["ts"] < pd.Timestamp(MEASURED_SESSION, tz="UTC")]
+        closes = known.sort_values(["symbol", "ts"]).groupby("symbol").tail(1).set_index("symbol")
+        fill_at = {f["symbol"]: (f["bar_ts"], f["price"]) for f in ledger.fills(broker.account)}
+
+        def latest(symbol: str) -> tuple:
+            close = (closes.at[symbol, "ts"].to_pydatetime(), closes.at[symbol, "close"])
+            return max(close, fill_at.get(symbol, close), key=lambda x: x[0])
+
+        off = sorted(s for s, p in book.items() if not (p.mark_ts == latest(s)[0]
+                                                          and math.isclose(p.mark_price, latest(s)[1])))
+        check(not off, f"every position is marked at the latest price known ({len(book) - len(off)} of {len(book)})"
               + (f"; e.g. {off[0]}: mark {book[off[0]].mark_price:.4f} at {book[off[0]].mark_ts:%Y-%m-%d}, close "
                  f"{closes.at[off[0], 'close']:.4f}, open {closes.at[off[0], 'open']:.4f}" if off else ""))
         # Same data, same settings, same starting book: the per-symbol loop must decide what the batch decided.

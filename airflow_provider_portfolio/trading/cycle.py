@@ -2,8 +2,9 @@
 
 :func:`run_cycle` is what the ``AutoTraderOperator`` and the agent DAGs' tasks run:
 
-1. Keep only bars that have **closed** by ``now`` (a bar still forming would leak the future) and let the
-   broker catch up (:meth:`Broker.sync`: the simulated broker fills open orders at their next bar, Alpaca's
+1. Keep only bars that have **closed** by ``now`` for the signals and the marks (a bar still forming would
+   leak the future) and let the broker catch up (:meth:`Broker.sync`: the simulated broker fills open orders
+   at the open of a bar that started after them, the forming bar included, whose open is known; Alpaca's
    open orders are reconciled).
 2. **Signals** per symbol: technical (on the cycle's bars), forecast (the stored ensemble forecast, ignored
    when its model is not healthy or the forecast is stale), sentiment (news, decayed by age).
@@ -300,8 +301,11 @@ def decide_step(
     tf = parse_timeframe(settings.timeframe).name
     if not bars.empty:
         bars = bars[bars["symbol"].isin(symbols) & (bars["timeframe"] == tf)]
-    bars = closed_bars(bars, now, tf, settings.exchange)
-    report.synced = len(broker.sync(bars, skip_run_id=run_id))
+        started = bars[bars["ts"] <= pd.Timestamp(now)]  # their opens are known: orders fill at them
+    else:
+        started = bars
+    bars = closed_bars(started, now, tf, settings.exchange)  # their closes are known: signals and marks
+    report.synced = len(broker.sync(started, closed=bars, skip_run_id=run_id))
 
     panels = _panels(bars, symbols, LOOKBACK_BARS)
     last_close = panels["close"][:, -1]

@@ -89,8 +89,11 @@ class RecordingBroker:
             raise self.after.pop(request.symbol)
         return state
 
-    def sync(self, bars, *, skip_run_id=None):
-        return self.inner.sync(bars, skip_run_id=skip_run_id)
+    def sync(self, bars, *, closed=None, skip_run_id=None):
+        return self.inner.sync(bars, closed=closed, skip_run_id=skip_run_id)
+
+    def lookup(self, client_order_id):
+        return self.inner.lookup(client_order_id)
 
     def account_state(self):
         return self.inner.account_state()

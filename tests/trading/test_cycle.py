@@ -469,7 +469,10 @@ def test_a_month_of_simulated_trading_reconciles_at_every_step(broker, ledger, m
             assert position.qty == pytest.approx(signed[symbol], abs=1e-9)
             last = bars[(bars.symbol == symbol) & (bars.ts <= pd.Timestamp(now))]
             closed = closed_bars(last, now, "1Day")
-            assert position.mark_price == closed.close.iloc[-1]  # valued at the last close seen
+            # valued at the latest price known: the last close, or a fill at the open of the forming bar
+            fills_after = [f for f in fills if f["symbol"] == symbol and f["bar_ts"] > closed.ts.iloc[-1]]
+            latest = fills_after[-1]["price"] if fills_after else closed.close.iloc[-1]
+            assert position.mark_price == latest
         for row in ledger.equity_curve(broker.account):
             assert row["cash"] + row["positions_value"] == pytest.approx(row["equity"], abs=1e-6)
         assert report.equity["equity"] == pytest.approx(cash + sum(p.qty * p.mark_price for p in positions.values()),

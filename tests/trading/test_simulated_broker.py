@@ -40,11 +40,11 @@ def sim(ledger) -> SimulatedBroker:
 
 
 def _order(sim: SimulatedBroker, cid: str, symbol: str = "AAPL", side: str = "buy", qty: float = 10.0,
-           ref_price: float = 100.0, bar_ts=D1, *, submit: bool = True) -> OrderRequest:
+           ref_price: float = 100.0, bar_ts=D1, *, submit: bool = True, placed=NOW) -> OrderRequest:
     request = OrderRequest(cid, symbol, side, qty, ref_price, bar_ts.to_pydatetime())
     sim.ledger.record_intents([{
         "account": sim.account, "client_order_id": cid, "dag_id": "dag", "run_id": "run", "symbol": symbol,
-        "side": side, "qty": qty, "ref_price": ref_price, "bar_ts": bar_ts, "created_at": NOW}])
+        "side": side, "qty": qty, "ref_price": ref_price, "bar_ts": bar_ts, "created_at": placed}])
     if submit:
         state = sim.submit(request)
         assert (state.status, state.broker_order_id) == ("new", f"sim-{cid}")
@@ -96,8 +96,9 @@ def test_buy_fills_at_the_open_of_the_first_later_bar(sim, ledger):
 
 
 def test_sell_fills_below_the_open(sim, ledger):
-    _order(sim, "c1", bar_ts=D0)  # buys at D1's open: 100 * 1.001 = 100.1
-    _order(sim, "c2", side="sell", qty=4.0, ref_price=112.0, bar_ts=D2)  # sells at D3's open: 120 * 0.999
+    evening = pd.Timedelta(hours=21)  # each order placed after its decision bar's close
+    _order(sim, "c1", bar_ts=D0, placed=D0 + evening)  # buys at D1's open: 100 * 1.001 = 100.1
+    _order(sim, "c2", side="sell", qty=4.0, ref_price=112.0, bar_ts=D2, placed=D2 + evening)  # D3's open: 120 * 0.999
     sim.sync(AAPL)
     fills = {f["client_order_id"]: f for f in ledger.fills(sim.account)}
     assert fills["c1"]["price"] == pytest.approx(100.1, abs=1e-12) and fills["c1"]["bar_ts"] == D1
@@ -179,3 +180,13 @@ def test_account_state_buying_power_is_cash_less_open_buys(sim, ledger):
     assert state.buying_power == pytest.approx(cash - 250.0, abs=1e-9)
     assert state.equity == pytest.approx(cash + 10 * 118.0, abs=1e-9)
     assert state.positions == {"AAPL": 10.0}
+
+
+def test_an_order_never_fills_at_a_price_from_before_it_was_placed(sim):
+    # Decided at 15:00 New York on D1 (20:00 UTC) on the last CLOSED daily bar, D0: D1's open (09:30) was
+    # before the order, so the fill is at D2's open.
+    request = _order(sim, "late", bar_ts=D0)
+    assert request.bar_ts < NOW
+    sim.sync(AAPL)
+    (fill,) = sim.ledger.fills(sim.account)
+    assert fill["price"] == pytest.approx(110.0 * (1 + 10 / 10_000)) and fill["bar_ts"] == D2

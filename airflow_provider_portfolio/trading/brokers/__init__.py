@@ -97,10 +97,12 @@ class Broker(Protocol):
     account: str
     kind: str
 
-    def sync(self, bars: pd.DataFrame, *, skip_run_id: str | None = None) -> list[OrderState]:
+    def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
+             skip_run_id: str | None = None) -> list[OrderState]:
         """Bring the ledger's open orders up to date (fills, cancels) and mark positions; return what changed.
 
-        :param bars: the cycle's closed bars (canonical frame).
+        :param bars: the cycle's bars that have started by its instant (their opens are known).
+        :param closed: those of them that have closed (their closes are known); default ``bars``.
         :param skip_run_id: the current run: its own pending orders are settled by :meth:`submit`.
         """
 

@@ -80,7 +80,8 @@ class AlpacaBroker:
     def __repr__(self) -> str:
         return f"AlpacaBroker({self.account!r}, {'LIVE' if self.hook.is_live else 'paper'})"
 
-    def sync(self, bars: pd.DataFrame, *, skip_run_id: str | None = None) -> list[OrderState]:
+    def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
+             skip_run_id: str | None = None) -> list[OrderState]:
         """Reconcile the ledger's open orders with Alpaca (by client order id).
 
         An order still ``pending_submit`` from an earlier run that Alpaca does not know was never placed

@@ -1,7 +1,9 @@
 """SimulatedBroker: a paper book kept in the portfolio store.
 
-Orders are accepted at once and fill whole at the open of the first bar after the bar they were
-decided on (the next bar), at ``open * (1 + slippage)`` for buys and ``open * (1 - slippage)`` for sells,
+Orders are accepted at once and fill whole at the open of the first bar that comes after the bar they were
+decided on and starts no earlier than the order was placed (a daily decision at 15:00 on yesterday's bar
+fills at tomorrow's open, never at this morning's; a bar's open counts from its start, so an intraday order
+fills at the open of the bar that starts as it is placed), at ``open * (1 + slippage)`` for buys and ``open * (1 - slippage)`` for sells,
 with a commission of ``commission_per_order + commission_bps * notional / 10,000``. Fills happen when a
 later cycle sees that bar (:meth:`SimulatedBroker.sync`), so nothing fills on a price the trader could not
 have known. Cash, positions and the equity curve live in the ledger; equity is cash plus the positions
@@ -81,8 +83,10 @@ class SimulatedBroker:
         """The commission of a fill of ``notional``."""
         return self.commission_per_order + self.commission_bps * abs(notional) / 10_000.0
 
-    def sync(self, bars: pd.DataFrame, *, skip_run_id: str | None = None) -> list[OrderState]:
-        """Fill open orders at the open of their next bar in ``bars``; mark positions at the last closes."""
+    def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
+             skip_run_id: str | None = None) -> list[OrderState]:
+        """Fill open orders at the open of their fill bar in ``bars`` (see the module docstring); mark positions
+        at the last closes of ``closed`` (default ``bars``)."""
         import numpy as np
 
         changed: list[OrderState] = []
@@ -95,7 +99,8 @@ class SimulatedBroker:
             group = by_symbol[order["symbol"]]
             ts = group["ts"].to_numpy(dtype="datetime64[ns]")
             bar = np.datetime64(order["bar_ts"].replace(tzinfo=None), "ns")
-            later = np.flatnonzero(ts > bar)
+            placed = np.datetime64(order["created_at"].replace(tzinfo=None), "ns")
+            later = np.flatnonzero((ts > bar) & (ts >= placed))  # never at a price from before the order
             if not later.size:
                 continue
             row = group.iloc[int(later[0])]
@@ -109,7 +114,10 @@ class SimulatedBroker:
                          result.qty, result.price, result.commission, result.cash_after)
                 changed.append(OrderState(result.client_order_id, "filled", order["broker_order_id"], result.qty,
                                           result.price))
-        last = bars.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(1)
+        marks = bars if closed is None else closed
+        if marks.empty:
+            return changed
+        last = marks.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(1)
         self.ledger.mark(self.account, {r.symbol: (float(r.close), r.ts) for r in last.itertuples(index=False)})
         return changed
 
