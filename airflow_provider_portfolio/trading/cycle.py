@@ -305,7 +305,7 @@ def decide_step(
     else:
         started = bars
     bars = closed_bars(started, now, tf, settings.exchange)  # their closes are known: signals and marks
-    report.synced = len(broker.sync(started, closed=bars, skip_run_id=run_id))
+    report.synced = len(broker.sync(started, closed=bars, skip_run=(dag_id, run_id)))
 
     panels = _panels(bars, symbols, LOOKBACK_BARS)
     last_close = panels["close"][:, -1]

@@ -89,8 +89,8 @@ class RecordingBroker:
             raise self.after.pop(request.symbol)
         return state
 
-    def sync(self, bars, *, closed=None, skip_run_id=None):
-        return self.inner.sync(bars, closed=closed, skip_run_id=skip_run_id)
+    def sync(self, bars, *, closed=None, skip_run=None):
+        return self.inner.sync(bars, closed=closed, skip_run=skip_run)
 
     def lookup(self, client_order_id):
         return self.inner.lookup(client_order_id)

@@ -541,7 +541,7 @@ def test_sync_reconciles_the_open_orders_of_earlier_runs(make_broker, ledger, al
     alpaca.lookup_status[unreachable] = 500
     current = intent("run-1", "MSFT", 1)  # this run's own pending order: submit() settles it
 
-    changed = broker.sync(empty_bars(), skip_run_id="run-1")
+    changed = broker.sync(empty_bars(), skip_run=(DAG, "run-1"))
 
     assert {s.client_order_id: s.status for s in changed} == {to_fill: "filled", never_sent: "not_placed",
                                                               unrecorded: "accepted"}
@@ -558,9 +558,24 @@ def test_sync_reconciles_the_open_orders_of_earlier_runs(make_broker, ledger, al
 
     # A second sync changes nothing more: filled / not placed are terminal, only the unreachable one is asked.
     del alpaca.lookup_status[unreachable]
-    assert broker.sync(empty_bars(), skip_run_id="run-1") == []
+    assert broker.sync(empty_bars(), skip_run=(DAG, "run-1")) == []
     assert alpaca.lookups()[-2:] == [unrecorded, unreachable]
 
+
+
+def test_sync_reconciles_another_dags_order_that_shares_the_run_id(make_broker, ledger, alpaca):
+    # Scheduled runs of two DAGs share run ids (scheduled__<date>): only this DAG's run is skipped.
+    from airflow_provider_portfolio.market.bars import empty_bars
+
+    broker = make_broker()
+    ours, theirs = cid_of("run-1", "AAPL"), client_order_id("other-dag", "run-1", "AAPL", BAR, "buy")
+    for dag_id, cid in ((DAG, ours), ("other-dag", theirs)):
+        ledger.record_intents([{"account": broker.account, "client_order_id": cid, "dag_id": dag_id,
+                                "run_id": "run-1", "symbol": "AAPL", "side": "buy", "qty": 1, "ref_price": 100.0,
+                                "bar_ts": BAR, "created_at": NOW}])
+    changed = broker.sync(empty_bars(), skip_run=(DAG, "run-1"))
+    assert [(s.client_order_id, s.status) for s in changed] == [(theirs, "not_placed")]
+    assert alpaca.lookups() == [theirs] and stored(ledger)[ours]["status"] == "pending_submit"
 
 # -- 4. assets and account ----------------------------------------------------------------------------------
 

@@ -98,12 +98,13 @@ class Broker(Protocol):
     kind: str
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run_id: str | None = None) -> list[OrderState]:
+             skip_run: tuple[str, str] | None = None) -> list[OrderState]:
         """Bring the ledger's open orders up to date (fills, cancels) and mark positions; return what changed.
 
         :param bars: the cycle's bars that have started by its instant (their opens are known).
         :param closed: those of them that have closed (their closes are known); default ``bars``.
-        :param skip_run_id: the current run: its own pending orders are settled by :meth:`submit`.
+        :param skip_run: the current run, (dag_id, run_id): its own pending orders are settled by :meth:`submit`
+            (run ids alone repeat across DAGs: ``scheduled__<date>``).
         """
 
     def account_state(self) -> AccountSnapshot:

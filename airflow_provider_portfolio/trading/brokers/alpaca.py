@@ -81,7 +81,7 @@ class AlpacaBroker:
         return f"AlpacaBroker({self.account!r}, {'LIVE' if self.hook.is_live else 'paper'})"
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run_id: str | None = None) -> list[OrderState]:
+             skip_run: tuple[str, str] | None = None) -> list[OrderState]:
         """Reconcile the ledger's open orders with Alpaca (by client order id).
 
         An order still ``pending_submit`` from an earlier run that Alpaca does not know was never placed
@@ -89,7 +89,7 @@ class AlpacaBroker:
         """
         changed = []
         for order in self.ledger.orders(self.account, open_only=True):
-            if order["run_id"] == skip_run_id:
+            if (order["dag_id"], order["run_id"]) == skip_run:
                 continue
             cid = order["client_order_id"]
             try:

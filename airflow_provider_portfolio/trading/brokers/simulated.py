@@ -84,7 +84,7 @@ class SimulatedBroker:
         return self.commission_per_order + self.commission_bps * abs(notional) / 10_000.0
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run_id: str | None = None) -> list[OrderState]:
+             skip_run: tuple[str, str] | None = None) -> list[OrderState]:
         """Fill open orders at the open of their fill bar in ``bars`` (see the module docstring); mark positions
         at the last closes of ``closed`` (default ``bars``)."""
         import numpy as np
