@@ -40,7 +40,7 @@ test-lowest: system-deps
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
-	$(LOWEST_VENV)/bin/python -m pytest tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables tests/trading
+	$(LOWEST_VENV)/bin/python -m pytest -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables tests/trading
 
 bench: venv system-deps
 	$(VENV)/bin/python bench/bench_store.py
