@@ -193,20 +193,17 @@ def _panels(bars: pd.DataFrame, symbols: Sequence[str], lookback: int) -> dict[s
     n = len(symbols)
     out = {k: np.full((n, lookback), np.nan) for k in ("close", "high", "low")}
     last_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    position = {s: i for i, s in enumerate(symbols)}
-    if not bars.empty:
-        ordered = bars.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(lookback)
+    ordered = bars[bars["symbol"].isin(symbols)] if not bars.empty else bars
+    if not ordered.empty:
+        ordered = ordered.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(lookback)
+        groups = ordered.groupby("symbol", sort=False)
+        row = pd.Index(symbols).get_indexer(ordered["symbol"])
+        col = lookback - groups["ts"].transform("size").to_numpy() + groups.cumcount().to_numpy()
+        for k in out:
+            out[k][row, col] = ordered[k].to_numpy(dtype=np.float64)
         ts_ns = pd.DatetimeIndex(ordered["ts"]).as_unit("ns").asi8
-        sym = ordered["symbol"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1]])
-        stops = np.r_[starts[1:], len(sym)]
-        for a, b in zip(starts, stops, strict=True):
-            i = position.get(sym[a])
-            if i is None:
-                continue
-            for k in out:
-                out[k][i, lookback - (b - a):] = ordered[k].to_numpy(dtype=np.float64)[a:b]
-            last_ts[i] = ts_ns[b - 1]
+        last = np.r_[ordered["symbol"].to_numpy()[1:] != ordered["symbol"].to_numpy()[:-1], True]
+        last_ts[row[last]] = ts_ns[last]
     out["last_ts"] = last_ts
     return out
 
@@ -221,31 +218,31 @@ def _forecast_inputs(symbols: Sequence[str], last_close: np.ndarray, forecasts: 
     er, lo, hi = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     healthy = np.zeros(n, dtype=bool)
     notes: dict[int, str] = {}
-    first = None
-    if forecasts is not None and not forecasts.empty:
-        first = forecasts[forecasts["step"] == 1].drop_duplicates("symbol", keep="last").set_index("symbol")
-    health = {}
+    if forecasts is None or forecasts.empty:
+        return er, lo, hi, healthy, dict.fromkeys(range(n), "no stored forecast: ignored")
+    first = forecasts[forecasts["step"] == 1].drop_duplicates("symbol", keep="last").set_index("symbol")
+    first = first.reindex(list(symbols))
+    have = first["point"].notna().to_numpy()
+    asof = pd.to_datetime(first["asof"], utc=True)
+    delta = first["timeframe"].map(lambda t: parse_timeframe(t).delta if isinstance(t, str) else pd.NaT)
+    grace = first["timeframe"].map(lambda t: pd.Timedelta(days=3) if t == "1Day" else pd.Timedelta(0))
+    now_ts = pd.Timestamp(now)
+    future = have & (asof + delta > now_ts).to_numpy()  # made on a bar not closed at ``now``: the future
+    stale = have & ~future & (pd.to_datetime(first["target_ts"], utc=True) + delta + grace <= now_ts).to_numpy()
+    for i in np.flatnonzero(~have):
+        notes[int(i)] = "no stored forecast: ignored"
+    for i in np.flatnonzero(future):
+        notes[int(i)] = f"forecast made after this cycle's instant (on the bar {asof.iloc[i].isoformat()}): ignored"
+    for i in np.flatnonzero(stale):
+        notes[int(i)] = f"stale forecast (made at {asof.iloc[i].isoformat()}): ignored"
+    use = have & ~future & ~stale & np.isfinite(last_close) & (last_close > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        base = np.log(np.where(use, last_close, 1.0))
+    for name, arr in (("point", er), ("lower", lo), ("upper", hi)):
+        arr[use] = first[name].to_numpy(dtype=np.float64)[use] - base[use]
     if evaluations is not None and not evaluations.empty:
         health = dict(zip(evaluations["symbol"], evaluations["healthy"].astype(bool), strict=True))
-    now_ts = pd.Timestamp(now)
-    for i, symbol in enumerate(symbols):
-        if first is None or symbol not in first.index:
-            notes[i] = "no stored forecast: ignored"
-            continue
-        row = first.loc[symbol]
-        tf = parse_timeframe(row["timeframe"])
-        if pd.Timestamp(row["asof"]) + tf.delta > now_ts:  # made on a bar not closed at ``now``: the future
-            notes[i] = f"forecast made after this cycle's instant (on the bar {pd.Timestamp(row['asof']).isoformat()}): ignored"
-            continue
-        if pd.Timestamp(row["target_ts"]) + tf.delta + (pd.Timedelta(days=3) if tf.is_daily else pd.Timedelta(0)) \
-                <= now_ts:
-            notes[i] = f"stale forecast (made at {pd.Timestamp(row['asof']).isoformat()}): ignored"
-            continue
-        if not (np.isfinite(last_close[i]) and last_close[i] > 0):
-            continue
-        base = math.log(last_close[i])
-        er[i], lo[i], hi[i] = row["point"] - base, row["lower"] - base, row["upper"] - base
-        healthy[i] = bool(health.get(symbol, False))
+        healthy[use] = [bool(health.get(s, False)) for s in np.asarray(symbols, dtype=object)[use]]
     return er, lo, hi, healthy, notes
 
 
@@ -314,7 +311,7 @@ def decide_step(
                                   half_life_hours=settings.news_half_life_hours)
     score, confidence = combine(signals, settings.weights)
     state = broker.account_state()
-    held = _with_open_orders(_held(symbols, state.positions), ledger, broker.account)
+    held = _with_open_orders(_open_positions(symbols, state.positions), ledger, broker.account)
     with np.errstate(invalid="ignore", divide="ignore"):
         vol = atr(panels["high"], panels["low"], panels["close"]) / last_close
     prices: dict[str, Any] = {}
@@ -373,12 +370,6 @@ def decide_step(
         if d["action"] == "hold":
             report.holds += 1
     return mine
-
-
-def _held(symbols: Sequence[str], positions: Mapping[str, float]) -> dict[str, float]:
-    """The broker's positions by our symbols (Alpaca names ``BTC/USD`` ``BTCUSD``)."""
-    flat = {k.replace("/", ""): float(v) for k, v in positions.items()}
-    return {s: flat.get(s.replace("/", ""), 0.0) for s in symbols}
 
 
 def _with_open_orders(positions: Mapping[str, float], ledger: TradingLedger, account: str) -> dict[str, float]:
@@ -614,9 +605,8 @@ def fetch_news(sources: Sequence[Any], symbols: Sequence[str], start: datetime, 
     Alpaca's ``get_news``); ``([], why)`` when none has or all fail: sentiment then carries no confidence."""
     reasons = []
     for source in sources:
-        feed = getattr(source, "news", None) if callable(getattr(source, "news", None)) else None
-        feed = feed or (getattr(source, "get_news", None) if callable(getattr(source, "get_news", None)) else None)
-        if feed is None:
+        feed = getattr(source, "news", None) or getattr(source, "get_news", None)
+        if not callable(feed):
             continue
         try:
             return list(feed(list(symbols), start, end)), ""
