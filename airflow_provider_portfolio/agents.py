@@ -33,8 +33,6 @@ try:  # Airflow >= 3.2
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import AirflowSkipException
 
-#: The agents' weights: sentiment 60%, technical 40% (``trading.decision.AGENT_WEIGHTS``).
-AGENT_WEIGHTS = {"sentiment": 0.6, "technical": 0.4}
 
 
 class _Agent:
@@ -61,9 +59,10 @@ class _Agent:
         import logging
 
         from airflow_provider_portfolio.operators.trading import cycle_settings
+        from airflow_provider_portfolio.trading.decision import AGENT_WEIGHTS
 
         c = self.config
-        return cycle_settings(timeframe=c["timeframe"], weights=c["weights"], risk_limits=c["risk_limits"],
+        return cycle_settings(timeframe=c["timeframe"], weights=c["weights"] or AGENT_WEIGHTS, risk_limits=c["risk_limits"],
                               max_trades_per_day=c["max_trades_per_day"], exchange=c["exchange"],
                               log=logging.getLogger("airflow.task"), bar_aware=True, min_score=c["min_score"],
                               sizing=c["sizing"], fraction=c["fraction"])
@@ -143,7 +142,8 @@ def trading_agent_dag(
     :param schedule: the DAG's schedule (a cron timetable, a ``MarketSessionTimetable``...).
     :param start_date: the DAG's start date.
     :param timeframe: the bars decided on (``5Min``, ``1Hour``...).
-    :param weights: signal weights (``sentiment``, ``technical``); default :data:`AGENT_WEIGHTS`.
+    :param weights: signal weights (``sentiment``, ``technical``); default
+        :data:`airflow_provider_portfolio.trading.decision.AGENT_WEIGHTS` (read in the tasks: it imports NumPy).
     :param broker_conn_id: Alpaca connection, ``"simulated"`` or ``None`` (``alpaca_default`` if it exists,
         else the simulated broker).
     :param sources: market-data sources (``"synthetic"`` or connection ids); default the default data
@@ -163,7 +163,7 @@ def trading_agent_dag(
     :param default_args: DAG default arguments (retries...).
     """
     agent = _Agent({
-        "symbol": symbol, "timeframe": timeframe, "weights": dict(weights or AGENT_WEIGHTS),
+        "symbol": symbol, "timeframe": timeframe, "weights": dict(weights) if weights else None,
         "broker_conn_id": broker_conn_id, "sources": sources, "store_conn_id": store_conn_id,
         "exchange": exchange, "risk_limits": dict(risk_limits or {}), "max_trades_per_day": max_trades_per_day,
         "sizing": sizing, "fraction": fraction, "min_score": min_score, "allow_live": allow_live,
