@@ -92,11 +92,14 @@ class SimulatedBroker:
         changed: list[OrderState] = []
         if bars.empty:
             return changed
-        by_symbol = {s: g for s, g in bars.groupby("symbol", sort=False)}
-        for order in self.ledger.orders(self.account, open_only=True, symbols=by_symbol):
-            if order["status"] == "pending_submit":
-                continue  # never reached the book: submit() settles it
-            group = by_symbol[order["symbol"]]
+        # pending_submit orders never reached the book: submit() settles them
+        orders = [o for o in self.ledger.orders(self.account, open_only=True) if o["status"] != "pending_submit"]
+        wanted = bars[bars["symbol"].isin({o["symbol"] for o in orders})]
+        by_symbol = {s: g for s, g in wanted.groupby("symbol", sort=False)}
+        for order in orders:
+            group = by_symbol.get(order["symbol"])
+            if group is None:
+                continue
             ts = group["ts"].to_numpy(dtype="datetime64[ns]")
             bar = np.datetime64(order["bar_ts"].replace(tzinfo=None), "ns")
             placed = np.datetime64(order["created_at"].replace(tzinfo=None), "ns")
