@@ -67,6 +67,12 @@ class _Agent:
                               log=logging.getLogger("airflow.task"), bar_aware=True, min_score=c["min_score"],
                               sizing=c["sizing"], fraction=c["fraction"])
 
+    def lock(self, ledger: Any, broker: Any, settings: Any) -> Any:
+        """The account's lock, held by each step that reads the account or sends orders."""
+        ids = self.ids()
+        return ledger.account_lock(broker.account, owner=f"{ids['dag_id']}/{ids['run_id']}",
+                                   timeout_s=settings.lock_timeout_s)
+
     def this_run(self) -> tuple[Any, Any, dict[str, str], dict[str, dict[str, Any]]]:
         """(ledger, broker, the run's ids, this run's stored decisions by symbol)."""
         _, ledger, broker = self.open()
@@ -196,13 +202,13 @@ def trading_agent_dag(
 
             from airflow_provider_portfolio.hooks.market_data import default_sources, validate_source_names
             from airflow_provider_portfolio.operators.trading import fetch_inputs
-            from airflow_provider_portfolio.trading.cycle import LOOKBACK_BARS, closed_bars
+            from airflow_provider_portfolio.trading.cycle import LOOKBACK_BARS, closed_bars, started_bars
 
             settings = agent.settings()
             now = datetime.fromisoformat(market["now"])
             names = validate_source_names(sources) if sources else default_sources()
             bars, missing, news = fetch_inputs(names, [symbol], now, settings, logging.getLogger("airflow.task"))
-            started = bars[bars["ts"] <= now] if not bars.empty else bars
+            started = started_bars(bars, now, settings.exchange)  # a daily bar starts at its session's open
             closed = closed_bars(started, now, timeframe, settings.exchange)
             forming = started[started["ts"] > closed["ts"].max()] if not closed.empty else started
 
@@ -248,14 +254,16 @@ def trading_agent_dag(
 
             _, ledger, broker = agent.open()
             report = CycleReport()
-            mine = decide_step([symbol], _bars_frame(data["bars"] + data["forming"]),
-                               datetime.fromisoformat(data["now"]),
-                               broker=broker, ledger=ledger, **agent.ids(), settings=agent.settings(), report=report,
-                               signals={"technical": _signal(technical), "sentiment": _signal(sentiment)},
-                               missing=data["missing"])
+            settings = agent.settings()
+            with agent.lock(ledger, broker, settings):
+                mine = decide_step([symbol], _bars_frame(data["bars"] + data["forming"]),
+                                   datetime.fromisoformat(data["now"]),
+                                   broker=broker, ledger=ledger, **agent.ids(), settings=settings, report=report,
+                                   signals={"technical": _signal(technical), "sentiment": _signal(sentiment)},
+                                   missing=data["missing"])
             if symbol not in mine:
                 raise AirflowSkipException(f"{symbol}: the bar was already decided by another run")
-            return _decision_view(mine[symbol])
+            return {**_decision_view(mine[symbol]), "start_of_day_equity": report.start_of_day_equity}
 
         @task
         def risk_validation(decided: dict[str, Any], market: dict[str, Any]) -> dict[str, Any]:
@@ -264,11 +272,14 @@ def trading_agent_dag(
 
             from airflow_provider_portfolio.trading.cycle import CycleReport, risk_step
 
+            settings = agent.settings()
             ledger, broker, ids, mine = agent.this_run()
-            report = CycleReport()
-            risk_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
-                      settings=agent.settings(), report=report)
-            return _decision_view(mine[symbol])
+            report = CycleReport(start_of_day_equity=decided.get("start_of_day_equity"))
+            with agent.lock(ledger, broker, settings):
+                mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+                risk_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
+                          settings=settings, report=report)
+            return {**_decision_view(mine[symbol]), "start_of_day_equity": report.start_of_day_equity}
 
         @task
         def execute(verdict: dict[str, Any], market: dict[str, Any]) -> dict[str, Any]:
@@ -278,17 +289,21 @@ def trading_agent_dag(
             from airflow_provider_portfolio.exceptions import PortfolioError
             from airflow_provider_portfolio.trading.cycle import CycleReport, execute_step
 
+            settings = agent.settings()  # the kill switch is read again right before sending
             ledger, broker, ids, mine = agent.this_run()
-            report = CycleReport()
-            execute_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
-                         report=report)
+            report = CycleReport(start_of_day_equity=verdict.get("start_of_day_equity"))
+            with agent.lock(ledger, broker, settings):
+                mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+                execute_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
+                             report=report, settings=settings)
             if report.unknown:
                 raise PortfolioError(f"order in an unknown state: {report.unknown}; the retry looks it up first")
             cid = mine[symbol].get("client_order_id")
             order = ledger.order(broker.account, cid) if cid else None
-            return {"action": verdict["action"], "approved": verdict["approved"], "client_order_id": cid,
+            d = mine[symbol]
+            return {"action": d["action"], "approved": d["approved"], "client_order_id": cid,
                     "status": order["status"] if order else None,
-                    "reason": (order or {}).get("reason") or verdict["risk_reason"] or verdict["reason"]}
+                    "reason": (order or {}).get("reason") or d["risk_reason"] or d["reason"]}
 
         @task(trigger_rule="none_failed_min_one_success")
         def log_performance(market: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,23 @@ class StoreError(PortfolioError):
     """The portfolio store cannot be reached, is corrupt, locked, or has an unknown schema."""
 
 
+class AccountLockedError(StoreError):
+    """Another trading cycle held the account's lock longer than this one would wait.
+
+    :param account: the ledger account.
+    :param waited_s: how long this cycle waited, seconds.
+    :param holder: what is known of the holder (its owner label, process, since when), or ``""``.
+    """
+
+    def __init__(self, account: str, waited_s: float, holder: str = ""):
+        self.account = account
+        self.waited_s = waited_s
+        self.holder = holder
+        held = f" (held by {holder})" if holder else ""
+        super().__init__(f"account {account!r} is locked by another trading cycle{held}; gave up after "
+                         f"{waited_s:g} s. Nothing was decided or sent: retry when that cycle has finished")
+
+
 class VendorError(SourceError):
     """A vendor (Alpaca, Alpha Vantage, Finnhub) refused or failed a call.
 

@@ -515,9 +515,8 @@ class AlpacaHook(VendorHook):
             ts = local.dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
         frame["ts"] = ts
         frame = frame[(frame["ts"] >= pd.Timestamp(lo)) & (frame["ts"] < pd.Timestamp(hi))]
-        frame = frame.drop_duplicates("ts", keep="last")
-        frame["symbol"] = symbol
-        return frame
+        # Duplicate timestamps stay: the quality gate's duplicate_timestamp rule rejects the batch.
+        return frame.assign(symbol=symbol)
 
     # --- news -----------------------------------------------------------------------------------
 

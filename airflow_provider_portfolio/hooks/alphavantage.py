@@ -270,7 +270,8 @@ class AlphaVantageHook(VendorHook):
         frames = [f for f in frames if len(f)]
         if not frames:
             return empty_bars()
-        out = pd.concat(frames, ignore_index=True).drop_duplicates("ts", keep="last")
+        # Duplicate timestamps (months answering the same bar) stay: the quality gate rejects the batch.
+        out = pd.concat(frames, ignore_index=True)
         return to_bar_frame(out.drop(columns=["raw"]), symbol=symbol, timeframe=tf.name, source=self.name)
 
     def _months(self, first: date, last: date) -> list[str]:

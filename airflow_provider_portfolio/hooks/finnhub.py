@@ -222,7 +222,7 @@ class FinnhubHook(VendorHook):
         frame = frame[(frame["ts"] >= pd.Timestamp(lo)) & (frame["ts"] < pd.Timestamp(hi))]
         if frame.empty:
             return empty_bars()
-        frame = frame.drop_duplicates("ts", keep="last")
+        # Duplicate timestamps stay: the quality gate's duplicate_timestamp rule rejects the batch.
         return to_bar_frame(frame, symbol=symbol, timeframe=tf.name, source=self.name)
 
     def vendor_symbol(self, symbol: str) -> str:

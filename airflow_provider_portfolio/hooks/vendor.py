@@ -11,13 +11,17 @@ subclass :class:`VendorHook`. The rules they inherit:
   key or a bad request is raised at once. Writes (orders) never go through :meth:`VendorHook.read`;
 - the connection's secrets are registered with Airflow's secrets masker when the connection is read,
   and every message the hook raises or logs passes :meth:`VendorHook.redact` first, which also removes
-  keys that vendors carry in URLs (``apikey=``, ``token=``).
+  keys that vendors carry in URLs (``apikey=``, ``token=``);
+- the HTTP transport's own loggers (``urllib3.connectionpool`` logs every request line, query string
+  and key included, at DEBUG) get a :class:`TransportLogRedactor` when a hook is first used, so keys stay
+  out of those logs with or without Airflow's secrets masker (a notebook, a script, the CLI).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -62,6 +66,120 @@ def redact_text(text: object, secrets: Iterable[str] = ()) -> str:
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         out = out.replace(secret, REDACTED)
     return _KEY_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", out)
+
+
+#: The loggers the hooks' HTTP transport (``requests`` over ``urllib3``; alpaca-py's REST clients and
+#: the hooks' own sessions alike) writes to, named where the records are made: a filter on a logger
+#: applies only to records made on that very logger, not to those propagated from its children, so a
+#: filter on ``urllib3`` alone would never see ``urllib3.connectionpool``'s request lines. Naming a
+#: module not imported yet is fine: its ``getLogger(__name__)`` later returns the filtered logger.
+TRANSPORT_LOGGERS: tuple[str, ...] = (
+    "urllib3",
+    "urllib3.connectionpool",  # DEBUG '<scheme>://<host>:<port> "GET /query?...&apikey=KEY HTTP/1.1" 200 n'
+    "urllib3.connection",
+    "urllib3.poolmanager",  # INFO "Redirecting <url> -> <url>"
+    "urllib3.response",
+    "urllib3.util.retry",  # DEBUG "Incremented Retry for (url='<url>')"
+    "urllib3.contrib.pyopenssl",
+    "urllib3.http2.connection",
+    "requests",
+)
+_TRANSPORT_PACKAGES = ("urllib3", "requests")
+
+_REDACTOR_LOCK = threading.Lock()
+_REDACTOR: TransportLogRedactor | None = None
+
+
+class TransportLogRedactor(logging.Filter):
+    """A filter that rewrites a log record's text through :func:`redact_text` before any handler sees it.
+
+    It hides every key a hook has registered (:meth:`add_secrets`) and any key-carrying parameter
+    (``apikey=``, ``token=``, ...), in the message, its arguments and a logged traceback. It never drops a
+    record and never raises: a record whose arguments do not fit its format is still logged (its
+    message and arguments side by side, redacted) instead of failing in the handler, whose error report
+    would print the raw arguments.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: frozenset[str] = frozenset()  # replaced, never mutated: loggers read it from any thread
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The exact values hidden (besides the generic key parameters)."""
+        return self._secrets
+
+    def add_secrets(self, values: Iterable[object]) -> None:
+        """Hide ``values`` (and their stripped forms) too; values shorter than 4 characters are ignored."""
+        new = {v for s in values if isinstance(s, str) for v in (s, s.strip()) if len(v) >= 4}
+        if not new <= self._secrets:
+            with _REDACTOR_LOCK:
+                self._secrets = self._secrets | new
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact(record)
+        except Exception:  # never break logging; never let an unredacted record through either
+            record.msg, record.args = "<log record withheld: it could not be redacted>", ()
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+    def _redact(self, record: logging.LogRecord) -> None:
+        secrets = self._secrets
+        try:
+            text, odd = record.getMessage(), False
+        except Exception:  # arguments that do not fit the format: keep both, as text
+            text, odd = f"{_safe_str(record.msg)} (arguments: {_safe_args(record.args)})", True
+        redacted = redact_text(text, secrets)
+        if odd or redacted != text:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            exc_text = redact_text(record.exc_text, secrets)
+            if exc_text != record.exc_text:
+                # Formatters print exc_text; handlers that render exc_info themselves must not see the raw one.
+                record.exc_text, record.exc_info = exc_text, None
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info, secrets)
+
+
+def protect_transport_logs(secrets: Iterable[object] = ()) -> TransportLogRedactor:
+    """Hide ``secrets`` and key parameters in the HTTP transport's logs; install the filter if needed.
+
+    The one :class:`TransportLogRedactor` of the process goes on each of :data:`TRANSPORT_LOGGERS` and
+    on every logger already made under ``urllib3`` and ``requests``, once per logger however many hooks
+    call this; each call adds its hook's keys to the ones hidden. Cheap: hooks call it when first used,
+    never at import.
+    """
+    global _REDACTOR
+    with _REDACTOR_LOCK:
+        if _REDACTOR is None:
+            _REDACTOR = TransportLogRedactor()
+        redactor = _REDACTOR
+    redactor.add_secrets(secrets)
+    existing = [
+        name for name in list(logging.Logger.manager.loggerDict)
+        if name.split(".", 1)[0] in _TRANSPORT_PACKAGES
+    ]
+    for name in dict.fromkeys([*TRANSPORT_LOGGERS, *existing]):
+        logger = logging.getLogger(name)
+        if redactor not in logger.filters:
+            logger.addFilter(redactor)
+    return redactor
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _safe_args(args: object) -> str:
+    if isinstance(args, tuple):
+        return ", ".join(_safe_str(a) for a in args)
+    return _safe_str(args)
 
 
 class VendorHook(BaseHook):
@@ -130,6 +248,8 @@ class VendorHook(BaseHook):
         _mask(conn.password)
         if self.conn_type == "alpaca":  # the key id is half of Alpaca's credentials
             _mask(conn.login)
+        # Airflow's masker works only where Airflow configured logging: hide the keys at the source too.
+        protect_transport_logs(_conn_secrets(conn))
         return conn
 
     @property
@@ -138,7 +258,7 @@ class VendorHook(BaseHook):
         conn = self.__dict__.get("connection")
         if conn is None:
             return []
-        return [v for v in (conn.password, conn.login) if isinstance(v, str) and v]
+        return _conn_secrets(conn)
 
     def extra(self, name: str, default: Any = None) -> Any:
         """A field of the connection's extra, plain or with the UI's ``extra__<type>__`` prefix.
@@ -222,6 +342,7 @@ class VendorHook(BaseHook):
         """One ``requests`` session per hook (no transport-level retries)."""
         import requests
 
+        protect_transport_logs(self.secrets)  # before the first request; idempotent
         session = requests.Session()
         session.headers["User-Agent"] = f"airflow-provider-portfolio/{_version()}"
         return session
@@ -374,6 +495,10 @@ def _legacy_form_widgets(cls: type[VendorHook]) -> dict[str, Any]:
             default=None if default is None else str(default),
         )
     return widgets
+
+
+def _conn_secrets(conn: Any) -> list[str]:
+    return [v for v in (conn.password, conn.login) if isinstance(v, str) and v]
 
 
 def _mask(value: object) -> None:

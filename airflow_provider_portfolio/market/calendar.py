@@ -333,6 +333,38 @@ class MarketCalendar:
         return _utc_index(intraday_bar_starts(opens, closes, int(tf.delta.value)), name="ts")
 
 
+    def bar_bounds(self, ts_ns: np.ndarray, timeframe: str) -> tuple[np.ndarray, np.ndarray]:
+        """When each bar of this calendar starts and ends: the instants its open and its close exist.
+
+        A bar's open exists once its session has opened, not at its timestamp: a daily bar is stamped at
+        midnight UTC of its session date but starts at the session's open (09:30 New York) and ends at its
+        close; an intraday bar starts at its timestamp (inside a session) and ends one timeframe later, cut
+        at the session's close (the short last bar of an early close). A bar outside every session never
+        starts nor ends (``int64`` max).
+
+        :param ts_ns: bar timestamps, int64 nanoseconds UTC.
+        :param timeframe: the bars' timeframe.
+        :return: (starts, ends), int64 nanoseconds UTC.
+        """
+        tf = parse_timeframe(timeframe)
+        ts_ns = np.asarray(ts_ns, dtype=np.int64)
+        never = np.iinfo(np.int64).max
+        if not len(ts_ns):
+            return ts_ns.copy(), ts_ns.copy()
+        days, opens, closes = self.session_bounds(pd.Timestamp(int(ts_ns.min()) - _DAY_NS),
+                                                  pd.Timestamp(int(ts_ns.max()) + _DAY_NS))
+        if not len(days):
+            return np.full(len(ts_ns), never), np.full(len(ts_ns), never)
+        if tf.is_daily:
+            pos = np.minimum(np.searchsorted(days, ts_ns), len(days) - 1)
+            ok = days[pos] == ts_ns
+            return np.where(ok, opens[pos], never), np.where(ok, closes[pos], never)
+        pos, inside = session_positions(opens, closes, ts_ns)
+        session_close = closes[np.maximum(pos, 0)]
+        return (np.where(inside, ts_ns, never),
+                np.where(inside, np.minimum(ts_ns + int(tf.delta.value), session_close), never))
+
+
 def utc_ns(values: object) -> np.ndarray:
     """Instants (a Series, DatetimeIndex or datetime array) as int64 nanoseconds UTC; naive ones are UTC."""
     index = pd.DatetimeIndex(values)
@@ -372,3 +404,26 @@ def calendar_for_symbol(symbol: str, exchange: str = "XNYS") -> MarketCalendar:
     :param exchange: calendar of equities.
     """
     return MarketCalendar(ALWAYS_OPEN if is_crypto(symbol) else exchange)
+
+
+def bar_times(bars: pd.DataFrame, exchange: str = "XNYS") -> tuple[np.ndarray, np.ndarray]:
+    """When each row of a bar frame starts and ends (see :meth:`MarketCalendar.bar_bounds`), each symbol on its
+    own calendar (:func:`calendar_for_symbol`): the one rule for "has this bar's open / close happened yet".
+
+    :param bars: canonical bars (``symbol``, ``timeframe``, ``ts``), any number of symbols and timeframes.
+    :param exchange: the calendar of equities.
+    :return: (starts, ends) aligned with the rows, int64 nanoseconds UTC.
+    """
+    n = len(bars)
+    starts = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    ends = starts.copy()
+    if not n:
+        return starts, ends
+    ts_ns = utc_ns(bars["ts"])
+    symbols, by_symbol = np.unique(bars["symbol"].to_numpy(dtype=str), return_inverse=True)
+    calendars = np.array([calendar_for_symbol(s, exchange).name for s in symbols])[by_symbol]
+    timeframes = bars["timeframe"].to_numpy(dtype=str)
+    for name, timeframe in {(c, t) for c, t in zip(calendars, timeframes, strict=True)}:
+        rows = (calendars == name) & (timeframes == timeframe)
+        starts[rows], ends[rows] = MarketCalendar(name).bar_bounds(ts_ns[rows], timeframe)
+    return starts, ends

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_portfolio.exceptions import AllSourcesFailedError, DataQualityError, InvalidInputError
-from airflow_provider_portfolio.market.bars import parse_timeframe
+from airflow_provider_portfolio.market.bars import empty_bars, parse_timeframe
 from airflow_provider_portfolio.market.calendar import (
     MarketCalendar,
     calendar_for_symbol,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODES = ("incremental", "full")
+_PREVIOUS_WINDOW = pd.Timedelta(days=31)  # stored timestamps read first when looking for the bar before a hole
 
 
 @dataclass
@@ -122,6 +123,32 @@ def plan_missing_sessions(
     return pd.DatetimeIndex(sessions.index[missing])
 
 
+def previous_bar(store: PortfolioStore, symbol: str, timeframe: str, before: pd.Timestamp) -> pd.DataFrame:
+    """The last stored bar of ``symbol`` and ``timeframe`` dated before ``before``: a bar frame of one row, or empty.
+
+    An incremental load after the last stored bar costs an indexed ``max(ts)`` and a one-row read. A batch
+    that fills a hole or re-runs stored sessions also reads the stored timestamps of the 31 days before
+    it, and all earlier ones only when those days hold none.
+
+    :param store: a migrated store.
+    :param symbol: the symbol.
+    :param timeframe: the timeframe.
+    :param before: the batch's first timestamp (tz-aware).
+    """
+    end = pd.Timestamp(before) - pd.Timedelta(microseconds=1)  # the store keeps microseconds
+    latest = store.latest_bar_ts([symbol], timeframe).get(symbol)
+    if latest is None:
+        return empty_bars()
+    if latest > end:
+        stamps = store.bar_timestamps(symbol, timeframe, end - _PREVIOUS_WINDOW, end)
+        if not len(stamps):
+            stamps = store.bar_timestamps(symbol, timeframe, None, end)
+        if not len(stamps):
+            return empty_bars()
+        latest = stamps[-1]
+    return store.read_bars([symbol], timeframe, latest, latest)
+
+
 def load_bars(
     store: PortfolioStore,
     sources: Sequence[MarketDataSource],
@@ -140,8 +167,10 @@ def load_bars(
 
     Per symbol: the sessions the store lacks (``incremental``) or all sessions (``full``) are fetched
     through a failover chain over ``sources``; bars of sessions not yet closed at ``now`` are dropped
-    (a partial bar is never stored); the batch passes the quality gate whole or is rejected whole;
-    the rest is upserted in one transaction per symbol. A failing symbol never stops the others.
+    (a partial bar is never stored; a session closing exactly at ``now`` has closed); the batch passes
+    the quality gate whole or is rejected whole, its first bar judged for ``implausible_jump`` against
+    the last stored bar before it (see :func:`previous_bar`), however long ago that was; the rest is
+    upserted in one transaction per symbol. A failing symbol never stops the others.
 
     :param store: a migrated store.
     :param sources: market-data sources, tried in order.
@@ -170,6 +199,7 @@ def load_bars(
     now_ts = pd.Timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
     if now_ts.tzinfo is None:
         raise InvalidInputError("now must be timezone-aware")
+    rules = rules or QualityRules()
 
     plans: dict[str, pd.DataFrame] = {}
     for symbol in symbol_list:
@@ -198,8 +228,12 @@ def load_bars(
             result.failed_sources = dict(fetched.failures)
             bars = _within_sessions(fetched.frame, sessions.loc[wanted[0]:wanted[-1]], tf.is_daily)
             result.rows_fetched = len(bars)
-            check_bars(bars, calendar=calendar_for(symbol), rules=rules) if len(bars) else None
-            result.rows_written = store.upsert_bars(bars) if len(bars) else 0
+            if len(bars):
+                first = bars["ts"].min()
+                previous = (previous_bar(store, symbol, tf.name, first)
+                            if rules.max_abs_return is not None and pd.notna(first) else None)
+                check_bars(bars, calendar=calendar_for(symbol), rules=rules, previous=previous)
+                result.rows_written = store.upsert_bars(bars)
         except AllSourcesFailedError as err:
             result.failed_sources = dict(err.failures)
             result.error = f"{type(err).__name__}: {err}"

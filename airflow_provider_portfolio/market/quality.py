@@ -11,14 +11,21 @@ rule                    a row breaks it when
 ``non_finite``          a price or the volume is infinite
 ``non_positive_price``  a price is zero or negative
 ``high_below_low``      ``high < low``
-``open_outside_range``  ``open`` lies outside ``[low, high]``
-``close_outside_range`` ``close`` lies outside ``[low, high]``
+``open_outside_range``  ``open`` lies outside ``[low, high]`` (``open == low`` or ``== high`` passes)
+``close_outside_range`` ``close`` lies outside ``[low, high]`` (``close == low`` or ``== high`` passes)
 ``negative_volume``     ``volume < 0``
-``duplicate_timestamp`` another row of the symbol has the same ``ts`` (every such row counts)
+``duplicate_timestamp`` another row of the symbol has the same ``ts`` (every such row counts), even
+                        when every value is equal: sources hand over every row a vendor sent
+                        (no hook drops duplicates, none merges overlapping pages), so a repeated
+                        bar is a vendor defect and this rule is the only place that judges it
 ``off_session``         daily bars: ``ts`` is not midnight UTC of a session date of the calendar;
                         intraday bars: ``ts`` is not within ``[market_open, market_close)`` of a
                         session (skipped without a calendar or with ``check_sessions=False``)
-``implausible_jump``    ``|close / previous close - 1| > max_abs_return``, rows ordered by ``ts``
+``implausible_jump``    ``|close / previous close - 1| > max_abs_return`` (a move of exactly
+                        ``max_abs_return`` passes), rows ordered by ``ts``; the first row's
+                        previous close is the ``previous`` bar (the last stored one, for the ETL)
+                        when given, whatever the time between them: a long gap gets no wider
+                        threshold
 ======================= ======================================================================
 
 Everything is vectorised over the whole frame (one pass per rule, one calendar lookup per calendar, a
@@ -71,7 +78,9 @@ class QualityRules:
     """Settings of the quality gate.
 
     :param max_abs_return: largest plausible move of the close from one bar to the next, as a
-        fraction (``0.5`` = 50%); a larger move fails ``implausible_jump``. ``None`` disables the rule.
+        fraction (``0.5`` = 50%); a larger move fails ``implausible_jump``, however long the gap
+        between the two bars (a genuine move that large is for a person to load, with a wider
+        threshold). ``None`` disables the rule.
     :param check_sessions: whether ``off_session`` is checked (it also needs a calendar).
     :raises InvalidInputError: when ``max_abs_return`` is not a positive finite number or ``None``.
     """
@@ -87,7 +96,13 @@ class QualityRules:
             raise InvalidInputError(f"max_abs_return must be a positive number or None, got {value!r}")
 
 
-def check_bars(bars: pd.DataFrame, *, calendar: Any = None, rules: QualityRules | None = None) -> None:
+def check_bars(
+    bars: pd.DataFrame,
+    *,
+    calendar: Any = None,
+    rules: QualityRules | None = None,
+    previous: pd.DataFrame | None = None,
+) -> None:
     """Gate one symbol's batch of bars: return quietly, or raise at the first rule it breaks.
 
     :param bars: bar frame of one symbol (columns as :data:`~airflow_provider_portfolio.market.bars.BAR_COLUMNS`;
@@ -95,8 +110,12 @@ def check_bars(bars: pd.DataFrame, *, calendar: Any = None, rules: QualityRules 
     :param calendar: the symbol's calendar (anything with ``sessions(start, end)`` like
         :class:`~airflow_provider_portfolio.market.calendar.MarketCalendar`); ``None`` skips ``off_session``.
     :param rules: settings; :class:`QualityRules` defaults when ``None``.
+    :param previous: the bar of the same timeframe just before the batch (e.g. the last stored one), as a
+        frame with ``symbol``, ``ts`` and ``close``; ``implausible_jump`` judges the batch's first row
+        against its close. ``None`` or no row for the symbol: the first row is not compared.
     :raises DataQualityError: naming the symbol, the rule, the offending rows and their count.
-    :raises InvalidInputError: when the frame lacks a column or holds several symbols or timeframes.
+    :raises InvalidInputError: when the frame lacks a column or holds several symbols or timeframes, or
+        ``previous`` holds several bars of the symbol or one not before the batch.
     """
     _require_columns(bars)
     if len(bars) == 0:
@@ -107,7 +126,7 @@ def check_bars(bars: pd.DataFrame, *, calendar: Any = None, rules: QualityRules 
         raise InvalidInputError(
             f"check_bars takes one symbol's batch, got {len(symbols)} symbols ({shown}...): use validate_bars"
         )
-    _, _, errors = _gate(bars, None if calendar is None else (lambda _symbol: calendar), rules)
+    _, _, errors = _gate(bars, None if calendar is None else (lambda _symbol: calendar), rules, previous)
     if errors:
         raise next(iter(errors.values()))
 
@@ -117,6 +136,7 @@ def validate_bars(
     *,
     calendar_for: Callable[[str], Any] | None = None,
     rules: QualityRules | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, DataQualityError]]:
     """Gate a frame of many symbols, one batch per symbol; a failing symbol is rejected whole.
 
@@ -124,14 +144,17 @@ def validate_bars(
     :param calendar_for: symbol -> its calendar (e.g. ``calendar_for_symbol``); ``None`` skips
         ``off_session``.
     :param rules: settings; :class:`QualityRules` defaults when ``None``.
+    :param previous: each symbol's bar just before its batch (at most one per symbol), as for
+        :func:`check_bars`; symbols without one are not compared across the boundary.
     :return: the rows of the symbols that passed (in their original order, index reset) and
         symbol -> the error of each symbol that failed.
-    :raises InvalidInputError: when the frame lacks a column or a symbol holds several timeframes.
+    :raises InvalidInputError: when the frame lacks a column, a symbol holds several timeframes, or
+        ``previous`` holds several bars of a symbol or one not before its batch.
     """
     _require_columns(bars)
     if len(bars) == 0:
         return bars.reset_index(drop=True), {}
-    codes, uniques, errors = _gate(bars, calendar_for, rules)
+    codes, uniques, errors = _gate(bars, calendar_for, rules, previous)
     if not errors:
         return bars.reset_index(drop=True), errors
     failed = np.array([str(symbol) in errors for symbol in uniques], dtype=bool)
@@ -151,7 +174,10 @@ def _require_columns(bars: object) -> None:
 
 
 def _gate(
-    bars: pd.DataFrame, calendar_for: Callable[[str], Any] | None, rules: QualityRules | None
+    bars: pd.DataFrame,
+    calendar_for: Callable[[str], Any] | None,
+    rules: QualityRules | None,
+    previous: pd.DataFrame | None = None,
 ) -> tuple[np.ndarray, Any, dict[str, DataQualityError]]:
     """Check every symbol of ``bars`` at once.
 
@@ -195,8 +221,13 @@ def _gate(
             codes, uniques, ts_ns, ts_missing, daily, calendar_for if rules.check_sessions else None
         )
         jump = np.zeros(len(codes), dtype=bool)
+        prev_close, prev_ts = np.full(n_symbols, np.nan), np.full(n_symbols, _NAT, dtype=np.int64)
         if rules.max_abs_return is not None:
             jump[1:] = same & (np.abs(c[1:] / c[:-1] - 1.0) > rules.max_abs_return)
+            if previous is not None:
+                first = np.flatnonzero(np.r_[True, ~same])  # each symbol's first row
+                _previous_by_symbol(previous, uniques, prev_close, prev_ts, codes[first], ts_ns[first])
+                jump[first] = np.abs(c[first] / prev_close[codes[first]] - 1.0) > rules.max_abs_return
         masks["implausible_jump"] = jump
 
     counts = np.stack([np.bincount(codes[masks[r]], minlength=n_symbols) for r in RULES])
@@ -220,13 +251,61 @@ def _gate(
             elif rule == "off_session":
                 text = session_note(i)
             elif rule == "implausible_jump":
-                text = f"close={_num(c[i])} previous_close={_num(c[i - 1])} return={c[i] / c[i - 1] - 1:+.1%}"
+                if i == lo:  # the symbol's first row: its previous close is the bar before the batch
+                    before = prev_close[s]
+                    shown = f"{_num(before)} ({_ts_text(prev_ts[s], False)}, before the batch)"
+                else:
+                    before = c[i - 1]
+                    shown = _num(before)
+                text = f"close={_num(c[i])} previous_close={shown} return={c[i] / before - 1:+.1%}"
             else:
                 text = " ".join(f"{k}={_num(values[k][i])}" for k in _SHOWN_COLUMNS[rule])
             described.append(f"{_ts_text(ts_ns[i], ts_missing[i])} {text}")
         symbol = str(uniques[s])
         errors[symbol] = DataQualityError(symbol, rule, described, int(counts[r, s]))
     return row_codes, uniques, errors
+
+
+def _previous_by_symbol(
+    previous: pd.DataFrame,
+    uniques: Any,
+    close: np.ndarray,
+    ts: np.ndarray,
+    first_codes: np.ndarray,
+    first_ns: np.ndarray,
+) -> None:
+    """Fill ``close`` and ``ts`` (int64 UTC ns), indexed by symbol code, from each symbol's bar before its batch.
+
+    :param first_codes: the code of each symbol's first row (rows in (symbol, ts) order).
+    :param first_ns: those rows' timestamps; a previous bar must come strictly before them.
+    :raises InvalidInputError: for a frame without ``symbol``, ``ts`` and ``close``, several bars of a
+        symbol, or a bar not before its symbol's batch.
+    """
+    if not isinstance(previous, pd.DataFrame):
+        raise InvalidInputError(f"previous must be a pandas DataFrame, got {type(previous).__name__}")
+    missing = [col for col in ("symbol", "ts", "close") if col not in previous.columns]
+    if missing:
+        raise InvalidInputError(f"previous lacks column(s) {missing}; expected symbol, ts and close")
+    pos = pd.Index(uniques).get_indexer(previous["symbol"])
+    rows = np.flatnonzero(pos >= 0)  # bars of symbols not in the batch are ignored
+    if not len(rows):
+        return
+    pos = pos[rows]
+    several = np.flatnonzero(np.bincount(pos) > 1)
+    if len(several):
+        raise InvalidInputError(f"{uniques[several[0]]}: previous holds one bar per symbol, got several")
+    ns, ns_missing = _ts_ns(previous["ts"].iloc[rows])
+    values = pd.to_numeric(previous["close"].iloc[rows], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    close[pos] = np.where(ns_missing, np.nan, values)
+    ts[pos] = ns
+    # A batch whose first ts is missing fails missing_values; its order is not judged here.
+    late = (ts[first_codes] != _NAT) & (first_ns != _NAT) & (ts[first_codes] >= first_ns)
+    if late.any():
+        k = int(np.argmax(late))
+        raise InvalidInputError(
+            f"{uniques[first_codes[k]]}: the previous bar ({_ts_text(ts[first_codes[k]], False)}) must come "
+            f"before the batch, which starts at {_ts_text(first_ns[k], False)}"
+        )
 
 
 def _symbol_ts_order(codes: np.ndarray, ts_ns: np.ndarray, n_symbols: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,8 @@ def resolve_broker(broker_conn_id: str | None, ledger: TradingLedger, *, allow_l
 def cycle_settings(*, timeframe: str, weights: Mapping[str, float], risk_limits: Any,
                    max_trades_per_day: int | None, exchange: str | None, log: Any = None, **options: Any) -> Any:
     """The checked ``CycleSettings`` of an operator or agent: limits from a ``RiskLimits`` or a dict, the
-    day's order budget, the kill switch read now, the exchange defaulting to ``[portfolio] default_exchange``.
+    day's order budget, the kill switch (its reader: the cycle reads it again right before sending), the
+    exchange defaulting to ``[portfolio] default_exchange``.
 
     :param options: further ``CycleSettings`` fields (``bar_aware``, ``min_score``, ``sizing``...).
     :raises InvalidInputError: for bad values.
@@ -117,8 +119,8 @@ def cycle_settings(*, timeframe: str, weights: Mapping[str, float], risk_limits:
     limits = risk_limits if isinstance(risk_limits, RiskLimits) else RiskLimits.from_dict(risk_limits)
     return CycleSettings(timeframe=str(timeframe).strip(), weights=dict(weights),
                          limits=with_max_trades_per_day(limits, max_trades_per_day),
-                         kill_switch=read_kill_switch(log), exchange=exchange or get_option("default_exchange"),
-                         **options)
+                         kill_switch=functools.partial(read_kill_switch, log),
+                         exchange=exchange or get_option("default_exchange"), **options)
 
 
 def fetch_inputs(source_names: list[str], symbols: list[str], now: datetime, settings: Any,
@@ -319,7 +321,7 @@ class AutoTraderOperator(BaseOperator):
         dag_run = context["dag_run"]
         self.log.info("Trading cycle at %s: %d symbol(s), %s bars from %s, broker %s, kill switch %s",
                       now.isoformat(), len(symbols), settings.timeframe, source_names, broker.account,
-                      settings.kill_switch)
+                      settings.kill_switch_now())
         report = run_cycle(symbols, bars, now, broker=broker, ledger=ledger, dag_id=dag_run.dag_id, missing=failed,
                            run_id=dag_run.run_id, settings=settings, forecasts=forecasts, evaluations=evaluations,
                            news=news)

@@ -108,6 +108,19 @@ class TradingLedger:
             raise StoreError(f"store {self.store.url}: no trading tables (schema version {version}); "
                              "call migrate() first")
 
+    def account_lock(self, account: str, *, owner: str = "", timeout_s: float | None = None) -> Any:
+        """A context manager holding ``account``'s exclusive lock: one trading cycle per account at a time
+        (see :mod:`airflow_provider_portfolio.store.locks`).
+
+        :param owner: who holds it (``<dag_id>/<run_id>``), for the messages of those who wait.
+        :param timeout_s: the longest wait (default :data:`~airflow_provider_portfolio.store.locks.DEFAULT_LOCK_TIMEOUT_S`).
+        :raises AccountLockedError: when another cycle holds it longer.
+        """
+        from airflow_provider_portfolio.store.locks import DEFAULT_LOCK_TIMEOUT_S, account_lock
+
+        return account_lock(self.store, account, owner=owner,
+                            timeout_s=DEFAULT_LOCK_TIMEOUT_S if timeout_s is None else timeout_s)
+
     # -- accounts, cash and positions -----------------------------------------------------------------
     def open_account(self, account: str, initial_cash: float | None) -> float | None:
         """Create ``account`` with ``initial_cash`` if it does not exist; return its cash.
@@ -208,12 +221,18 @@ class TradingLedger:
             rows = conn.execute(select(schema.orders).where(*where).order_by(t.created_at, t.client_order_id)).all()
         return [dict(r._mapping) for r in rows]
 
-    def orders_per_symbol(self, account: str, since: datetime) -> dict[str, int]:
-        """Orders of ``account`` created since ``since`` that reached or may have reached the broker, by symbol."""
+    def orders_per_symbol(self, account: str, since: datetime, *, exclude: Iterable[str] = ()) -> dict[str, int]:
+        """Orders of ``account`` created since ``since`` that reached or may have reached the broker, by symbol.
+
+        :param exclude: client order ids not to count (the orders being checked themselves).
+        """
         t = schema.orders.c
+        where = [t.account == account, t.created_at >= _utc(since), t.status != "not_placed"]
+        exclude = sorted(set(exclude))
+        if exclude:
+            where.append(t.client_order_id.not_in(exclude))
         with self.store._read(f"count the orders of {account}") as conn:
-            rows = conn.execute(select(t.symbol, func.count()).where(
-                t.account == account, t.created_at >= _utc(since), t.status != "not_placed").group_by(t.symbol)).all()
+            rows = conn.execute(select(t.symbol, func.count()).where(*where).group_by(t.symbol)).all()
         return {r[0]: int(r[1]) for r in rows}
 
     def update_order(self, account: str, client_order_id: str, **state: Any) -> None:
@@ -352,13 +371,49 @@ class TradingLedger:
             rows = conn.execute(select(schema.equity_curve).where(e.account == account).order_by(e.ts)).all()
         return [dict(r._mapping) for r in rows]
 
-    def first_equity_since(self, account: str, since: datetime) -> float | None:
-        """Equity of the first snapshot at or after ``since`` (the start-of-day equity), or ``None``."""
+    def last_equity_at(self, account: str, instant: datetime) -> float | None:
+        """Equity of the latest snapshot at or before ``instant``, or ``None``."""
         e = schema.equity_curve.c
         with self.store._read(f"read the equity of {account}") as conn:
-            value = conn.execute(select(e.equity).where(e.account == account, e.ts >= _utc(since))
-                                 .order_by(e.ts).limit(1)).scalar()
+            value = conn.execute(select(e.equity).where(e.account == account, e.ts <= _utc(instant))
+                                 .order_by(e.ts.desc()).limit(1)).scalar()
         return None if value is None else float(value)
+
+    def equity_at(self, account: str, instant: datetime, prices: Mapping[str, float]) -> float:
+        """A simulated book's equity as it stood at ``instant`` (the previous session's close, for the daily
+        loss limit): today's cash and positions with the fills of bars stamped at or after ``instant`` undone,
+        each position valued at ``prices[symbol]`` (its price at ``instant``), else at its mark, else at its
+        average price.
+
+        :param prices: symbol -> price at ``instant`` (the close of its last bar ended by then).
+        """
+        instant = _utc(instant)
+        a, p, f = schema.accounts.c, schema.positions.c, schema.fills.c
+        with self.store._read(f"read the book of {account} at {instant.isoformat()}") as conn:
+            cash = conn.execute(select(a.cash).where(a.account == account)).scalar()
+            if cash is None:
+                raise StoreError(f"store {self.store.url}: account {account!r} has no simulated book; open it first")
+            held = {r.symbol: (float(r.qty), r.mark_price, float(r.avg_price)) for r in conn.execute(
+                select(p.symbol, p.qty, p.mark_price, p.avg_price).where(p.account == account)).all()}
+            later = conn.execute(select(f.symbol, f.side, f.qty, f.price, f.commission).where(
+                f.account == account, f.bar_ts >= instant)).all()
+        cash = float(cash)
+        qty = {s: q for s, (q, _, _) in held.items()}
+        for r in later:
+            signed = float(r.qty) if r.side == "buy" else -float(r.qty)
+            cash += signed * float(r.price) + float(r.commission)
+            qty[r.symbol] = qty.get(r.symbol, 0.0) - signed
+        value = 0.0
+        for symbol, q in qty.items():
+            q = round(q, _QTY_DECIMALS)
+            if not q:
+                continue
+            mark, avg = held.get(symbol, (0.0, None, None))[1:]
+            price = prices.get(symbol)
+            if price is None or not math.isfinite(price) or price <= 0:
+                price = mark if mark is not None else avg
+            value += q * float(price if price is not None else 0.0)
+        return cash + value
 
     # -- decisions ----------------------------------------------------------------------------------
     def claim_decisions(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -42,8 +43,9 @@ import pandas as pd
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.bars import parse_timeframe
-from airflow_provider_portfolio.market.calendar import MarketCalendar, calendar_for_symbol
+from airflow_provider_portfolio.market.calendar import ALWAYS_OPEN, MarketCalendar, bar_times, calendar_for_symbol
 from airflow_provider_portfolio.market.params import is_crypto, validate_symbols
+from airflow_provider_portfolio.market.quality import QualityRules, validate_bars
 from airflow_provider_portfolio.trading.brokers import (
     BrokerRejectedError,
     OrderRequest,
@@ -92,6 +94,12 @@ class CycleSettings:
     :param max_stale_bars: how many bars a symbol's last bar may lag its calendar.
     :param exchange: the calendar of equities.
     :param news_half_life_hours: the age at which a news item weighs half.
+    :param max_abs_return: the quality gate's implausible move, bar to bar, of the bars decided on; also the
+        largest distance of the last close from the median of the 20 closes before it (``None``: neither).
+    :param lock_timeout_s: how long a cycle waits for its account's lock (another cycle trading it), seconds.
+
+    ``kill_switch`` may be a callable returning the raw value: it is then read again right before orders are
+    sent (the operator passes the Variable's reader).
     """
 
     timeframe: str = "1Day"
@@ -106,9 +114,15 @@ class CycleSettings:
     max_stale_bars: int = 2
     exchange: str = "XNYS"
     news_half_life_hours: float = 24.0
+    max_abs_return: float | None = 0.5
+    lock_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         parse_timeframe(self.timeframe)
+        QualityRules(max_abs_return=self.max_abs_return)  # checks it
+        if isinstance(self.lock_timeout_s, bool) or not isinstance(self.lock_timeout_s, int | float) \
+                or not math.isfinite(self.lock_timeout_s) or self.lock_timeout_s < 0:
+            raise InvalidInputError(f"lock_timeout_s must be a finite number >= 0, got {self.lock_timeout_s!r}")
         object.__setattr__(self, "weights", check_weights(self.weights))
         unknown = sorted(set(self.weights) - {"technical", "forecast", "sentiment"})
         if unknown:
@@ -117,6 +131,17 @@ class CycleSettings:
             raise InvalidInputError(f"limits must be RiskLimits, got {type(self.limits).__name__}")
         if isinstance(self.max_stale_bars, bool) or not isinstance(self.max_stale_bars, int) or self.max_stale_bars < 0:
             raise InvalidInputError(f"max_stale_bars must be an integer >= 0, got {self.max_stale_bars!r}")
+
+    def kill_switch_now(self) -> str:
+        """The kill switch state now (``kill_switch`` called when it is a reader), normalised."""
+        raw = self.kill_switch
+        if callable(raw):
+            try:
+                raw = raw()
+            except Exception as err:  # an unreadable kill switch stops trading
+                log.error("could not read the kill switch (%s): trading as 'halted'", err)
+                return "halted"
+        return normalise_kill_switch(raw)
 
 
 @dataclass
@@ -133,48 +158,35 @@ class CycleReport:
     unknown: dict[str, str] = field(default_factory=dict)
     synced: int = 0
     equity: dict[str, float] = field(default_factory=dict)
+    start_of_day_equity: float | None = None
+    loss_reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "decided": self.decided, "skipped": len(self.skipped), "holds": self.holds, "errors": self.errors,
             "risk_rejected": self.rejected, "submitted": len(self.submitted), "broker_rejected": self.broker_rejected,
             "unknown": self.unknown, "synced_orders": self.synced, "equity": self.equity,
+            "start_of_day_equity": self.start_of_day_equity, "loss_reference": self.loss_reference,
         }
 
 
 # -- bars ------------------------------------------------------------------------------------------------
 
-def _bar_ends(calendar: MarketCalendar, ts_ns: np.ndarray, timeframe: str) -> np.ndarray:
-    """When each bar (start ``ts_ns``, int64 ns UTC) closes: its session's close for daily bars, else the
-    bar start plus the timeframe, cut at the session's close (a short last bar of an early close)."""
-    tf = parse_timeframe(timeframe)
-    if not len(ts_ns):
-        return ts_ns.copy()
-    lo = pd.Timestamp(int(ts_ns.min())) - pd.Timedelta(days=1)
-    hi = pd.Timestamp(int(ts_ns.max())) + pd.Timedelta(days=1)
-    days, opens, closes = calendar.session_bounds(lo, hi)
-    if tf.is_daily:
-        pos = np.searchsorted(days, ts_ns)
-        ok = (pos < len(days)) & (days[np.minimum(pos, len(days) - 1)] == ts_ns)
-        return np.where(ok, closes[np.minimum(pos, len(days) - 1)], np.iinfo(np.int64).max)
-    pos = np.searchsorted(opens, ts_ns, side="right") - 1
-    session_close = np.where(pos >= 0, closes[np.maximum(pos, 0)], np.iinfo(np.int64).max)
-    return np.minimum(ts_ns + int(tf.delta.value), session_close)
-
-
 def closed_bars(bars: pd.DataFrame, now: datetime, timeframe: str, exchange: str = "XNYS") -> pd.DataFrame:
-    """The rows of ``bars`` (one timeframe) whose bar has closed by ``now``."""
+    """The rows of ``bars`` (one timeframe) whose bar has closed by ``now`` (their closes are known)."""
     if bars.empty:
         return bars
-    now_ns = pd.Timestamp(now).as_unit("ns").value
-    keep = np.zeros(len(bars), dtype=bool)
-    ts_ns = pd.DatetimeIndex(bars["ts"]).as_unit("ns").asi8
-    unique, inverse = np.unique(bars["symbol"].to_numpy(dtype=str), return_inverse=True)
-    calendars = np.array([calendar_for_symbol(s, exchange).name for s in unique])[inverse]
-    for cal_name in set(calendars):
-        members = calendars == cal_name
-        keep[members] = _bar_ends(MarketCalendar(cal_name), ts_ns[members], timeframe) <= now_ns
-    return bars[keep].reset_index(drop=True)
+    _, ends = bar_times(bars.assign(timeframe=timeframe), exchange)
+    return bars[ends <= pd.Timestamp(now).as_unit("ns").value].reset_index(drop=True)
+
+
+def started_bars(bars: pd.DataFrame, now: datetime, exchange: str = "XNYS") -> pd.DataFrame:
+    """The rows of ``bars`` whose bar has started by ``now`` (their opens are known): a daily bar once its
+    session has opened, not at its midnight-UTC timestamp."""
+    if bars.empty:
+        return bars
+    starts, _ = bar_times(bars, exchange)
+    return bars[starts <= pd.Timestamp(now).as_unit("ns").value].reset_index(drop=True)
 
 
 def expected_last_bar(symbol: str, now: datetime, timeframe: str, exchange: str = "XNYS",
@@ -183,9 +195,41 @@ def expected_last_bar(symbol: str, now: datetime, timeframe: str, exchange: str 
     calendar = calendar_for_symbol(symbol, exchange)
     now_ts = pd.Timestamp(now)
     index = calendar.bar_index(now_ts - pd.Timedelta(days=10 + back), now_ts, timeframe)
-    ends = _bar_ends(calendar, index.as_unit("ns").asi8, timeframe)
+    _, ends = calendar.bar_bounds(index.as_unit("ns").asi8, timeframe)
     done = index[ends <= now_ts.as_unit("ns").value]
     return done[-1 - back] if len(done) > back else None
+
+
+def loss_reference(bars: pd.DataFrame, symbols: Sequence[str], now: datetime, exchange: str) -> pd.Timestamp:
+    """The instant "today's loss" is measured from: the close of the session before the one the cycle's latest
+    closed bar belongs to (on ``exchange``'s calendar; on the 24/7 calendar for an all-crypto universe).
+
+    Intraday bars at 10:30 New York: yesterday's close. Daily bars at 15:00, when yesterday's bar is the last
+    closed one: the close before it, so the loss of the last session the book could see is what is limited
+    (a daily-bar book is valued at closes only). A cycle with no closed bar measures from the last close
+    before ``now``.
+    """
+    calendar = MarketCalendar(ALWAYS_OPEN if symbols and all(is_crypto(s) for s in symbols) else exchange)
+    now_ns = pd.Timestamp(now).as_unit("ns").value
+    latest = now_ns
+    if not bars.empty:
+        _, ends = bar_times(bars, exchange)
+        done = ends[ends <= now_ns]
+        if done.size:
+            latest = int(done.max())
+    _, _, closes = calendar.session_bounds(pd.Timestamp(latest) - pd.Timedelta(days=15), pd.Timestamp(latest))
+    before = closes[closes < latest]
+    return pd.Timestamp(int(before[-1]) if before.size else latest, tz="UTC")
+
+
+def closes_at(bars: pd.DataFrame, instant: pd.Timestamp, exchange: str) -> dict[str, float]:
+    """symbol -> the close of its last bar that had closed by ``instant``."""
+    if bars.empty:
+        return {}
+    _, ends = bar_times(bars, exchange)
+    done = bars[ends <= instant.as_unit("ns").value]
+    last = done.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(1)
+    return {str(s): float(c) for s, c in zip(last["symbol"], last["close"], strict=True)}
 
 
 def _panels(bars: pd.DataFrame, symbols: Sequence[str], lookback: int) -> dict[str, np.ndarray]:
@@ -273,6 +317,94 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float | np.floating) and math.isfinite(value) else None
 
 
+def gate_bars(bars: pd.DataFrame, settings: CycleSettings) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The bars a cycle may decide and fill on: the ETL's quality gate, a symbol's batch passing or failing
+    whole (``implausible_jump`` at ``settings.max_abs_return``); and symbol -> why its bars were refused."""
+    if bars.empty:
+        return bars, {}
+    clean, failed = validate_bars(bars, calendar_for=lambda s: calendar_for_symbol(s, settings.exchange),
+                                  rules=QualityRules(max_abs_return=settings.max_abs_return))
+    return clean, {symbol: f"bars refused by the quality gate: {err}" for symbol, err in failed.items()}
+
+
+def _price_check(symbols: Sequence[str], closes: np.ndarray, limit: float | None) -> dict[str, str]:
+    """symbol -> why its last close is not trusted: farther than ``limit`` from the median of the 20 closes
+    before it (a bad tick at the end of an otherwise clean history)."""
+    if limit is None or closes.shape[1] < 2:
+        return {}
+    history = closes[:, -21:-1]
+    out: dict[str, str] = {}
+    enough = np.sum(np.isfinite(history), axis=1) >= 5
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        median = np.nanmedian(history, axis=1)
+        move = np.abs(closes[:, -1] / median - 1.0)
+    for i in np.flatnonzero(enough & np.isfinite(move) & (move > limit)):
+        out[symbols[i]] = (f"price check: last close {closes[i, -1]:.6g} is {move[i]:.1%} from the median "
+                           f"{median[i]:.6g} of the closes before it (limit {limit:.0%}): not traded on it")
+    return out
+
+
+def settle_unsent(broker: Broker, ledger: TradingLedger, *, dag_id: str, run_id: str,
+                  current: Mapping[str, pd.Timestamp | None], report: CycleReport) -> set[str]:
+    """Settle every order left ``pending_submit`` (recorded, maybe never sent) by any earlier run or try, before
+    anything is sized: look it up by client order id; the broker's order is recorded, no order at the broker
+    means ``not_placed`` (never sent; it no longer counts as a position). This run's own order for the bar it
+    decides now is left to :func:`execute_step` (which looks it up before sending).
+
+    Runs under the account's lock, so no other cycle is between recording and sending an order.
+
+    :param current: symbol -> the bar this cycle decides for it.
+    :return: the symbols with an order whose state is still unknown (the look-up failed): not traded now.
+    """
+    unknown: set[str] = set()
+    for order in ledger.orders(broker.account, open_only=True):
+        if order["status"] != "pending_submit":
+            continue
+        cid, symbol = order["client_order_id"], order["symbol"]
+        bar = current.get(symbol)
+        if (order["dag_id"], order["run_id"]) == (dag_id, run_id) and bar is not None \
+                and pd.Timestamp(order["bar_ts"]) == pd.Timestamp(bar):
+            continue
+        try:
+            state = broker.lookup(cid)
+        except OrderStateUnknownError as err:
+            unknown.add(symbol)
+            report.unknown[symbol] = f"order {cid} of run {order['run_id']}: state unknown: {err}"
+            log.error("order %s (%s) of an earlier run: state unknown: %s; %s is not traded until it is settled",
+                      cid, order["run_id"], err, symbol)
+            continue
+        report.synced += 1
+        if state is None:
+            ledger.update_order(broker.account, cid, status="not_placed",
+                                reason="recorded but never placed (the broker has no order with this id): not sent")
+            log.warning("order %s (%s %g %s, run %s) was never placed: settled as not_placed", cid, order["side"],
+                        order["qty"], symbol, order["run_id"])
+        else:
+            ledger.update_order(broker.account, cid, status=state.status, broker_order_id=state.broker_order_id,
+                                filled_qty=state.filled_qty, filled_avg_price=state.filled_avg_price)
+            log.warning("order %s (run %s) is at the broker (%s): recorded", cid, order["run_id"], state.status)
+    return unknown
+
+
+def _start_of_day_equity(state: Any, bars: pd.DataFrame, symbols: Sequence[str], now: datetime, *, broker: Broker,
+                         ledger: TradingLedger, settings: CycleSettings) -> tuple[float, pd.Timestamp]:
+    """The equity "today's loss" is measured from, and the instant it stands for (:func:`loss_reference`):
+    the broker's own (Alpaca's ``last_equity``); for the simulated book, the book at that instant valued at the
+    closes of that instant; else the last snapshot by then; else equity now (logged: the limit cannot fire)."""
+    reference = loss_reference(bars, symbols, now, settings.exchange)
+    if state.start_of_day_equity is not None:
+        return float(state.start_of_day_equity), reference
+    if broker.kind == "simulated":
+        return ledger.equity_at(broker.account, reference, closes_at(bars, reference, settings.exchange)), reference
+    stored = ledger.last_equity_at(broker.account, reference)
+    if stored is None:
+        log.warning("%s: no equity known at %s: the daily loss limit measures from equity now", broker.account,
+                    reference.isoformat())
+        return float(state.equity), reference
+    return stored, reference
+
+
 def decide_step(
     symbols: Sequence[str],
     bars: pd.DataFrame,
@@ -290,7 +422,8 @@ def decide_step(
     news: Sequence[Any] | None = None,
     missing: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Steps 1-4: closed bars, broker sync, signals (or the ``signals`` given), decisions, claim.
+    """Steps 1-4: gate the bars, broker sync, settle unsent orders, signals (or the ``signals`` given),
+    decisions, claim. Call it holding the account's lock (:meth:`TradingLedger.account_lock`).
 
     :param missing: symbol -> why the sources had no bars for it (kept as the decision's error).
     :return: symbol -> the stored decision of this run (see :meth:`TradingLedger.claim_decisions`).
@@ -298,24 +431,14 @@ def decide_step(
     tf = parse_timeframe(settings.timeframe).name
     if not bars.empty:
         bars = bars[bars["symbol"].isin(symbols) & (bars["timeframe"] == tf)]
-        started = bars[bars["ts"] <= pd.Timestamp(now)]  # their opens are known: orders fill at them
-    else:
-        started = bars
+    started = started_bars(bars, now, settings.exchange)  # their opens are known: orders fill at them
+    started, refused = gate_bars(started, settings)
     bars = closed_bars(started, now, tf, settings.exchange)  # their closes are known: signals and marks
-    report.synced = len(broker.sync(started, closed=bars, skip_run=(dag_id, run_id)))
+    report.synced += len(broker.sync(started, closed=bars, skip_run=(dag_id, run_id), exchange=settings.exchange))
 
     panels = _panels(bars, symbols, LOOKBACK_BARS)
     last_close = panels["close"][:, -1]
-    if signals is None:
-        signals = compute_signals(symbols, panels, forecasts=forecasts, evaluations=evaluations, news=news, now=now,
-                                  half_life_hours=settings.news_half_life_hours)
-    score, confidence = combine(signals, settings.weights)
-    state = broker.account_state()
-    held = _with_open_orders(_open_positions(symbols, state.positions), ledger, broker.account)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vol = atr(panels["high"], panels["low"], panels["close"]) / last_close
-    prices: dict[str, Any] = {}
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = dict(refused)
     bar_of: dict[str, pd.Timestamp | None] = {}
     expected: dict[str, tuple[pd.Timestamp | None, pd.Timestamp | None]] = {}
     for i, symbol in enumerate(symbols):
@@ -325,15 +448,31 @@ def decide_step(
                                   expected_last_bar(symbol, now, tf, settings.exchange, back=settings.max_stale_bars))
         last_expected, oldest_ok = expected[calendar]
         if panels["last_ts"][i] == np.iinfo(np.int64).min:
-            errors[symbol] = (missing or {}).get(symbol) or "no bars: unknown symbol or no data from the sources"
+            errors.setdefault(symbol, (missing or {}).get(symbol) or "no bars: unknown symbol or no data from the sources")
             bar_of[symbol] = last_expected
             continue
         bar_of[symbol] = pd.Timestamp(int(panels["last_ts"][i]), tz="UTC")
         if oldest_ok is not None and bar_of[symbol] < oldest_ok:
             errors[symbol] = (f"stale bars: the last {tf} bar is {bar_of[symbol].isoformat()}, expected "
                               f"{last_expected.isoformat() if last_expected is not None else '?'}")
-            continue
-        prices[symbol] = float(last_close[i])
+    for symbol, why in _price_check(symbols, panels["close"], settings.max_abs_return).items():
+        errors.setdefault(symbol, why)
+    for symbol in settle_unsent(broker, ledger, dag_id=dag_id, run_id=run_id, current=bar_of, report=report):
+        errors.setdefault(symbol, "an earlier order's state is unknown (its look-up failed): not traded until "
+                                  "a later cycle settles it")
+    prices = {s: float(last_close[i]) for i, s in enumerate(symbols) if s not in errors}
+
+    if signals is None:
+        signals = compute_signals(symbols, panels, forecasts=forecasts, evaluations=evaluations, news=news, now=now,
+                                  half_life_hours=settings.news_half_life_hours)
+    score, confidence = combine(signals, settings.weights)
+    state = broker.account_state()
+    report.start_of_day_equity, reference = _start_of_day_equity(state, bars, symbols, now, broker=broker,
+                                                                 ledger=ledger, settings=settings)
+    report.loss_reference = reference.isoformat()
+    held = _with_open_orders(_open_positions(symbols, state.positions), ledger, broker.account)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vol = atr(panels["high"], panels["low"], panels["close"]) / last_close
     decisions = decide(symbols, score, confidence, prices, held, state.equity if state.equity > 0 else 1.0,
                        min_confidence=settings.limits.min_confidence, min_score=settings.min_score,
                        sizing=settings.sizing, fraction=settings.fraction,
@@ -372,15 +511,22 @@ def decide_step(
     return mine
 
 
-def _with_open_orders(positions: Mapping[str, float], ledger: TradingLedger, account: str) -> dict[str, float]:
+def _with_open_orders(positions: Mapping[str, float], ledger: TradingLedger, account: str,
+                      exclude: Iterable[str] = ()) -> dict[str, float]:
     """Positions as they will be once the account's open orders fill (the unfilled quantity of each order
-    recorded and not settled: new, accepted, partially filled, or still pending).
+    recorded and not settled: new, accepted, partially filled; ``pending_submit`` only for this run's orders of
+    the current bar, since :func:`settle_unsent` has settled every other one by then).
 
     A decision sized on the broker's positions alone would repeat an order that is accepted and not yet
     filled (a retry deciding a later bar, another DAG trading the same symbol).
+
+    :param exclude: client order ids left out (the orders being checked themselves).
     """
     out = dict(positions)
+    skip = set(exclude)
     for order in ledger.orders(account, open_only=True):
+        if order["client_order_id"] in skip:
+            continue
         left = float(order["qty"]) - float(order["filled_qty"] or 0.0)
         if left > 0:
             out[order["symbol"]] = out.get(order["symbol"], 0.0) + (left if order["side"] == "buy" else -left)
@@ -394,65 +540,131 @@ def _open_positions(symbols: Sequence[str], positions: Mapping[str, float]) -> d
     return {ours.get(k.replace("/", ""), k): float(v) for k, v in positions.items() if float(v)}
 
 
+def _check(decisions: Sequence[dict[str, Any]], symbols: Sequence[str], now: datetime, *, broker: Broker,
+           ledger: TradingLedger, settings: CycleSettings, start_of_day_equity: float | None,
+           assets: dict[str, Any], exclude: Iterable[str] = ()) -> list[Any]:
+    """Risk verdicts of ``decisions`` (buys and sells) against the account now, the day's orders (less
+    ``exclude``), the calendar and the kill switch read now. ``assets`` caches the broker's asset flags."""
+    state = broker.account_state()
+    held = _with_open_orders(_open_positions(list(symbols), state.positions), ledger, broker.account, exclude)
+    wanted = [d["symbol"] for d in decisions if d["symbol"] not in assets]
+    if wanted:
+        assets.update(broker.assets(wanted))
+    account = AccountState(
+        equity=state.equity, cash=state.cash, buying_power=state.buying_power,
+        start_of_day_equity=start_of_day_equity if start_of_day_equity is not None else state.equity,
+        positions=held, orders_today=ledger.orders_per_symbol(broker.account, _day_start(now, settings.exchange),
+                                                              exclude=exclude),
+        tradable={s: a.tradable for s, a in assets.items()},
+        shortable={s: a.shortable for s, a in assets.items()},
+        market_open={d["symbol"]: calendar_for_symbol(d["symbol"], settings.exchange).is_open(now)
+                     for d in decisions},
+    )
+    proposed = [ProposedOrder(d["symbol"], d["action"], float(d["order_qty"]), float(d["price"]),
+                              float(d["confidence"]), assets[d["symbol"]].fractionable or is_crypto(d["symbol"]))
+                for d in decisions]
+    verdicts = check_orders(proposed, account, settings.limits, settings.kill_switch_now())
+    out = []
+    for d, verdict in zip(decisions, verdicts, strict=True):
+        reason = verdict.reason
+        if verdict.rule == "tradable" and assets[d["symbol"]].reason:
+            reason = f"{reason}: {assets[d['symbol']].reason}"
+        out.append((verdict.approved, verdict.rule, reason))
+    return out
+
+
 def risk_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: Broker, ledger: TradingLedger,
-              dag_id: str, run_id: str, settings: CycleSettings, report: CycleReport) -> None:
+              dag_id: str, run_id: str, settings: CycleSettings, report: CycleReport,
+              assets: dict[str, Any] | None = None) -> None:
     """Step 5: check the decisions not yet checked; store each verdict (and the approved order's id).
 
-    A retry keeps the verdicts its first try stored, so it never re-judges (and never re-sizes) an order.
+    Daily loss is measured from ``report.start_of_day_equity`` (set by :func:`decide_step`). A retry keeps the
+    verdicts its first try stored, so it never re-sizes an order; :func:`execute_step` checks them again
+    right before sending.
+
+    :param assets: a cache of the broker's asset flags, shared with :func:`execute_step`.
     """
     actionable = [d for d in mine.values() if d["action"] in ("buy", "sell")]
     to_check = [d for d in actionable if d["approved"] is None]
     if to_check:
-        day_start = _day_start(now, settings.exchange)
-        state = broker.account_state()
-        held = _with_open_orders(_open_positions(list(mine), state.positions), ledger, broker.account)
-        assets = broker.assets([d["symbol"] for d in to_check])
-        start_equity = state.start_of_day_equity or ledger.first_equity_since(broker.account, day_start) or state.equity
-        account = AccountState(
-            equity=state.equity, cash=state.cash, buying_power=state.buying_power,
-            start_of_day_equity=start_equity, positions=held,
-            orders_today=ledger.orders_per_symbol(broker.account, day_start),
-            tradable={s: a.tradable for s, a in assets.items()},
-            shortable={s: a.shortable for s, a in assets.items()},
-            market_open={d["symbol"]: calendar_for_symbol(d["symbol"], settings.exchange).is_open(now)
-                         for d in to_check},
-        )
-        proposed = [ProposedOrder(d["symbol"], d["action"], float(d["order_qty"]), float(d["price"]),
-                                  float(d["confidence"]), assets[d["symbol"]].fractionable or is_crypto(d["symbol"]))
-                    for d in to_check]
-        kill = normalise_kill_switch(settings.kill_switch)
-        for d, verdict in zip(to_check, check_orders(proposed, account, settings.limits, kill), strict=True):
-            reason = verdict.reason
-            if verdict.rule == "tradable" and assets[d["symbol"]].reason:
-                reason = f"{reason}: {assets[d['symbol']].reason}"
-            cid = client_order_id(dag_id, run_id, d["symbol"], d["bar_ts"], d["action"]) if verdict.approved else None
-            d.update(approved=verdict.approved, risk_rule=verdict.rule, risk_reason=reason, client_order_id=cid)
+        verdicts = _check(to_check, list(mine), now, broker=broker, ledger=ledger, settings=settings,
+                          start_of_day_equity=report.start_of_day_equity, assets={} if assets is None else assets)
+        for d, (approved, rule, reason) in zip(to_check, verdicts, strict=True):
+            cid = client_order_id(dag_id, run_id, d["symbol"], d["bar_ts"], d["action"]) if approved else None
+            d.update(approved=approved, risk_rule=rule, risk_reason=reason, client_order_id=cid)
         ledger.record_verdicts(dag_id, to_check)
     for d in actionable:
         if d["approved"] is False:
             report.rejected[d["symbol"]] = f"{d['risk_rule']}: {d['risk_reason']}"
 
 
-def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: Broker, ledger: TradingLedger,
-                 dag_id: str, run_id: str, report: CycleReport) -> None:
-    """Step 6: record each approved order (``pending_submit``), then send it at most once; record the answer."""
-    approved = [d for d in mine.values() if d["action"] in ("buy", "sell") and d["approved"]]
-    _settle_earlier_tries(broker, ledger, dag_id, run_id, {d["client_order_id"] for d in approved}, report)
-    ledger.record_intents([{
-        "account": broker.account, "client_order_id": d["client_order_id"], "dag_id": dag_id, "run_id": run_id,
-        "symbol": d["symbol"], "side": d["action"], "qty": float(d["order_qty"]), "ref_price": float(d["price"]),
-        "bar_ts": d["bar_ts"], "created_at": now} for d in approved])
+def _unsent(approved: Sequence[dict[str, Any]], *, broker: Broker, ledger: TradingLedger,
+            report: CycleReport) -> list[dict[str, Any]]:
+    """The approved decisions whose order has not reached the broker: never recorded, or recorded
+    (``pending_submit``) by an earlier try and not at the broker when looked up. Orders already settled are
+    reported; an order whose look-up fails is reported unknown and left alone."""
+    out = []
     for d in approved:
         cid = d["client_order_id"]
         stored = ledger.order(broker.account, cid)
-        if stored is not None and stored["status"] == "rejected":  # refused for good on an earlier try
+        if stored is None:
+            out.append(d)
+            continue
+        if stored["status"] == "rejected":  # refused for good on an earlier try
             report.broker_rejected[d["symbol"]] = stored["reason"] or "rejected by the broker"
-            continue
-        if stored is not None and stored["status"] == "not_placed":
+        elif stored["status"] == "not_placed":
             report.errors[d["symbol"]] = f"order {cid} was not placed: {stored['reason'] or 'the broker has none'}"
-            continue
-        if stored is not None and stored["status"] != "pending_submit":
+        elif stored["status"] != "pending_submit":
             report.submitted.append(cid)  # settled by an earlier try of this run
+        else:
+            try:
+                state = broker.lookup(cid)
+            except OrderStateUnknownError as err:
+                report.unknown[d["symbol"]] = str(err)
+                log.error("order %s (%s %g %s): state unknown: %s", cid, d["action"], d["order_qty"], d["symbol"],
+                          err)
+                continue
+            if state is None:
+                out.append(d)
+            else:  # sent by an earlier try: record the broker's answer, send nothing
+                ledger.update_order(broker.account, cid, status=state.status, broker_order_id=state.broker_order_id,
+                                    filled_qty=state.filled_qty, filled_avg_price=state.filled_avg_price)
+                report.submitted.append(cid)
+    return out
+
+
+def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: Broker, ledger: TradingLedger,
+                 dag_id: str, run_id: str, report: CycleReport, settings: CycleSettings,
+                 assets: dict[str, Any] | None = None) -> None:
+    """Step 6: right before sending, check the approved orders not yet at the broker again, the kill switch read
+    now included (a retry, or another task than the one that judged them, never sends what the limits no
+    longer allow); record each (``pending_submit``), then send it at most once; record the answer.
+
+    An order refused at this check is ``not_placed`` with the reason, and its decision's verdict is updated.
+    Call it holding the account's lock.
+    """
+    approved = [d for d in mine.values() if d["action"] in ("buy", "sell") and d["approved"]]
+    unsent = _unsent(approved, broker=broker, ledger=ledger, report=report)
+    if not unsent:
+        return
+    cids = [d["client_order_id"] for d in unsent]
+    verdicts = _check(unsent, list(mine), now, broker=broker, ledger=ledger, settings=settings,
+                      start_of_day_equity=report.start_of_day_equity, assets={} if assets is None else assets,
+                      exclude=cids)
+    ledger.record_intents([{
+        "account": broker.account, "client_order_id": d["client_order_id"], "dag_id": dag_id, "run_id": run_id,
+        "symbol": d["symbol"], "side": d["action"], "qty": float(d["order_qty"]), "ref_price": float(d["price"]),
+        "bar_ts": d["bar_ts"], "created_at": now} for d in unsent])
+    refused = []
+    for d, (ok, rule, reason) in zip(unsent, verdicts, strict=True):
+        cid = d["client_order_id"]
+        if not ok:
+            why = f"refused right before sending ({rule}): {reason}"
+            ledger.update_order(broker.account, cid, status="not_placed", reason=why)
+            d.update(approved=False, risk_rule=rule, risk_reason=why)
+            refused.append(d)
+            report.rejected[d["symbol"]] = f"{rule}: {why}"
+            log.warning("order %s (%s %g %s) not sent: %s", cid, d["action"], d["order_qty"], d["symbol"], why)
             continue
         request = OrderRequest(cid, d["symbol"], d["action"], float(d["order_qty"]), float(d["price"]), d["bar_ts"])
         try:
@@ -473,32 +685,8 @@ def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: B
         report.submitted.append(cid)
         log.info("order %s: %s %g %s at ~%.4f -> %s", cid, d["action"], d["order_qty"], d["symbol"], d["price"],
                  answer.status)
-
-
-def _settle_earlier_tries(broker: Broker, ledger: TradingLedger, dag_id: str, run_id: str, current: set[str],
-                          report: CycleReport) -> None:
-    """Look up this run's orders left ``pending_submit`` by an earlier try for ANOTHER bar (a retry at a later
-    instant decides a new bar): record what the broker has; one it does not have is ``not_placed`` and never
-    sent (its bar has passed). One that cannot be looked up stays pending and is reported unknown."""
-    for order in ledger.orders(broker.account, open_only=True):
-        cid = order["client_order_id"]
-        if (order["dag_id"], order["run_id"]) != (dag_id, run_id) or order["status"] != "pending_submit" \
-                or cid in current:
-            continue
-        try:
-            state = broker.lookup(cid)
-        except OrderStateUnknownError as err:
-            report.unknown[order["symbol"]] = str(err)
-            log.error("order %s of an earlier try: state unknown: %s", cid, err)
-            continue
-        if state is None:
-            ledger.update_order(broker.account, cid, status="not_placed",
-                                reason="an earlier try of this run did not place it; its bar has passed: not sent")
-            log.warning("order %s of an earlier try was never placed; its bar has passed: not sending it", cid)
-        else:
-            ledger.update_order(broker.account, cid, status=state.status, broker_order_id=state.broker_order_id,
-                                filled_qty=state.filled_qty, filled_avg_price=state.filled_avg_price)
-            log.warning("order %s of an earlier try is at the broker (%s): recorded", cid, state.status)
+    if refused:
+        ledger.record_verdicts(dag_id, refused)
 
 
 def check_instant(now: Any) -> datetime:
@@ -526,7 +714,8 @@ def run_cycle(
     news: Sequence[Any] | None = None,
     missing: Mapping[str, str] | None = None,
 ) -> CycleReport:
-    """Run one trading cycle for ``symbols`` (see the module docstring): the steps in order, then the snapshot.
+    """Run one trading cycle for ``symbols`` (see the module docstring): the steps in order, then the snapshot,
+    all under the account's lock (one cycle per account at a time, whichever DAG or process runs it).
 
     :param symbols: the universe of this cycle (or of this mapped chunk).
     :param bars: canonical bars of ``settings.timeframe`` up to ``now`` (bars not closed by ``now`` are dropped).
@@ -540,17 +729,20 @@ def run_cycle(
     :param news: :class:`~airflow_provider_portfolio.market.news.NewsItem` records.
     :param missing: symbol -> why the sources served no bars for it.
     :raises InvalidInputError: for bad parameters (never for one symbol's bad data).
+    :raises AccountLockedError: when another cycle holds the account longer than ``settings.lock_timeout_s``.
     """
     settings = settings or CycleSettings()
     symbols = validate_symbols(list(symbols))
     now = check_instant(now)
     report = CycleReport()
     ids = {"broker": broker, "ledger": ledger, "dag_id": dag_id, "run_id": run_id}
-    mine = decide_step(symbols, bars, now, **ids, settings=settings, report=report, forecasts=forecasts,
-                       evaluations=evaluations, news=news, missing=missing)
-    risk_step(mine, now, **ids, settings=settings, report=report)
-    execute_step(mine, now, **ids, report=report)
-    report.equity = broker.snapshot(now, run_id)
+    assets: dict[str, Any] = {}
+    with ledger.account_lock(broker.account, owner=f"{dag_id}/{run_id}", timeout_s=settings.lock_timeout_s):
+        mine = decide_step(symbols, bars, now, **ids, settings=settings, report=report, forecasts=forecasts,
+                           evaluations=evaluations, news=news, missing=missing)
+        risk_step(mine, now, **ids, settings=settings, report=report, assets=assets)
+        execute_step(mine, now, **ids, report=report, settings=settings, assets=assets)
+        report.equity = broker.snapshot(now, run_id)
     return report
 
 

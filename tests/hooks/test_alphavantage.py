@@ -219,11 +219,13 @@ def test_one_hour_bars_ask_the_60min_interval(hook, requests_mock):
 
 def test_older_intraday_ranges_are_asked_month_by_month(hook, requests_mock, today):
     today(date(2024, 9, 2))
-    requests_mock.get(URL, json=load("time_series_intraday_ibm_5min"))
+    june = load("time_series_intraday_ibm_5min")
+    may = json.loads(json.dumps(june).replace("2024-06-07", "2024-05-31").replace("2024-06-06", "2024-05-30"))
+    requests_mock.get(URL, json=lambda request, context: may if params(request)["month"] == "2024-05" else june)
     frame = hook.get_bars("IBM", date(2024, 5, 30), date(2024, 6, 7), "5Min")
     months = [params(r)["month"] for r in requests_mock.request_history]
     assert months == ["2024-05", "2024-06"]
-    assert len(frame) == 7  # the same bars twice, de-duplicated
+    assert len(frame) == 14 and frame["ts"].is_unique  # each month's 7 bars in range, merged
 
 
 def test_intraday_ranges_over_too_many_months_are_refused_before_any_call(hook, requests_mock, today):

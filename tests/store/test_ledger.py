@@ -292,9 +292,10 @@ def test_snapshot_adds_up_and_replaces_at_the_same_instant(ledger):
     later = ledger.snapshot(ACCOUNT, T0 + timedelta(days=1), "run-2", cash=5.0, equity=7.5)  # a real broker's numbers
     assert later == {"cash": 5.0, "positions_value": 2.5, "equity": 7.5}
     assert [r["ts"] for r in ledger.equity_curve(ACCOUNT)] == [T0, T0 + timedelta(days=1)]
-    assert ledger.first_equity_since(ACCOUNT, T0 - timedelta(hours=1)) == pytest.approx(second["equity"])
-    assert ledger.first_equity_since(ACCOUNT, T0 + timedelta(seconds=1)) == 7.5
-    assert ledger.first_equity_since(ACCOUNT, T0 + timedelta(days=2)) is None
+    assert ledger.last_equity_at(ACCOUNT, T0 - timedelta(hours=1)) is None
+    assert ledger.last_equity_at(ACCOUNT, T0) == pytest.approx(second["equity"])
+    assert ledger.last_equity_at(ACCOUNT, T0 + timedelta(seconds=1)) == pytest.approx(second["equity"])
+    assert ledger.last_equity_at(ACCOUNT, T0 + timedelta(days=2)) == 7.5
     with pytest.raises(InvalidInputError, match="give equity with cash"):
         ledger.snapshot(ACCOUNT, T0, "run-x", cash=5.0)
 

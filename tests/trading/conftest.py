@@ -89,8 +89,8 @@ class RecordingBroker:
             raise self.after.pop(request.symbol)
         return state
 
-    def sync(self, bars, *, closed=None, skip_run=None):
-        return self.inner.sync(bars, closed=closed, skip_run=skip_run)
+    def sync(self, bars, *, closed=None, skip_run=None, exchange="XNYS"):
+        return self.inner.sync(bars, closed=closed, skip_run=skip_run, exchange=exchange)
 
     def lookup(self, client_order_id):
         return self.inner.lookup(client_order_id)

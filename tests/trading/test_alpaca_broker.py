@@ -37,7 +37,7 @@ from airflow_provider_portfolio.trading.brokers import (
     OrderStateUnknownError,
 )
 from airflow_provider_portfolio.trading.brokers.alpaca import AlpacaBroker
-from airflow_provider_portfolio.trading.cycle import CycleSettings, run_cycle
+from airflow_provider_portfolio.trading.cycle import CycleReport, CycleSettings, run_cycle, settle_unsent
 from airflow_provider_portfolio.trading.orders import client_order_id
 from airflow_provider_portfolio.trading.risk import RiskLimits
 from tests.vendorkeys import ALPACA_KEY_ID, ALPACA_SECRET
@@ -542,13 +542,16 @@ def test_sync_reconciles_the_open_orders_of_earlier_runs(make_broker, ledger, al
     current = intent("run-1", "MSFT", 1)  # this run's own pending order: submit() settles it
 
     changed = broker.sync(empty_bars(), skip_run=(DAG, "run-1"))
+    # the sync reconciles orders that reached Alpaca; recorded-but-maybe-unsent ones are the cycle's to settle
+    assert {s.client_order_id: s.status for s in changed} == {to_fill: "filled"}
+    report = CycleReport()
+    assert settle_unsent(broker, ledger, dag_id=DAG, run_id="run-1", current={"MSFT": BAR}, report=report) == set()
+    assert report.synced == 2 and report.unknown == {}
 
-    assert {s.client_order_id: s.status for s in changed} == {to_fill: "filled", never_sent: "not_placed",
-                                                              unrecorded: "accepted"}
     rows = stored(ledger)
     assert (rows[to_fill]["status"], rows[to_fill]["filled_qty"], rows[to_fill]["filled_avg_price"]) == (
         "filled", 3.0, 175.12)
-    assert rows[never_sent]["status"] == "not_placed" and "no order" in rows[never_sent]["reason"]
+    assert rows[never_sent]["status"] == "not_placed" and "never placed" in rows[never_sent]["reason"]
     assert (rows[unrecorded]["status"], rows[unrecorded]["broker_order_id"]) == ("accepted",
                                                                                  alpaca.orders[unrecorded]["id"])
     assert rows[unreachable]["status"] == "new"  # left alone for the next cycle
@@ -563,7 +566,7 @@ def test_sync_reconciles_the_open_orders_of_earlier_runs(make_broker, ledger, al
 
 
 
-def test_sync_reconciles_another_dags_order_that_shares_the_run_id(make_broker, ledger, alpaca):
+def test_settling_skips_only_this_dags_run_when_another_dag_shares_the_run_id(make_broker, ledger, alpaca):
     # Scheduled runs of two DAGs share run ids (scheduled__<date>): only this DAG's run is skipped.
     from airflow_provider_portfolio.market.bars import empty_bars
 
@@ -573,8 +576,10 @@ def test_sync_reconciles_another_dags_order_that_shares_the_run_id(make_broker, 
         ledger.record_intents([{"account": broker.account, "client_order_id": cid, "dag_id": dag_id,
                                 "run_id": "run-1", "symbol": "AAPL", "side": "buy", "qty": 1, "ref_price": 100.0,
                                 "bar_ts": BAR, "created_at": NOW}])
-    changed = broker.sync(empty_bars(), skip_run=(DAG, "run-1"))
-    assert [(s.client_order_id, s.status) for s in changed] == [(theirs, "not_placed")]
+    assert broker.sync(empty_bars(), skip_run=(DAG, "run-1")) == []
+    report = CycleReport()
+    settle_unsent(broker, ledger, dag_id=DAG, run_id="run-1", current={"AAPL": BAR}, report=report)
+    assert stored(ledger)[theirs]["status"] == "not_placed" and report.synced == 1
     assert alpaca.lookups() == [theirs] and stored(ledger)[ours]["status"] == "pending_submit"
 
 # -- 4. assets and account ----------------------------------------------------------------------------------

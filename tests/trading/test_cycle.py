@@ -235,11 +235,16 @@ def test_a_zero_negative_or_missing_price_holds(broker, ledger, market):
     bars.loc[last & (bars.symbol == "MSFT"), "close"] = -3.0
     bars.loc[last & (bars.symbol == "TSLA"), "close"] = np.nan
     report = cycle(broker, ledger, market, now, "run-1", bars=bars, news=bullish())
-    assert report.errors == {"AAPL": "invalid price 0.0", "MSFT": "invalid price -3.0", "TSLA": "invalid price nan"}
+    # the quality gate refuses each symbol's bars whole, naming the rule and the row
+    rules = {"AAPL": "'non_positive_price'", "MSFT": "'non_positive_price'", "TSLA": "'missing_values'"}
+    assert sorted(report.errors) == sorted(rules)
+    for symbol, rule in rules.items():
+        assert report.errors[symbol].startswith(f"bars refused by the quality gate: {symbol}: rule {rule}")
+        assert "2024-03-04T00:00:00Z" in report.errors[symbol]
     decisions = {d["symbol"]: d for d in ledger.decisions()}
     for symbol in ("AAPL", "MSFT", "TSLA"):
         assert (decisions[symbol]["action"], decisions[symbol]["order_qty"]) == ("hold", 0.0)
-    assert (decisions["AAPL"]["price"], decisions["MSFT"]["price"], decisions["TSLA"]["price"]) == (0.0, -3.0, None)
+        assert decisions[symbol]["price"] is None
     assert statuses(ledger, broker) == {"BTC/USD": "new"}
 
 

@@ -165,19 +165,19 @@ def test_assets(sim):
 
 def test_account_state_buying_power_is_cash_less_open_buys(sim, ledger):
     _order(sim, "c1", qty=10.0, ref_price=100.0, bar_ts=D1)  # open buy: 1000 reserved
-    _order(sim, "c2", "MSFT", qty=5.0, ref_price=50.0, submit=False)  # pending_submit buy: 250 reserved
+    _order(sim, "c2", "MSFT", qty=5.0, ref_price=50.0, submit=False)  # pending_submit: not at the book, reserves nothing
     _order(sim, "c3", "TSLA", side="sell", qty=3.0, ref_price=200.0)  # sells reserve nothing
     _order(sim, "c4", "GME", qty=1.0, ref_price=20.0, submit=False)
     ledger.update_order(sim.account, "c4", status="rejected")  # closed: reserves nothing
     state = sim.account_state()
-    assert (state.cash, state.equity, state.buying_power) == (10_000.0, 10_000.0, 8_750.0)
+    assert (state.cash, state.equity, state.buying_power) == (10_000.0, 10_000.0, 9_000.0)
     assert state.positions == {} and state.start_of_day_equity is None
 
     sim.sync(AAPL)  # c1 fills at 110.11; TSLA has no bars
     cash = ledger.cash(sim.account)[0]
     state = sim.account_state()
     assert state.cash == cash
-    assert state.buying_power == pytest.approx(cash - 250.0, abs=1e-9)
+    assert state.buying_power == pytest.approx(cash, abs=1e-9)
     assert state.equity == pytest.approx(cash + 10 * 118.0, abs=1e-9)
     assert state.positions == {"AAPL": 10.0}
 

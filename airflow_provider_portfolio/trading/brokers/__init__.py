@@ -75,8 +75,8 @@ class AssetInfo:
 class AccountSnapshot:
     """The account at the start of a cycle.
 
-    :param start_of_day_equity: the broker's equity at the last close, when it knows (Alpaca's
-        ``last_equity``); ``None`` lets the cycle take the first snapshot of the day.
+    :param start_of_day_equity: the broker's equity at the previous session's close, when it knows (Alpaca's
+        ``last_equity``); ``None`` lets the cycle value the book at that close.
     :param positions: symbol -> signed quantity (open positions only).
     """
 
@@ -98,13 +98,15 @@ class Broker(Protocol):
     kind: str
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run: tuple[str, str] | None = None) -> list[OrderState]:
-        """Bring the ledger's open orders up to date (fills, cancels) and mark positions; return what changed.
+             skip_run: tuple[str, str] | None = None, exchange: str = "XNYS") -> list[OrderState]:
+        """Bring the ledger's orders that reached the broker up to date (fills, cancels) and mark positions;
+        return what changed. Orders still ``pending_submit`` are left to the cycle, which settles them under the
+        account's lock.
 
         :param bars: the cycle's bars that have started by its instant (their opens are known).
         :param closed: those of them that have closed (their closes are known); default ``bars``.
-        :param skip_run: the current run, (dag_id, run_id): its own pending orders are settled by :meth:`submit`
-            (run ids alone repeat across DAGs: ``scheduled__<date>``).
+        :param skip_run: the current run, (dag_id, run_id) (run ids alone repeat across DAGs).
+        :param exchange: the calendar of equities (when a bar starts: its session's open).
         """
 
     def account_state(self) -> AccountSnapshot:

@@ -81,15 +81,16 @@ class AlpacaBroker:
         return f"AlpacaBroker({self.account!r}, {'LIVE' if self.hook.is_live else 'paper'})"
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run: tuple[str, str] | None = None) -> list[OrderState]:
-        """Reconcile the ledger's open orders with Alpaca (by client order id).
+             skip_run: tuple[str, str] | None = None, exchange: str = "XNYS") -> list[OrderState]:
+        """Reconcile the ledger's open orders that reached Alpaca (by client order id).
 
-        An order still ``pending_submit`` from an earlier run that Alpaca does not know was never placed
-        (``not_placed``). A failed look-up leaves the order as it is, for the next cycle.
+        Orders still ``pending_submit`` (recorded, maybe never sent) are the cycle's to settle, under the
+        account's lock (:func:`~airflow_provider_portfolio.trading.cycle.settle_unsent`). A failed look-up
+        leaves the order as it is, for the next cycle.
         """
         changed = []
         for order in self.ledger.orders(self.account, open_only=True):
-            if (order["dag_id"], order["run_id"]) == skip_run:
+            if order["status"] == "pending_submit":
                 continue
             cid = order["client_order_id"]
             try:
@@ -98,10 +99,8 @@ class AlpacaBroker:
                 log.warning("%s: could not reconcile order %s (%s); trying again next cycle", self.account, cid, err)
                 continue
             if found is None:
-                if order["status"] == "pending_submit":
-                    self.ledger.update_order(self.account, cid, status="not_placed",
-                                             reason="Alpaca has no order with this client_order_id")
-                    changed.append(OrderState(cid, "not_placed", reason="Alpaca has no order with this id"))
+                log.warning("%s: Alpaca no longer answers order %s (%s); left as it is", self.account, cid,
+                            order["status"])
                 continue
             state = _state(found)
             if (state.status, state.filled_qty, state.filled_avg_price) != (

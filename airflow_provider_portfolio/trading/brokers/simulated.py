@@ -1,13 +1,16 @@
 """SimulatedBroker: a paper book kept in the portfolio store.
 
 Orders are accepted at once and fill whole at the open of the first bar that comes after the bar they were
-decided on and starts no earlier than the order was placed (a daily decision at 15:00 on yesterday's bar
-fills at tomorrow's open, never at this morning's; a bar's open counts from its start, so an intraday order
-fills at the open of the bar that starts as it is placed), at ``open * (1 + slippage)`` for buys and ``open * (1 - slippage)`` for sells,
+decided on and starts no earlier than the order was placed. A bar starts when its session opens, not at its
+timestamp (a daily bar is stamped at midnight UTC, its open exists at 09:30 New York): a daily decision at
+15:00 on yesterday's bar fills at tomorrow's open, never at this morning's; an order placed before the open
+fills at that day's open; an intraday order fills at the open of the bar that starts as it is placed or after, at ``open * (1 + slippage)`` for buys and ``open * (1 - slippage)`` for sells,
 with a commission of ``commission_per_order + commission_bps * notional / 10,000``. Fills happen when a
 later cycle sees that bar (:meth:`SimulatedBroker.sync`), so nothing fills on a price the trader could not
 have known. Cash, positions and the equity curve live in the ledger; equity is cash plus the positions
-valued at their last marks. A client order id names one order forever, as at a real broker.
+valued at their last marks. A client order id names one order forever, as at a real broker. The book is a
+cash account: a buy beyond buying power is refused when submitted, and canceled at its fill when its cost
+there exceeds the cash.
 
 Assets: every symbol is tradable unless listed in ``untradable``; equities are shortable and trade in
 whole shares, crypto pairs trade in fractions and are not shortable. Buying
@@ -84,17 +87,25 @@ class SimulatedBroker:
         return self.commission_per_order + self.commission_bps * abs(notional) / 10_000.0
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run: tuple[str, str] | None = None) -> list[OrderState]:
+             skip_run: tuple[str, str] | None = None, exchange: str = "XNYS") -> list[OrderState]:
         """Fill open orders at the open of their fill bar in ``bars`` (see the module docstring); mark positions
-        at the last closes of ``closed`` (default ``bars``)."""
+        at the last closes of ``closed`` (default ``bars``).
+
+        A buy whose cost (at the fill price, with commission) exceeds the book's cash is canceled with the reason,
+        as a cash account refuses it: no margin.
+        """
         import numpy as np
+
+        from airflow_provider_portfolio.market.calendar import bar_times
 
         changed: list[OrderState] = []
         if bars.empty:
             return changed
-        # pending_submit orders never reached the book: submit() settles them
+        # pending_submit orders never reached the book: the cycle settles them
         orders = [o for o in self.ledger.orders(self.account, open_only=True) if o["status"] != "pending_submit"]
         wanted = bars[bars["symbol"].isin({o["symbol"] for o in orders})]
+        starts, _ = bar_times(wanted, exchange)
+        wanted = wanted.assign(_start=starts)
         by_symbol = {s: g for s, g in wanted.groupby("symbol", sort=False)}
         for order in orders:
             group = by_symbol.get(order["symbol"])
@@ -102,16 +113,30 @@ class SimulatedBroker:
                 continue
             ts = group["ts"].to_numpy(dtype="datetime64[ns]")
             bar = np.datetime64(order["bar_ts"].replace(tzinfo=None), "ns")
-            placed = np.datetime64(order["created_at"].replace(tzinfo=None), "ns")
-            later = np.flatnonzero((ts > bar) & (ts >= placed))  # never at a price from before the order
+            placed = np.datetime64(order["created_at"].replace(tzinfo=None), "ns").astype(np.int64)
+            # a bar after the decision's that started (its session open, not its timestamp) no earlier than the
+            # order: never a price from before the order
+            later = np.flatnonzero((ts > bar) & (group["_start"].to_numpy() >= placed))
             if not later.size:
                 continue
             row = group.iloc[int(later[0])]
             open_ = float(row["open"])
             slip = self.slippage_bps / 10_000.0
             price = open_ * (1 + slip) if order["side"] == "buy" else open_ * (1 - slip)
-            result = self.ledger.fill(self.account, order["client_order_id"], price=price,
-                                      commission=self.commission(price * float(order["qty"])), bar_ts=row["ts"])
+            commission = self.commission(price * float(order["qty"]))
+            if order["side"] == "buy":
+                cash, _ = self.ledger.cash(self.account)
+                cost = price * float(order["qty"]) + commission
+                if cost > cash:
+                    why = (f"insufficient buying power at the fill: {order['qty']:g} x {price:.4f} + commission "
+                           f"{commission:.2f} = {cost:,.2f} > cash {cash:,.2f}")
+                    self.ledger.update_order(self.account, order["client_order_id"], status="canceled", reason=why)
+                    log.warning("simulated broker: order %s canceled: %s", order["client_order_id"], why)
+                    changed.append(OrderState(order["client_order_id"], "canceled", order["broker_order_id"], 0.0,
+                                              None, why))
+                    continue
+            result = self.ledger.fill(self.account, order["client_order_id"], price=price, commission=commission,
+                                      bar_ts=row["ts"])
             if result is not None:
                 log.info("simulated fill: %s %s %g at %.4f (commission %.2f), cash %.2f", result.side, result.symbol,
                          result.qty, result.price, result.commission, result.cash_after)
@@ -124,13 +149,16 @@ class SimulatedBroker:
         self.ledger.mark(self.account, {r.symbol: (float(r.close), r.ts) for r in last.itertuples(index=False)})
         return changed
 
+    def _reserved(self, exclude: str | None = None) -> float:
+        """Cash held for the book's open buy orders (accepted, not filled; never the unsent ``pending_submit``)."""
+        return sum(float(o["qty"]) * float(o["ref_price"]) for o in self.ledger.orders(self.account, open_only=True)
+                   if o["side"] == "buy" and o["status"] != "pending_submit" and o["client_order_id"] != exclude)
+
     def account_state(self) -> AccountSnapshot:
         cash, _ = self.ledger.cash(self.account)
         positions = self.ledger.positions(self.account)
         value = sum(p.qty * (p.mark_price if p.mark_price is not None else p.avg_price) for p in positions.values())
-        reserved = sum(float(o["qty"]) * float(o["ref_price"]) for o in self.ledger.orders(self.account, open_only=True)
-                       if o["side"] == "buy")
-        return AccountSnapshot(equity=cash + value, cash=cash, buying_power=max(cash - reserved, 0.0),
+        return AccountSnapshot(equity=cash + value, cash=cash, buying_power=max(cash - self._reserved(), 0.0),
                                start_of_day_equity=None, positions={s: p.qty for s, p in positions.items()})
 
     def assets(self, symbols: Sequence[str]) -> dict[str, AssetInfo]:
@@ -153,6 +181,13 @@ class SimulatedBroker:
                                       f"({stored['side']} {stored['symbol']})")
         if request.symbol.upper() in self.untradable:
             raise BrokerRejectedError(f"{request.symbol} is not tradable at the simulated broker")
+        if stored["status"] == "pending_submit" and request.side == "buy":
+            cash, _ = self.ledger.cash(self.account)
+            power = cash - self._reserved(exclude=request.client_order_id)
+            notional = request.qty * request.ref_price
+            if notional > power:
+                raise BrokerRejectedError(f"insufficient buying power: {request.qty:g} {request.symbol} x "
+                                          f"{request.ref_price:.4f} = {notional:,.2f} > buying power {power:,.2f}")
         order = self.ledger.accept(self.account, request.client_order_id, f"sim-{request.client_order_id}")
         return OrderState(order["client_order_id"], order["status"], order["broker_order_id"], order["filled_qty"],
                           order["filled_avg_price"], order["reason"])
