@@ -35,6 +35,16 @@ except ImportError:  # Airflow 3.1
 
 
 
+#: How long one agent task may run by default (a cycle waits up to 2 minutes for its account's lock).
+TASK_TIMEOUT = timedelta(minutes=10)
+
+
+def _default_args(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    args = dict(given or {"retries": 2, "retry_delay": timedelta(seconds=30)})
+    args.setdefault("execution_timeout", TASK_TIMEOUT)
+    return args
+
+
 class _Agent:
     """What every step needs: the settings and how to open the store, the ledger and the broker."""
 
@@ -166,7 +176,8 @@ def trading_agent_dag(
         ``commission_bps``); each agent keeps its own book, named after the DAG, unless ``name`` says otherwise.
     :param tags: DAG tags.
     :param doc_md: DAG documentation.
-    :param default_args: DAG default arguments (retries...).
+    :param default_args: DAG default arguments (default: 2 retries 30 s apart); every task gets an
+        ``execution_timeout`` (default :data:`TASK_TIMEOUT`) unless these give one: nothing waits forever.
     """
     agent = _Agent({
         "symbol": symbol, "timeframe": timeframe, "weights": dict(weights) if weights else None,
@@ -178,7 +189,7 @@ def trading_agent_dag(
 
     @dag(dag_id=dag_id, schedule=schedule, start_date=start_date, catchup=False, max_active_runs=1,
          tags=tags or ["portfolio", "example", "agent"], doc_md=doc_md,
-         default_args=dict(default_args or {"retries": 2, "retry_delay": timedelta(seconds=30)}))
+         default_args=_default_args(default_args))
     def agent_dag() -> None:
         @task
         def check_market_hours() -> dict[str, Any]:

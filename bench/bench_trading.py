@@ -24,12 +24,17 @@ quantities and risk verdicts for the same symbols; a second run of the same run 
 broker and adds no row. Target: the batched cycle under 30 s for 500 symbols (the seed's budget was
 5 minutes per cycle).
 
+Also timed: the same batched cycle with and without the account lock, the quality gate on its bars and the
+last-price check (three runs each on fresh copies of the warmed-up store, alternating; the minimum of each),
+checked to cost no more than 15 %.
+
 Usage: python bench/bench_trading.py [--symbols 500] [--days 180] [--baseline-symbols N] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sqlite3
 import sys
@@ -159,7 +164,10 @@ def timed_steps(cycle, store, ledger, broker):
         (store, "read_forecasts", "read forecasts+evaluations"),
         (store, "read_evaluations", "read forecasts+evaluations"),
         (cycle, "decide_step", "decide_step"),
+        (cycle, "started_bars", "  started_bars"),
+        (cycle, "gate_bars", "  gate_bars (quality gate)"),
         (cycle, "closed_bars", "  closed_bars"),
+        (cycle, "settle_unsent", "  settle_unsent"),
         (broker, "sync", "  broker.sync"),
         (cycle, "compute_signals", "  compute_signals"),
         (cycle, "decide", "  decide"),
@@ -169,6 +177,24 @@ def timed_steps(cycle, store, ledger, broker):
         (broker, "submit", "  broker.submit"),
         (broker, "snapshot", "snapshot"),
     ]
+
+
+@contextlib.contextmanager
+def safety_off(cycle, ledger, *, enabled: bool):
+    """With ``enabled``: the cycle without the account lock, the quality gate on its bars and the last-price
+    check (what the cycle cost before they were added), restored on exit."""
+    if not enabled:
+        yield
+        return
+    saved = cycle.gate_bars, cycle._price_check
+    cycle.gate_bars = lambda bars, settings: (bars, {})
+    cycle._price_check = lambda symbols, closes, limit: {}
+    ledger.account_lock = lambda *args, **kwargs: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        cycle.gate_bars, cycle._price_check = saved
+        del ledger.account_lock
 
 
 def batched_cycle(symbols, bars, now, news, store, ledger, broker, run_id: str):
@@ -246,6 +272,8 @@ def main() -> int:
         fills = broker.sync(bars, closed=closed_bars(bars, now, "1Day"))  # as the measured cycle sees them
         store.dispose()
         copy_store(path_a, path_b)
+        path_t = Path(tmp) / "template.db"
+        copy_store(path_a, path_t)
         positions = ledger.positions(broker.account)
         print(f"setup: {n} symbols x {bars['ts'].nunique()} daily bars ({len(bars):,} rows), {len(news):,} news "
               f"items, {len(fc)} forecasts + {len(ev)} evaluations ({int((~ev['healthy']).sum())} unhealthy) "
@@ -268,6 +296,20 @@ def main() -> int:
                 profiler.disable()
         finally:
             steps.restore()
+
+        # -- 1b. the cost of the account lock and the quality gate: with and without, fresh copies --------
+        safety_s = {"with lock + gate": [], "without": []}
+        for rep in range(3):
+            for variant in safety_s:
+                path = Path(tmp) / f"safety-{rep}-{variant[:4]}.db"
+                copy_store(path_t, path)
+                store_s, ledger_s, broker_s = open_book(path)
+                with safety_off(cycle, ledger_s, enabled=variant == "without"):
+                    seconds, _ = timed(lambda s=store_s, l=ledger_s, b=broker_s: batched_cycle(
+                        symbols, bars, now, news, s, l, b, "cycle"))
+                safety_s[variant].append(seconds)
+                store_s.dispose()
+        safety_ratio = min(safety_s["with lock + gate"]) / min(safety_s["without"])
 
         # -- 2. per symbol, on the copy ---------------------------------------------------------------
         k = min(args.baseline_symbols or n, n)
@@ -303,6 +345,9 @@ def main() -> int:
         print(f"  {'per-symbol loop' + sample:<32}{loop_full_s:9.3f}{loop_full_s / n * 1e3:11.3f}"
               f"   -> batched is {loop_full_s / batch_s:,.1f}x faster")
         print(f"  {'retry of the same run id':<32}{retry_s:9.3f}{retry_s / n * 1e3:11.3f}")
+        for variant, runs in safety_s.items():
+            print(f"  {'cycle ' + variant + ' (min of 3)':<32}{min(runs):9.3f}{min(runs) / n * 1e3:11.3f}")
+        print(f"  account lock + quality gate + price check cost {safety_ratio - 1:+.1%} (target <= +15%)")
         print(f"  seed budget {SEED_BUDGET_S:g} s per cycle / batched {batch_s:.2f} s = {SEED_BUDGET_S / batch_s:,.0f}x "
               f"inside it; target < {TARGET_S:g} s: {'PASS' if batch_s < TARGET_S else 'FAIL'}")
         if args.profile:
@@ -371,6 +416,8 @@ def main() -> int:
               f"a retry of the same run id sends nothing (broker.submit called {len(sent)} times) and adds no "
               f"order or decision ({len(orders_after)} order rows)")
         check(batch_s < TARGET_S, f"batched cycle {batch_s:.2f} s < {TARGET_S:g} s for {n} symbols")
+        check(safety_ratio <= 1.15, f"the account lock and the quality gate on trading bars cost "
+              f"{safety_ratio - 1:+.1%} <= +15% (min of 3 fresh-copy runs each)")
         store.dispose()
         store_b.dispose()
 

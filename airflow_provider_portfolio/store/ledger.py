@@ -221,6 +221,21 @@ class TradingLedger:
             rows = conn.execute(select(schema.orders).where(*where).order_by(t.created_at, t.client_order_id)).all()
         return [dict(r._mapping) for r in rows]
 
+    def reserved_cash(self, account: str, *, exclude: str | None = None) -> float:
+        """Cash held for the open buy orders that reached the book (accepted, not filled): the sum of their
+        quantity times reference price; orders still ``pending_submit`` (never sent) hold nothing.
+
+        :param exclude: a client order id left out (the order being checked itself).
+        """
+        t = schema.orders.c
+        where = [t.account == account, t.side == "buy",
+                 t.status.not_in((*schema.TERMINAL_ORDER_STATES, "pending_submit"))]
+        if exclude is not None:
+            where.append(t.client_order_id != exclude)
+        with self.store._read(f"sum the open buy orders of {account}") as conn:
+            value = conn.execute(select(func.sum(t.qty * t.ref_price)).where(*where)).scalar()
+        return float(value or 0.0)
+
     def orders_per_symbol(self, account: str, since: datetime, *, exclude: Iterable[str] = ()) -> dict[str, int]:
         """Orders of ``account`` created since ``since`` that reached or may have reached the broker, by symbol.
 

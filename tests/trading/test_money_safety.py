@@ -289,3 +289,83 @@ def test_decisions_use_an_instant_some_time_after_the_bars(broker, ledger, marke
     report = cycle(broker, ledger, market, now, "run-1", bars=bars, news=bullish())
     assert {d["bar_ts"] for d in ledger.decisions()} == {pd.Timestamp("2024-03-04", tz="UTC")}
     assert report.synced == 0 and ledger.fills(broker.account) == []
+
+
+# -- boundaries a mutation audit left unpinned ------------------------------------------------------------
+
+def test_a_decision_whose_confidence_equals_min_confidence_trades():
+    from airflow_provider_portfolio.trading.decision import decide
+    from airflow_provider_portfolio.trading.risk import AccountState, ProposedOrder, check_order
+
+    [d] = decide(["AAPL"], [0.8], [0.5], {"AAPL": 100.0}, {}, 100_000.0, min_confidence=0.5, min_score=0.1)
+    assert d.action == "buy" and d.order_qty > 0
+    account = AccountState(equity=100_000.0, cash=100_000.0, buying_power=100_000.0,
+                           start_of_day_equity=100_000.0, positions={}, orders_today={}, tradable={"AAPL": True},
+                           market_open={"AAPL": True})
+    verdict = check_order(ProposedOrder("AAPL", "buy", 10.0, 100.0, 0.5), account, RiskLimits(min_confidence=0.5))
+    assert verdict.approved, verdict.reason
+    below = check_order(ProposedOrder("AAPL", "buy", 10.0, 100.0, 0.5 - 1e-12), account, RiskLimits(min_confidence=0.5))
+    assert below.rule == "min_confidence"
+
+
+def test_an_open_sell_order_counts_as_a_sell_in_the_open_orders_position(broker, ledger):
+    from airflow_provider_portfolio.trading.cycle import _with_open_orders
+
+    bar = pd.Timestamp("2024-03-04", tz="UTC")
+    for cid, side, qty in (("s1", "sell", 4.0), ("b1", "buy", 1.5)):
+        ledger.record_intents([{"account": broker.account, "client_order_id": cid, "dag_id": "d", "run_id": "r",
+                                "symbol": "AAPL", "side": side, "qty": qty, "ref_price": 100.0, "bar_ts": bar,
+                                "created_at": at("2024-03-05")}])
+        ledger.accept(broker.account, cid, f"sim-{cid}")
+    assert _with_open_orders({"AAPL": 10.0}, ledger, broker.account) == {"AAPL": 10.0 - 4.0 + 1.5}
+    assert _with_open_orders({"AAPL": 10.0}, ledger, broker.account, exclude=["s1"]) == {"AAPL": 11.5}
+
+
+# -- every limit can fire on the bars it is used with -----------------------------------------------------
+
+TIMEFRAMES = {  # timeframe, instant, symbols
+    "daily": ("1Day", ("2024-03-05", 15, 0), ["AAPL", "MSFT", "TSLA"]),
+    "30min": ("30Min", ("2024-03-05", 11, 0), ["AAPL", "MSFT", "TSLA"]),
+    "crypto-24/7": ("1Day", ("2024-03-09", 15, 0), ["BTC/USD", "ETH/USD", "SOL/USD"]),
+}
+LIMITS = {  # the rule -> limits (and sizing) under which it must bind
+    "max_order_notional": ({"max_order_notional": 1.0}, 0.05),
+    "max_position_fraction": ({"max_position_fraction": 0.01}, 0.05),
+    "max_open_positions": ({"max_open_positions": 0}, 0.05),
+    "max_orders_per_symbol_per_day": ({"max_orders_per_symbol_per_day": 0}, 0.05),
+    "max_orders_per_day": ({"max_orders_per_day": 1}, 0.05),
+    "buying_power": ({"max_position_fraction": 1.0, "max_order_notional": 1e9}, 0.6),
+}
+
+
+@pytest.mark.parametrize("rule", list(LIMITS))
+@pytest.mark.parametrize("frame", list(TIMEFRAMES))
+def test_every_limit_fires_on_daily_intraday_and_crypto_bars(broker, ledger, market, frame, rule):
+    timeframe, now, symbols = TIMEFRAMES[frame]
+    now = at(*now)
+    limits, fraction = LIMITS[rule]
+    settings = CycleSettings(timeframe=timeframe, weights=SETTINGS.weights, min_score=0.05, fraction=fraction,
+                             limits=RiskLimits(min_confidence=0.3, **limits))
+    bars = history(market, symbols, now, timeframe=timeframe, days=200 if timeframe == "1Day" else 12)
+    run_cycle(symbols, bars, now, broker=broker, ledger=ledger, dag_id="dag", run_id="run-1", settings=settings,
+              news=headlines(bullish(symbols), now))
+    verdicts = {d["symbol"]: (d["action"], d["approved"], d["risk_rule"]) for d in ledger.decisions()}
+    assert all(action == "buy" for action, _, _ in verdicts.values()), verdicts
+    assert rule in {r for _, _, r in verdicts.values()}, verdicts
+    for cid in (o["client_order_id"] for o in ledger.orders(broker.account)):
+        assert any(d["client_order_id"] == cid and d["approved"] for d in ledger.decisions())
+
+
+@pytest.mark.parametrize("frame", ["daily", "30min"])
+def test_equity_orders_outside_the_session_are_refused_and_crypto_trades_around_the_clock(broker, ledger, market,
+                                                                                          frame):
+    timeframe = TIMEFRAMES[frame][0]
+    now = at("2024-03-09", 15, 0)  # a Saturday
+    symbols = ["AAPL", "BTC/USD"]
+    settings = CycleSettings(timeframe=timeframe, weights=SETTINGS.weights, min_score=0.05, limits=SETTINGS.limits,
+                             max_stale_bars=30)
+    bars = history(market, symbols, now, timeframe=timeframe, days=200 if timeframe == "1Day" else 12)
+    run_cycle(symbols, bars, now, broker=broker, ledger=ledger, dag_id="dag", run_id="run-1", settings=settings,
+              news=headlines(bullish(symbols), now))
+    verdicts = {d["symbol"]: (d["approved"], d["risk_rule"]) for d in ledger.decisions()}
+    assert verdicts["AAPL"] == (False, "market_open") and verdicts["BTC/USD"] == (True, None)

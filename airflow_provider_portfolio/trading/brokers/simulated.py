@@ -149,16 +149,12 @@ class SimulatedBroker:
         self.ledger.mark(self.account, {r.symbol: (float(r.close), r.ts) for r in last.itertuples(index=False)})
         return changed
 
-    def _reserved(self, exclude: str | None = None) -> float:
-        """Cash held for the book's open buy orders (accepted, not filled; never the unsent ``pending_submit``)."""
-        return sum(float(o["qty"]) * float(o["ref_price"]) for o in self.ledger.orders(self.account, open_only=True)
-                   if o["side"] == "buy" and o["status"] != "pending_submit" and o["client_order_id"] != exclude)
-
     def account_state(self) -> AccountSnapshot:
         cash, _ = self.ledger.cash(self.account)
         positions = self.ledger.positions(self.account)
         value = sum(p.qty * (p.mark_price if p.mark_price is not None else p.avg_price) for p in positions.values())
-        return AccountSnapshot(equity=cash + value, cash=cash, buying_power=max(cash - self._reserved(), 0.0),
+        reserved = self.ledger.reserved_cash(self.account)
+        return AccountSnapshot(equity=cash + value, cash=cash, buying_power=max(cash - reserved, 0.0),
                                start_of_day_equity=None, positions={s: p.qty for s, p in positions.items()})
 
     def assets(self, symbols: Sequence[str]) -> dict[str, AssetInfo]:
@@ -183,7 +179,7 @@ class SimulatedBroker:
             raise BrokerRejectedError(f"{request.symbol} is not tradable at the simulated broker")
         if stored["status"] == "pending_submit" and request.side == "buy":
             cash, _ = self.ledger.cash(self.account)
-            power = cash - self._reserved(exclude=request.client_order_id)
+            power = cash - self.ledger.reserved_cash(self.account, exclude=request.client_order_id)
             notional = request.qty * request.ref_price
             if notional > power:
                 raise BrokerRejectedError(f"insufficient buying power: {request.qty:g} {request.symbol} x "
