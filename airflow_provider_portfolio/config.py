@@ -45,6 +45,37 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "default",
         "Executor queue for GPU-capable forecasting tasks (Celery/Kubernetes GPU workers).",
     ),
+    "store_lock_timeout": (
+        "30",
+        "Seconds a store statement waits for a lock another session holds (a row or table another "
+        "writer has locked) before it fails with a StoreError that says so: PostgreSQL's lock_timeout, "
+        "and the busy timeout of a SQLite store. 0 waits without limit. A postgres store connection's "
+        "extra 'lock_timeout' overrides it.",
+    ),
+    "store_statement_timeout": (
+        "300",
+        "Seconds one PostgreSQL store statement may run, lock waits included, before the server "
+        "cancels it (statement_timeout). 0 means no limit. Extra 'statement_timeout' overrides it.",
+    ),
+    "store_connect_timeout": (
+        "10",
+        "Seconds opening a PostgreSQL store connection may take (libpq connect_timeout; > 0). Extra "
+        "'connect_timeout' overrides it.",
+    ),
+    "store_keepalives_idle": (
+        "60",
+        "Seconds a PostgreSQL store connection may sit idle before TCP keepalive probes start (then every "
+        "10 s; 5 unanswered probes drop it), so a dead server or network never leaves a task waiting "
+        "forever. 0 turns keepalives off. Extra 'keepalives_idle' overrides it.",
+    ),
+}
+
+#: Declared type of the options that are not strings (``get_provider_info`` declares the rest as strings).
+OPTION_TYPES: dict[str, str] = {
+    "store_lock_timeout": "float",
+    "store_statement_timeout": "float",
+    "store_connect_timeout": "float",
+    "store_keepalives_idle": "float",
 }
 
 EXECUTION_MODES = ("synthetic", "live")
@@ -72,3 +103,34 @@ def execution_mode() -> str:
     if mode not in EXECUTION_MODES:
         raise ValueError(f"[portfolio] execution_mode must be one of {EXECUTION_MODES}, got {mode!r}")
     return mode
+
+
+def parse_seconds(value: object, what: str, *, positive: bool = False) -> float:
+    """A number of seconds given as text or a number: finite and >= 0 (> 0 when ``positive``).
+
+    :param value: the value as configured.
+    :param what: how the message names the setting (``[portfolio] store_lock_timeout``).
+    :param positive: refuse 0.
+    :raises InvalidInputError: naming ``what``, for anything else.
+    """
+    import math
+
+    from airflow_provider_portfolio.exceptions import InvalidInputError
+
+    try:
+        seconds = float(str(value).strip()) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise InvalidInputError(f"{what} must be a number of seconds {'>' if positive else '>='} 0, got {value!r}")
+    return seconds
+
+
+def get_seconds(name: str, *, positive: bool = False) -> float:
+    """``[portfolio] <name>`` as seconds (see :func:`parse_seconds`).
+
+    :param name: a timeout option of :data:`OPTIONS`.
+    :param positive: refuse 0.
+    :raises InvalidInputError: naming the option, for a value that is not such a number.
+    """
+    return parse_seconds(get_option(name), f"[{SECTION}] {name}", positive=positive)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_portfolio import __version__
-from airflow_provider_portfolio.config import OPTIONS, SECTION
+from airflow_provider_portfolio.config import OPTION_TYPES, OPTIONS, SECTION
 
 INTEGRATION = "Portfolio"
 
@@ -154,7 +154,7 @@ def get_provider_info() -> dict[str, Any]:
                     name: {
                         "description": description,
                         "version_added": "0.1.0",
-                        "type": "string",
+                        "type": OPTION_TYPES.get(name, "string"),
                         "example": None,
                         "default": default,
                     }

@@ -38,7 +38,8 @@ CHUNK = 6
     start_date=pendulum.datetime(2024, 1, 2, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    # A stuck cycle fails well before the next run is due (every 30 minutes); its retry never doubles an order.
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=15)},
     params={"exchange": Param("XNYS", type="string", description="calendar the market-hours sensor watches")},
     tags=["portfolio", "example", "trading"],
     doc_md=__doc__,

@@ -25,7 +25,8 @@ CORE = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA"]
     start_date=pendulum.datetime(2024, 1, 2, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    # A stuck cycle fails well before the next hourly bar's run is due.
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=30)},
     tags=["portfolio", "example", "trading"],
     doc_md=__doc__,
 )

@@ -41,6 +41,9 @@ DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
+        # A first load of a year of bars through rate-limited vendors takes a while; a stuck one must not
+        # hold its worker slot until the next morning.
+        "execution_timeout": timedelta(hours=2),
     },
     tags=["portfolio", "etl"],
     doc_md=__doc__,

@@ -42,7 +42,7 @@ SYMBOLS = "{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + 
     start_date=pendulum.datetime(2024, 1, 1, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=1)},
     tags=["portfolio", "forecast"],
     doc_md=__doc__,
 )

@@ -29,6 +29,8 @@ from airflow_provider_portfolio.timetables.market_session import MarketSessionTi
     start_date=pendulum.datetime(2024, 1, 2, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,
+    # One 15-minute bar's work must be done (or fail) before the next bar's run.
+    default_args={"execution_timeout": timedelta(minutes=10)},
     tags=["portfolio", "example", "intraday"],
     doc_md=__doc__,
 )

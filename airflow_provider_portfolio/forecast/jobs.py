@@ -5,7 +5,9 @@ The operators of ``operators/forecasting.py`` are thin wrappers of :func:`foreca
 
 :func:`forecast_universe`, for one model (a :class:`ModelSpec`):
 
-1. Reads the symbols' stored bars of ``timeframe`` and keeps each symbol's last ``history`` closes.
+1. Reads the symbols' stored bars of ``timeframe`` and keeps each symbol's last ``history`` closes. A
+   symbol with a stored row that cannot be decoded (a close or a timestamp stored as text) is an error
+   for that symbol, named with the table and the row; the others go on.
 2. Checks each symbol: missing from the store, fewer bars than the model needs, a non-positive or
    non-finite close, or a constant series are errors **for that symbol**; the others go on.
 3. Groups symbols by series length (a panel needs equal lengths) and runs each group as one
@@ -367,7 +369,8 @@ def forecast_universe(
     :param min_origins: fewer origins than this labels a symbol ``insufficient_data``.
     :param exchange: calendar of equities, for ``target_ts``.
     :raises InvalidInputError: for bad parameters (nothing is read or written).
-    :raises StoreError: when the store cannot be read or written (nothing is written).
+    :raises StoreError: when the store cannot be read or written (nothing is written). A corrupt stored
+        row fails its symbol only: it is reported in :attr:`ForecastReport.failed`.
     """
     import pandas as pd
 
@@ -377,7 +380,13 @@ def forecast_universe(
         raise InvalidInputError("run_id must be a non-empty string")
     symbols = list(dict.fromkeys(symbols))
     report = ForecastReport(model=spec.name, run_id=run_id, backend=spec.backend, device=spec.device)
-    bars = store.read_bars(symbols, timeframe)
+    # a symbol with a corrupt stored row (a close or a timestamp stored as text) fails alone
+    bars, corrupt = store.read_bars_checked(symbols, timeframe)
+    for symbol, why in corrupt.items():
+        report.failed[symbol] = f"unreadable bars in the store: {why}"
+        log.warning("%s: %s not forecast: %s", spec.name, symbol, why)
+    if corrupt:
+        symbols = [s for s in symbols if s not in corrupt]
     # a return series is one bar shorter than its closes
     need = spec.min_points + (1 if spec.kind == "variance" else 0)
     usable = _series(bars, symbols, history, need, report.failed)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _fallback_logged: set[str] = set()
+#: Timeouts of a PostgreSQL store, seconds: ``[portfolio] store_<key>``, or the connection's extra ``<key>``.
+_PG_TIMEOUTS = ("lock_timeout", "statement_timeout", "connect_timeout", "keepalives_idle")
 
 
 def embedded_store_path() -> Path:
@@ -63,7 +65,9 @@ class PortfolioStoreHook(BaseHook):
 
     With no connection id given, ``[portfolio] store_conn_id`` is used. When that connection does
     not exist, the store is the embedded SQLite file :func:`embedded_store_path` (logged once per
-    process). Connection types: ``sqlite`` (host = file path) and ``postgres``.
+    process). Connection types: ``sqlite`` (host = file path) and ``postgres``. The store's timeouts
+    come from ``[portfolio] store_lock_timeout``, ``store_statement_timeout``, ``store_connect_timeout``
+    and ``store_keepalives_idle``, or the ``postgres`` connection's extra (:attr:`store_options`).
 
     :param store_conn_id: connection id of the store; ``None`` means the configured default.
     """
@@ -84,16 +88,23 @@ class PortfolioStoreHook(BaseHook):
         return self.store_conn_id or get_option("store_conn_id")
 
     @cached_property
-    def url(self) -> str:
-        """SQLAlchemy URL of the store (holds the password for PostgreSQL: never log it)."""
+    def store_connection(self) -> Connection | None:
+        """The store's connection; ``None`` when the default one does not exist (the embedded store)."""
         from airflow.exceptions import AirflowNotFoundException
 
         try:
-            conn = self.get_connection(self.resolved_conn_id)
+            return self.get_connection(self.resolved_conn_id)
         except AirflowNotFoundException:
             if self.store_conn_id and self.store_conn_id != self.default_conn_name:
                 # A connection the user named explicitly must exist; only the default may fall back.
                 raise StoreError(f"store connection {self.store_conn_id!r} does not exist") from None
+            return None
+
+    @cached_property
+    def url(self) -> str:
+        """SQLAlchemy URL of the store (holds the password for PostgreSQL: never log it)."""
+        conn = self.store_connection
+        if conn is None:
             path = embedded_store_path()
             if str(path) not in _fallback_logged:
                 _fallback_logged.add(str(path))
@@ -104,11 +115,35 @@ class PortfolioStoreHook(BaseHook):
         return store_url_from_connection(conn)
 
     @cached_property
+    def store_options(self) -> dict[str, float]:
+        """Timeouts passed to :class:`PortfolioStore`, from ``[portfolio] store_*`` and the connection's extra.
+
+        SQLite: ``busy_timeout_s`` = ``store_lock_timeout``. PostgreSQL: lock, statement and connect
+        timeouts and the keepalive idle time; a ``postgres`` connection's extra ``lock_timeout``,
+        ``statement_timeout``, ``connect_timeout`` or ``keepalives_idle`` (seconds) wins over the option.
+
+        :raises InvalidInputError: naming the option or the connection, for a value that is not seconds.
+        """
+        from airflow_provider_portfolio.config import get_seconds, parse_seconds
+
+        configured = {key: get_seconds(f"store_{key}", positive=key == "connect_timeout") for key in _PG_TIMEOUTS}
+        if not self.url.startswith(("postgresql", "postgres")):
+            return {"busy_timeout_s": configured["lock_timeout"]}
+        extra = self.store_connection.extra_dejson if self.store_connection is not None else {}
+        options = {}
+        for key in _PG_TIMEOUTS:
+            if extra.get(key) not in (None, ""):
+                configured[key] = parse_seconds(extra[key], f"store connection {self.resolved_conn_id!r}: extra "
+                                                f"{key!r}", positive=key == "connect_timeout")
+            options[f"{key}_s"] = configured[key]
+        return options
+
+    @cached_property
     def store(self) -> PortfolioStore:
         """The store, migrated to the current schema version."""
         from airflow_provider_portfolio.store import PortfolioStore
 
-        store = PortfolioStore(self.url)
+        store = PortfolioStore(self.url, **self.store_options)
         store.migrate()
         return store
 
@@ -121,7 +156,7 @@ class PortfolioStoreHook(BaseHook):
         try:
             from airflow_provider_portfolio.store import PortfolioStore
 
-            version = PortfolioStore(self.url).schema_version()
+            version = PortfolioStore(self.url, **self.store_options).schema_version()
         except Exception as err:  # report, never raise, as the Connections UI expects
             return False, str(err)
         return True, f"connected; schema version {version}"

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+#: The most sessions ``history_sessions`` may ask for (about a century of daily bars).
+MAX_HISTORY_SESSIONS = 25_000
+
+
 class PortfolioETLOperator(BaseOperator):
     """Fetch bars for ``symbols`` through a failover chain of sources, gate them, upsert them.
 
@@ -32,10 +36,13 @@ class PortfolioETLOperator(BaseOperator):
     with ``chunks`` a list of symbol lists (e.g. 50 symbols each) spreads a large universe over
     workers; each mapped task writes its own symbols.
 
-    :param symbols: tickers (templated). A list, a JSON list string or a comma-separated string.
-    :param start: first session date (templated). Default: ``history_sessions`` sessions before ``end``.
-    :param end: last session date (templated). Default: the last session closed at the run's data
-        interval end (or its ``run_after`` when the run has no data interval).
+    :param symbols: tickers (templated). A list, a JSON list string or a comma-separated string; one that
+        rendered empty (``""``, ``"None"``, ``"null"``) is refused.
+    :param start: first session date (templated), ISO 8601. Default: ``history_sessions`` sessions before
+        ``end``.
+    :param end: last session date (templated), ISO 8601, at most 7 days after now (sessions not closed yet
+        are never loaded). Default: the last session closed at the run's data interval end (or its
+        ``run_after`` when the run has no data interval).
     :param timeframe: bar timeframe (templated): ``1Day`` (default), ``1Hour``, ``15Min``, ``1Min``...
     :param sources: source names tried in order (templated): ``"synthetic"`` or connection ids of
         market-data connections. Default: the synthetic market (refused in ``execution_mode = live``).
@@ -43,11 +50,15 @@ class PortfolioETLOperator(BaseOperator):
         that connection does not exist, the embedded SQLite store.
     :param exchange: calendar of equities; default ``[portfolio] default_exchange``.
     :param mode: ``incremental`` (default) or ``full`` (refetch and upsert the whole range).
-    :param history_sessions: sessions of ``exchange`` loaded when ``start`` is not given (default 252, one
-        year). All symbols share that date window, so crypto pairs get every day within it.
+    :param history_sessions: sessions of ``exchange`` loaded when ``start`` is not given: an integer from 1
+        to 25000 (default 252, one year). All symbols share that date window, so crypto pairs get every
+        day within it.
     :param max_failed_fraction: the fraction of symbols allowed to fail before the task fails
         (default 0.0: any failed symbol fails the task, after the others are written).
     :param max_abs_return: the quality gate's implausible-jump threshold (``None`` disables it).
+    :raises InvalidInputError: from ``execute`` for bad input (symbols that rendered empty, a date that is
+        not ISO 8601, before 1900 or more than 7 days after now, ``history_sessions`` < 1...), before the
+        store is opened or anything fetched.
     """
 
     template_fields: Sequence[str] = ("symbols", "start", "end", "timeframe", "sources", "store_conn_id", "mode")
@@ -98,26 +109,32 @@ class PortfolioETLOperator(BaseOperator):
         )
         from airflow_provider_portfolio.market.calendar import MarketCalendar, parse_session_date
         from airflow_provider_portfolio.market.etl import last_closed_session, load_bars
-        from airflow_provider_portfolio.market.params import validate_symbols
+        from airflow_provider_portfolio.market.params import parse_instant, validate_symbols
         from airflow_provider_portfolio.market.quality import QualityRules
 
         # Bad input fails here, before the store is opened or anything fetched.
         symbols = validate_symbols(maybe_json_list(self.symbols))
-        if not 0.0 <= float(self.max_failed_fraction) <= 1.0:
-            raise InvalidInputError(f"max_failed_fraction must be within [0, 1], got {self.max_failed_fraction!r}")
+        fraction = self.max_failed_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
+            raise InvalidInputError(f"max_failed_fraction must be within [0, 1], got {fraction!r}")
+        history = self.history_sessions
+        if isinstance(history, bool) or not isinstance(history, int) or not 1 <= history <= MAX_HISTORY_SESSIONS:
+            raise InvalidInputError(f"history_sessions must be an integer >= 1 (at most {MAX_HISTORY_SESSIONS}), "
+                                    f"got {history!r}")
+        # a date centuries away or that is no date fails here, clearly (not as a pandas overflow)
+        bounds = {name: None if blank(value) else parse_session_date(parse_instant(value, name), name)
+                  for name, value in (("start", self.start), ("end", self.end))}
         source_names = validate_source_names(maybe_json_list(self.sources)) if self.sources else default_sources()
         exchange = self.exchange or get_option("default_exchange")
         calendar = MarketCalendar(exchange)
-        if blank(self.end):
+        end = bounds["end"]
+        if end is None:
             reference = context.get("data_interval_end") or context["dag_run"].run_after
             end = last_closed_session(calendar, pd.Timestamp(reference))
-        else:
-            end = parse_session_date(self.end, "end")
-        if blank(self.start):
-            window = calendar.sessions(end - pd.Timedelta(days=2 * self.history_sessions + 30), end)
-            start = window.index[-min(self.history_sessions, len(window))]
-        else:
-            start = parse_session_date(self.start, "start")
+        start = bounds["start"]
+        if start is None:
+            window = calendar.sessions(end - pd.Timedelta(days=2 * history + 30), end)
+            start = window.index[-min(history, len(window))]
 
         sources = resolve_sources(source_names, exchange=exchange, seed=int(get_option("synthetic_seed")))
         store = self.store_hook.get_conn()

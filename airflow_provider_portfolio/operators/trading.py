@@ -147,24 +147,46 @@ def fetch_inputs(source_names: list[str], symbols: list[str], now: datetime, set
     return bars, missing, news
 
 
-def cycle_instant(context: Context, broker: Broker, as_of: str | None = None) -> datetime:
+def parse_as_of(as_of: Any) -> datetime | None:
+    """A cycle's ``as_of`` (templated) as an aware UTC instant; ``None`` when not given (``None``, ``""`` or the
+    text ``"None"`` a template renders for nothing).
+
+    :raises InvalidInputError: for a date alone, a time without a zone, text that is not ISO 8601
+        (``"yesterday"``), or an instant more than 7 days after now (year 2999).
+    """
+    from datetime import date, datetime
+
+    from airflow_provider_portfolio.exceptions import InvalidInputError
+    from airflow_provider_portfolio.market.params import parse_instant
+
+    if blank(as_of):
+        return None
+    if isinstance(as_of, datetime):
+        return parse_instant(as_of, "as_of", naive_is_utc=False)
+    text = str(as_of).strip()
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return parse_instant(text, "as_of", naive_is_utc=False)
+    raise InvalidInputError(f"as_of must be an instant with a time and a zone, got the date {as_of!r}: write e.g. "
+                            f"'{text}T15:00:00-04:00'")
+
+
+def cycle_instant(context: Context, broker: Broker, as_of: Any = None) -> datetime:
     """The instant a cycle decides at: ``as_of`` (ISO 8601 with a zone) when given; else, with the simulated
     broker, the run's ``data_interval_end`` (or ``run_after``), so a replayed or back-filled run decides as it
     would have; with a real broker the wall clock (it fills at today's prices whatever the run's date).
 
-    :raises InvalidInputError: for an ``as_of`` without a zone.
+    :raises InvalidInputError: for an ``as_of`` that is not an ISO 8601 instant with a zone (a date alone,
+        ``"yesterday"``), rendered ``"None"``, or lies far in the future (year 2999).
     """
     from datetime import datetime, timezone
 
     import pandas as pd
 
-    from airflow_provider_portfolio.exceptions import InvalidInputError
-
-    if not blank(as_of):
-        ts = pd.Timestamp(str(as_of).strip())
-        if ts.tzinfo is None:
-            raise InvalidInputError(f"as_of must carry a time zone, got {as_of!r}")
-        return ts.to_pydatetime().astimezone(timezone.utc)
+    instant = parse_as_of(as_of)
+    if instant is not None:
+        return instant
     if broker.kind != "simulated":
         return datetime.now(timezone.utc)
     reference = context.get("data_interval_end") or context["dag_run"].run_after
@@ -301,6 +323,7 @@ class AutoTraderOperator(BaseOperator):
         # Bad input fails here, before the store is opened or anything fetched.
         symbols = validate_symbols(maybe_json_list(self.symbols))
         settings = self.settings()
+        as_of = parse_as_of(self.as_of)
         source_names = validate_source_names(maybe_json_list(self.sources)) if self.sources else default_sources()
 
         store = self.store_hook.get_conn()
@@ -310,7 +333,7 @@ class AutoTraderOperator(BaseOperator):
             allow_live=self.allow_live, log=self.log,
             simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
                        "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
-        now = cycle_instant(context, broker, self.as_of)
+        now = cycle_instant(context, broker, as_of)
         bars, failed, news = fetch_inputs(source_names, symbols, now, settings, self.log)
         forecasts = evaluations = None
         if self.forecast_model:

@@ -13,7 +13,15 @@ SQLite connections run in WAL mode with ``busy_timeout`` and ``synchronous=NORMA
 transactions start with ``BEGIN IMMEDIATE``, so several processes (parallel mapped tasks) can write
 to one file: they queue for up to ``busy_timeout_s`` instead of failing.
 
-Every driver failure surfaces as :class:`StoreError` naming the store by its password-hidden URL.
+Nothing waits forever on PostgreSQL either: every connection carries a server ``lock_timeout`` (a write
+blocked by another session's row, table or advisory lock gives up after ``lock_timeout_s``, default
+30 s), a ``statement_timeout`` (300 s), a ``connect_timeout`` (10 s) and TCP keepalives (a dead server
+or network is noticed in about two minutes), all set as libpq parameters when the connection opens.
+
+Every driver failure surfaces as :class:`StoreError` naming the store by its password-hidden URL; a
+timeout says which one fired and its value. A stored row that cannot be decoded (SQLite keeps a price
+or a timestamp written as text by hand) is a :class:`StoreError` naming the table, the symbol and the
+row; :meth:`PortfolioStore.read_bars_checked` reports such symbols instead and reads the others.
 """
 
 from __future__ import annotations
@@ -108,6 +116,13 @@ _PG_UPSERT = (
     + f" WHERE ({', '.join('b.' + c for c in schema.BAR_VALUE_COLUMNS)}) IS DISTINCT FROM "
     f"({', '.join('EXCLUDED.' + c for c in schema.BAR_VALUE_COLUMNS)})"
 )
+#: Defaults of the PostgreSQL timeouts, seconds (see :class:`PortfolioStore`).
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+DEFAULT_STATEMENT_TIMEOUT_S = 300.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_KEEPALIVES_IDLE_S = 60.0
+_KEEPALIVES_INTERVAL_S = 10
+_KEEPALIVES_COUNT = 5
 #: Attempts of a PostgreSQL upsert that lost a deadlock to a concurrent writer.
 _PG_ATTEMPTS = 4
 _PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
@@ -141,6 +156,15 @@ def _normalise_url(url: str | URL) -> URL:
     if backend == "sqlite" and driver in ("", "pysqlite"):
         return parsed.set(drivername="sqlite")
     raise InvalidInputError(f"store URL {shown}: unsupported scheme {parsed.drivername!r}; expected {_SCHEMES}")
+
+
+def _seconds(value: Any, name: str, *, positive: bool = False) -> float:
+    """A timeout parameter as float seconds: a finite number >= 0 (> 0 when ``positive``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0 or (positive and value == 0):
+        raise InvalidInputError(f"{name} must be a finite number of seconds {'>' if positive else '>='} 0, "
+                                f"got {value!r}")
+    return float(value)
 
 
 def _utc(value: Any, name: str) -> pd.Timestamp | None:
@@ -360,6 +384,69 @@ def _name_list(value: Any, name: str) -> list[str] | None:
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python value (for messages: ``3``, not ``np.int64(3)``)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+#: Fetched values of each decoded kind: the numpy dtype and what a stored value must be (for messages).
+_DECODED = {"ts": ("int64", "an instant (epoch microseconds)"), "int": ("int64", "an integer"),
+            "float": ("float64", "a number")}
+#: Epoch microseconds pandas can hold (``datetime64[ns]``: 1677-09-21 .. 2262-04-11).
+_TS_US_RANGE = (-(2**63 - 1) // 1000 + 1, (2**63 - 1) // 1000)
+
+
+def _decode(values: Sequence[Any], kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A fetched ``ts``, ``int`` or ``float`` column as an array, and the mask of values that cannot be decoded.
+
+    A healthy column costs one vectorised conversion (and a range check for timestamps); only a column
+    that fails it is decoded value by value to find the corrupt ones (SQLite stores whatever it is given:
+    a close or a timestamp written as text by hand stays text). The mask is ``None`` when all are fine;
+    corrupt positions hold 0 in the array. ``None`` is NaN in a float column (a nullable one) and corrupt
+    elsewhere.
+
+    :param values: the column's fetched values.
+    :param kind: ``ts``, ``int`` or ``float``.
+    """
+    dtype = _DECODED[kind][0]
+    try:
+        arr = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        arr = None
+    if arr is not None and arr.ndim == 1 and len(values) == len(arr):
+        if kind != "ts" or not len(arr) or (_TS_US_RANGE[0] <= arr.min() and arr.max() <= _TS_US_RANGE[1]):
+            return arr, None
+    arr = np.zeros(len(values), dtype=dtype)
+    bad = np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values):
+        if value is None and kind == "float":
+            arr[i] = np.nan
+            continue
+        if value is None or isinstance(value, (bytes, bytearray, memoryview)):
+            bad[i] = True
+            continue
+        try:
+            arr[i] = value
+        except (TypeError, ValueError, OverflowError):
+            bad[i] = True
+    if kind == "ts":
+        bad |= (arr < _TS_US_RANGE[0]) | (arr > _TS_US_RANGE[1])
+        arr[bad] = 0
+    return arr, bad if bad.any() else None
+
+
+def _stored(value: Any) -> str:
+    """A stored value for a message: its repr and, when it is not a number, its type (``'abc' (text)``)."""
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    if isinstance(value, str):
+        return f"{shown} (text)"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{shown} (blob)"
+    return shown
+
+
+def _ts_text(us: int) -> str:
+    """Epoch microseconds as ISO 8601 UTC (``2024-06-03T00:00:00+00:00``)."""
+    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))).isoformat()
 
 
 class _PreparedRows:
@@ -618,14 +705,28 @@ class PortfolioStore:
     :param url: SQLAlchemy URL: ``sqlite:///PATH``, ``postgresql://...`` or ``postgres://...`` (driven by
         psycopg 3), or ``postgresql+psycopg2://...`` when psycopg2 is installed.
     :param busy_timeout_s: SQLite: how long a write waits for another writer's lock before failing.
-    :raises InvalidInputError: for a URL that cannot be parsed or has an unsupported scheme.
+    :param lock_timeout_s: PostgreSQL: how long one statement waits for a row, table or advisory lock
+        held by another session before it fails (server ``lock_timeout``); 0 waits without limit.
+    :param statement_timeout_s: PostgreSQL: how long one statement may run, waits included, before the
+        server cancels it (``statement_timeout``); 0 means no limit.
+    :param connect_timeout_s: PostgreSQL: how long opening a connection may take (> 0).
+    :param keepalives_idle_s: PostgreSQL: TCP keepalive probes start after this many idle seconds (then
+        every 10 s, 5 unanswered probes drop the connection), so a dead server or network never leaves
+        a read waiting forever; 0 turns keepalives off.
+    :raises InvalidInputError: for a URL that cannot be parsed or has an unsupported scheme, or a timeout
+        that is not a finite number of seconds >= 0.
     """
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 keepalives_idle_s: float = DEFAULT_KEEPALIVES_IDLE_S) -> None:
         self._url = _normalise_url(url)
-        if busy_timeout_s is None or busy_timeout_s < 0:
-            raise InvalidInputError(f"busy_timeout_s must be >= 0, got {busy_timeout_s!r}")
-        self.busy_timeout_s = float(busy_timeout_s)
+        self.busy_timeout_s = _seconds(busy_timeout_s, "busy_timeout_s")
+        self.lock_timeout_s = _seconds(lock_timeout_s, "lock_timeout_s")
+        self.statement_timeout_s = _seconds(statement_timeout_s, "statement_timeout_s")
+        self.connect_timeout_s = _seconds(connect_timeout_s, "connect_timeout_s", positive=True)
+        self.keepalives_idle_s = _seconds(keepalives_idle_s, "keepalives_idle_s")
         #: The URL with the password hidden: safe to log.
         self.url: str = self._url.render_as_string(hide_password=True)
         #: ``"sqlite"`` or ``"postgresql"``.
@@ -659,9 +760,31 @@ class PortfolioStore:
             self._engine_pid = os.getpid()
         return self._engine
 
+    def _pg_connect_args(self) -> dict[str, Any]:
+        """libpq parameters of every PostgreSQL connection: timeouts and keepalives.
+
+        Parameters the URL sets itself (``?keepalives_idle=...``) win; ``options`` of the URL are kept and
+        come after the store's, so a ``-c lock_timeout=...`` there wins too.
+        """
+        query = self._url.query
+        args: dict[str, Any] = {"connect_timeout": max(1, round(self.connect_timeout_s))}
+        if self.keepalives_idle_s > 0:
+            args.update(keepalives=1, keepalives_idle=max(1, round(self.keepalives_idle_s)),
+                        keepalives_interval=_KEEPALIVES_INTERVAL_S, keepalives_count=_KEEPALIVES_COUNT)
+        else:
+            args["keepalives"] = 0
+        settings = [f"-c {name}={max(1, round(seconds * 1000))}"  # milliseconds; 0 stays "no limit"
+                    for name, seconds in (("lock_timeout", self.lock_timeout_s),
+                                          ("statement_timeout", self.statement_timeout_s)) if seconds > 0]
+        given = query.get("options")
+        given = " ".join(given) if isinstance(given, tuple) else given
+        if settings or given:
+            args["options"] = " ".join([*settings, *([given] if given else [])])
+        return {k: v for k, v in args.items() if k == "options" or k not in query}
+
     def _create_engine(self) -> Engine:
         if self.dialect == "postgresql":
-            return create_engine(self._url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            return create_engine(self._url, pool_pre_ping=True, connect_args=self._pg_connect_args())
         database = self._url.database or ""
         memory = database in ("", ":memory:") or "mode=memory" in database
         kwargs: dict[str, Any] = {"connect_args": {"timeout": self.busy_timeout_s}}
@@ -723,7 +846,13 @@ class PortfolioStore:
             text = text[:500] + "..."
         lowered = text.lower()
         hint = ""
-        if "locked" in lowered or "busy" in lowered:
+        if "lock timeout" in lowered:
+            hint = (f" (gave up after lock_timeout_s={self.lock_timeout_s:g}: another session holds a lock on "
+                    "these rows or the table; see pg_locks and pg_stat_activity on the server)")
+        elif "statement timeout" in lowered:
+            hint = (f" (the statement ran longer than statement_timeout_s={self.statement_timeout_s:g} and the "
+                    "server cancelled it)")
+        elif "locked" in lowered or "busy" in lowered:
             hint = f" (database is locked: another writer held it longer than busy_timeout_s={self.busy_timeout_s:g})"
         elif "not a database" in lowered:
             hint = " (the file is not a database: point the store at a SQLite file or a new path)"
@@ -914,6 +1043,34 @@ class PortfolioStore:
         :param timeframe: the timeframe (``1Day``, ``5Min`` ...).
         :param start: inclusive lower bound on ``ts`` (Timestamp, datetime, date or string; naive = UTC).
         :param end: inclusive upper bound on ``ts``.
+        :raises InvalidInputError: for malformed arguments.
+        :raises StoreError: when the store cannot be read, or a row cannot be decoded (a price or a
+            timestamp stored as text): the message names the table, the symbol and the row. Use
+            :meth:`read_bars_checked` to read the other symbols anyway.
+        """
+        frame, rejected = self.read_bars_checked(symbols, timeframe, start, end)
+        if rejected:
+            shown = "; ".join(list(rejected.values())[:5])
+            more = f" (+{len(rejected) - 5} more symbols)" if len(rejected) > 5 else ""
+            raise StoreError(f"store {self.url}: could not read bars: corrupt rows: {shown}{more}")
+        return frame
+
+    def read_bars_checked(self, symbols: list[str] | None = None, timeframe: str = "1Day", start: Any = None,
+                          end: Any = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        """Like :meth:`read_bars`, but a symbol with a row that cannot be decoded is reported, not raised.
+
+        A stored row whose price, volume or timestamp is not a number (SQLite keeps whatever a hand-made
+        ``UPDATE`` wrote, e.g. ``close = 'abc'``) makes its whole symbol unreadable: none of its bars are
+        returned, so no caller works on a series with a silent gap. The other symbols read as usual.
+
+        :param symbols: symbols to read; ``None`` reads all.
+        :param timeframe: the timeframe (``1Day``, ``5Min`` ...).
+        :param start: inclusive lower bound on ``ts`` (naive = UTC).
+        :param end: inclusive upper bound on ``ts``.
+        :return: (the bars of the readable symbols, sorted by (symbol, ts); symbol -> what is wrong, naming
+            the table, the symbol and its first corrupt rows).
+        :raises InvalidInputError: for malformed arguments.
+        :raises StoreError: when the store cannot be read.
         """
         b = schema.bars.c
         conds = self._where(timeframe, start, end)
@@ -922,24 +1079,58 @@ class PortfolioStore:
         rows: list[Any] = []
         with self._read("read bars") as conn:
             if not self._has_bars(conn):
-                return empty_bars()
+                return empty_bars(), {}
             for group in groups:
                 where = conds if group is None else [*conds, b.symbol.in_(group)]
                 stmt = select(*cols).where(*where).order_by(self._symbol_order(), b.ts)
                 rows.extend(conn.execute(stmt).cursor.fetchall())  # plain tuples: no per-row processing needed
         if not rows:
-            return empty_bars()
+            return empty_bars(), {}
         data = list(zip(*rows, strict=True))
+        decoded = {"ts": _decode(data[2], "ts"), **{name: _decode(data[3 + k], "float") for k, name in enumerate(_VALUES)}}
+        symbol_col = pd.Series(data[0], dtype="str")
+        rejected: dict[str, str] = {}
+        keep: np.ndarray | None = None
+        if any(mask is not None for _, mask in decoded.values()):
+            rejected = self._corrupt_bars(data, decoded)
+            keep = ~symbol_col.isin(list(rejected)).to_numpy()
+        ts_us = decoded["ts"][0] if keep is None else decoded["ts"][0][keep]
         frame = pd.DataFrame({
-            "symbol": pd.Series(data[0], dtype="str"),
-            "timeframe": pd.Series(data[1], dtype="str"),
-            "ts": pd.Series((np.asarray(data[2], dtype="int64") * 1000).view("datetime64[ns]")).dt.tz_localize("UTC"),
-            **{name: np.asarray(data[3 + k], dtype="float64") for k, name in enumerate(_VALUES)},
-            "source": pd.Series(data[8], dtype="str"),
+            "symbol": symbol_col if keep is None else symbol_col[keep].reset_index(drop=True),
+            "timeframe": pd.Series(data[1] if keep is None else np.asarray(data[1], dtype=object)[keep], dtype="str"),
+            "ts": pd.Series((ts_us * 1000).view("datetime64[ns]")).dt.tz_localize("UTC"),
+            **{name: decoded[name][0] if keep is None else decoded[name][0][keep] for name in _VALUES},
+            "source": pd.Series(data[8] if keep is None else np.asarray(data[8], dtype=object)[keep], dtype="str"),
         })
-        if len(groups) > 1:
+        if not len(frame):
+            frame = empty_bars()
+        elif len(groups) > 1:
             frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
-        return frame
+        return frame, rejected
+
+    @staticmethod
+    def _corrupt_bars(data: list[tuple[Any, ...]], decoded: dict[str, tuple[np.ndarray, np.ndarray | None]],
+                      shown: int = 3) -> dict[str, str]:
+        """symbol -> message naming the table, the symbol and its first ``shown`` corrupt rows and columns."""
+        index = {"ts": 2, **{name: 3 + k for k, name in enumerate(_VALUES)}}
+        bad_rows = np.zeros(len(data[0]), dtype=bool)
+        for _, mask in decoded.values():
+            if mask is not None:
+                bad_rows |= mask
+        ts_bad = decoded["ts"][1]
+        found: dict[str, list[str]] = {}
+        for i in np.flatnonzero(bad_rows).tolist():
+            raw_ts = data[2][i]
+            when = f"ts {_stored(raw_ts)}" if ts_bad is not None and ts_bad[i] else f"ts {_ts_text(decoded['ts'][0][i])}"
+            problems = [f"column {name} holds {_stored(data[index[name]][i])}, not {_DECODED['ts' if name == 'ts' else 'float'][1]}"
+                        for name, (_, mask) in decoded.items() if mask is not None and mask[i]]
+            found.setdefault(str(data[0][i]), []).append(f"row ({data[1][i]}, {when}): {', '.join(problems)}")
+        out = {}
+        for symbol, rows in found.items():
+            more = f" (+{len(rows) - shown} more)" if len(rows) > shown else ""
+            out[symbol] = (f"table bars, symbol {symbol}: {len(rows)} corrupt row(s): "
+                           f"{'; '.join(rows[:shown])}{more}")
+        return out
 
     def bar_timestamps(self, symbol: str, timeframe: str, start: Any = None, end: Any = None) -> pd.DatetimeIndex:
         """Timestamps (UTC, ascending) of the stored bars of one symbol and timeframe.
@@ -954,8 +1145,16 @@ class PortfolioStore:
         stmt = select(self._ts_us()).where(b.symbol == symbol, *self._where(timeframe, start, end)).order_by(b.ts)
         with self._read("read bar timestamps") as conn:
             values_us = conn.execute(stmt).scalars().all() if self._has_bars(conn) else []
-        ns = np.asarray(values_us, dtype="int64") * 1000
-        return pd.DatetimeIndex(ns.view("datetime64[ns]"), name="ts").tz_localize("UTC")
+        us, bad = _decode(values_us, "ts")
+        if bad is not None:
+            self._corrupt_ts(symbol, timeframe, [values_us[i] for i in np.flatnonzero(bad)])
+        return pd.DatetimeIndex((us * 1000).view("datetime64[ns]"), name="ts").tz_localize("UTC")
+
+    def _corrupt_ts(self, symbol: str, timeframe: str, values: list[Any]) -> NoReturn:
+        rows = "; ".join(f"row ({timeframe}, ts {_stored(v)})" for v in values[:3])
+        more = f" (+{len(values) - 3} more)" if len(values) > 3 else ""
+        raise StoreError(f"store {self.url}: could not read bar timestamps: corrupt rows: table bars, symbol {symbol}: "
+                         f"{rows}{more}: column ts is not {_DECODED['ts'][1]}")
 
     def latest_bar_ts(self, symbols: list[str] | None, timeframe: str) -> dict[str, pd.Timestamp | None]:
         """Latest stored bar timestamp per symbol (``None`` for a symbol with no bars).
@@ -981,7 +1180,13 @@ class PortfolioStore:
                     latest = (select(func.max(b.ts)).where(b.symbol == req.c.symbol, b.timeframe == tf)
                               .scalar_subquery())
                     out.update(conn.execute(select(req.c.symbol, self._ts_us(latest))).all())
-        return {s: None if us is None else pd.Timestamp(int(us) * 1000, tz="UTC") for s, us in out.items()}
+        present = [(s, us) for s, us in out.items() if us is not None]
+        decoded, bad = _decode([us for _, us in present], "ts")
+        if bad is not None:
+            i = int(np.flatnonzero(bad)[0])
+            self._corrupt_ts(present[i][0], tf, [present[i][1]])
+        latest = dict(zip((s for s, _ in present), decoded.tolist(), strict=True))
+        return {s: None if s not in latest else pd.Timestamp(latest[s] * 1000, tz="UTC") for s in out}
 
     def _symbol_rows(self, symbols: list[str]) -> Any:
         """A one-column row source ``symbol`` holding ``symbols`` (one bound parameter)."""
@@ -1187,20 +1392,28 @@ class PortfolioStore:
         return (select(*(ranked.c[k] for k in schema.FORECAST_RUN_KEY)).where(ranked.c.run_rank == 1)
                 .subquery("best"))
 
-    @staticmethod
-    def _run_frame(table: Any, rows: list[Any]) -> pd.DataFrame:
-        """Fetched tuples (timestamps as epoch microseconds) as a frame with the table's columns and dtypes."""
+    def _run_frame(self, table: Any, rows: list[Any]) -> pd.DataFrame:
+        """Fetched tuples (timestamps as epoch microseconds) as a frame with the table's columns and dtypes.
+
+        :raises StoreError: naming the table, the row's key and the column, for a stored value that cannot
+            be decoded (a number or a timestamp stored as text).
+        """
         data = list(zip(*rows, strict=True)) if rows else [()] * len(table.columns)
         out: dict[str, Any] = {}
         for values, column in zip(data, table.columns, strict=True):
             kind = _kind(column)
-            if kind == "ts":
-                ns = np.asarray(values, dtype="int64") * 1000
-                out[column.name] = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
-            elif kind == "int":
-                out[column.name] = np.asarray(values, dtype="int64")
-            elif kind == "float":
-                out[column.name] = np.asarray(values, dtype="float64")  # NULL (None) becomes NaN
+            if kind in _DECODED:  # NULL (None) in a float column becomes NaN
+                arr, bad = _decode(values, kind)
+                if bad is not None:
+                    i = int(np.flatnonzero(bad)[0])
+                    key = ", ".join(f"{c.name} {_stored(data[k][i])}" for k, c in enumerate(table.columns)
+                                    if c.primary_key)
+                    raise StoreError(f"store {self.url}: could not read {table.name}: corrupt rows: table "
+                                     f"{table.name}, symbol {data[table.columns.keys().index('symbol')][i]}: row ({key}): "
+                                     f"column {column.name} holds {_stored(values[i])}, not {_DECODED[kind][1]} "
+                                     f"({int(bad.sum())} such row(s))")
+                out[column.name] = (pd.Series((arr * 1000).view("datetime64[ns]")).dt.tz_localize("UTC")
+                                    if kind == "ts" else arr)
             elif kind == "bool":
                 out[column.name] = np.asarray(values, dtype=bool)
             else:

@@ -91,6 +91,25 @@ def test_the_kill_switch_halts_every_order(db, monkeypatch):
     assert rows(db, "SELECT COUNT(*) FROM orders") == [(0,)]
 
 
+def test_the_kill_switch_variable_is_read_again_right_before_sending(db, monkeypatch):
+    """The Variable goes to halted after the risk step stored its approvals: nothing is sent."""
+    import airflow_provider_portfolio.trading.cycle as cycle_module
+
+    real_risk_step = cycle_module.risk_step
+
+    def risk_then_halt(*args, **kwargs):
+        real_risk_step(*args, **kwargs)
+        monkeypatch.setenv(f"AIRFLOW_VAR_{KILL_SWITCH_VARIABLE.upper()}", "halted")
+
+    monkeypatch.setattr(cycle_module, "risk_step", risk_then_halt)
+    summary = trader().execute(context())
+    assert summary["submitted"] == 0 and summary["risk_rejected"]
+    assert all("kill switch is 'halted'" in reason for reason in summary["risk_rejected"].values())
+    statuses = rows(db, "SELECT DISTINCT status FROM orders")
+    assert statuses == [("not_placed",)]
+    assert rows(db, "SELECT COUNT(*) FROM trading_decisions WHERE approved = 1") == [(0,)]
+
+
 @pytest.mark.parametrize(("raw", "state"), [(None, "active"), ("Reduce-Only", "reduce_only"), ("HALTED", "halted"),
                                             ("stop", "halted"), ("  ", "active")])
 def test_reading_the_kill_switch(monkeypatch, raw, state):
@@ -157,13 +176,17 @@ def test_forecasts_from_the_store_feed_the_forecast_signal(db):
     ({"weights": {"astrology": 1.0}}, "unknown signal name"),
     ({"max_trades_per_day": -1}, "max_trades_per_day"),
     ({"as_of": "2024-06-04T15:00:00"}, "time zone"),
+    ({"as_of": "2999-01-01T15:00:00+00:00"}, "more than 7 days after now"),
+    ({"as_of": "yesterday"}, "ISO 8601"),
+    ({"as_of": "2024-06-04"}, "instant with a time and a zone"),
+    ({"symbols": "None"}, "rendered empty"),
     ({"timeframe": "7Weeks"}, "unknown timeframe"),
 ])
 def test_bad_arguments_fail_before_anything_is_written(db, kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
         trader(**kwargs).execute(context())
-    if db.exists():
-        assert rows(db, "SELECT COUNT(*) FROM trading_decisions") == [(0,)]
+    assert not db.exists() or rows(db, "SELECT name FROM sqlite_master WHERE name = 'accounts'") == [] \
+        or rows(db, "SELECT COUNT(*) FROM accounts") == [(0,)], "nothing may be written before the input is checked"
 
 
 def test_as_of_overrides_the_run_instant(db):
