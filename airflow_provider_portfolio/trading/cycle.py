@@ -327,6 +327,36 @@ def gate_bars(bars: pd.DataFrame, settings: CycleSettings) -> tuple[pd.DataFrame
     return clean, {symbol: f"bars refused by the quality gate: {err}" for symbol, err in failed.items()}
 
 
+def forming_opens(started: pd.DataFrame, closed: pd.DataFrame, refused: Mapping[str, str], now: datetime,
+                  settings: CycleSettings) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The bars in progress at ``now`` whose open may fill an order: only their open is known (a vendor's
+    forming bar, or a replay's whole future bar, says nothing trustworthy of its high, low or close, so only
+    the open is checked): finite, positive, and within ``max_abs_return`` of the symbol's last gated close.
+    Symbols whose closed bars were refused get none. Returns them and symbol -> why an open was refused."""
+    if started.empty:
+        return started, {}
+    _, ends = bar_times(started, settings.exchange)
+    forming = started[(ends > pd.Timestamp(now).as_unit("ns").value) & ~started["symbol"].isin(list(refused))]
+    if forming.empty:
+        return forming, {}
+    last = closed.sort_values(["symbol", "ts"]).groupby("symbol", sort=False)["close"].last() if not closed.empty \
+        else pd.Series(dtype=float)
+    opens = forming["open"].to_numpy(dtype=np.float64)
+    base = forming["symbol"].map(last).to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        move = np.abs(opens / base - 1.0)
+    bad = ~(np.isfinite(opens) & (opens > 0))
+    if settings.max_abs_return is not None:
+        bad |= np.isfinite(move) & (move > settings.max_abs_return)
+    errors = {}
+    for row in forming[bad].itertuples(index=False):
+        errors[row.symbol] = (f"bars refused by the quality gate: {row.symbol}: the open {row.open!r} of the bar "
+                              f"in progress ({pd.Timestamp(row.ts).isoformat()}) is not plausible after the last "
+                              f"close {last.get(row.symbol, float('nan')):.6g} (max_abs_return "
+                              f"{settings.max_abs_return}): nothing fills at it")
+    return forming[~bad], errors
+
+
 def _price_check(symbols: Sequence[str], closes: np.ndarray, limit: float | None) -> dict[str, str]:
     """symbol -> why its last close is not trusted: farther than ``limit`` from the median of the 20 closes
     before it (a bad tick at the end of an otherwise clean history)."""
@@ -432,8 +462,11 @@ def decide_step(
     if not bars.empty:
         bars = bars[bars["symbol"].isin(symbols) & (bars["timeframe"] == tf)]
     started = started_bars(bars, now, settings.exchange)  # their opens are known: orders fill at them
-    started, refused = gate_bars(started, settings)
     bars = closed_bars(started, now, tf, settings.exchange)  # their closes are known: signals and marks
+    bars, refused = gate_bars(bars, settings)
+    forming, bad_open = forming_opens(started, bars, refused, now, settings)
+    refused.update(bad_open)
+    started = pd.concat([bars, forming], ignore_index=True) if not forming.empty else bars
     report.synced += len(broker.sync(started, closed=bars, skip_run=(dag_id, run_id), exchange=settings.exchange))
 
     panels = _panels(bars, symbols, LOOKBACK_BARS)

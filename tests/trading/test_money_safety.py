@@ -369,3 +369,28 @@ def test_equity_orders_outside_the_session_are_refused_and_crypto_trades_around_
               news=headlines(bullish(symbols), now))
     verdicts = {d["symbol"]: (d["approved"], d["risk_rule"]) for d in ledger.decisions()}
     assert verdicts["AAPL"] == (False, "market_open") and verdicts["BTC/USD"] == (True, None)
+
+
+def test_the_bar_in_progress_is_judged_by_its_open_only(broker, ledger, market):
+    """Today's bar (a replay's whole future bar) crashing after the open must not change today's decision (that
+    would be look-ahead); an implausible open refuses the fill at it."""
+    now = at("2024-03-05")
+    clean = history(market, SYMBOLS, now)
+    cycle(broker, ledger, market, now, "run-a", bars=clean, news=bullish(), dag_id="a")
+    later_crash = clean.copy()
+    today = (later_crash.symbol == "AAPL") & (later_crash.ts == pd.Timestamp("2024-03-05", tz="UTC"))
+    later_crash.loc[today, ["low", "close"]] /= 100.0  # the crash comes after 15:00: unknown at the cycle
+    twin = SimulatedBroker(ledger, name="twin", initial_cash=100_000.0, slippage_bps=5.0, commission_bps=1.0,
+                           commission_per_order=0.5)  # the same book as ``broker`` had before run-a
+    report = cycle(twin, ledger, market, now, "run-b", bars=later_crash, news=bullish(), dag_id="b")
+    assert "AAPL" not in report.errors
+    decided = {(d["dag_id"], d["symbol"]): (d["action"], d["order_qty"]) for d in ledger.decisions()}
+    assert decided[("a", "AAPL")] == decided[("b", "AAPL")]
+
+    # the next day at 10:00: an order is open, the bar in progress opens at 1/100 of the last close
+    bad = history(market, SYMBOLS, at("2024-03-06", 10, 0))
+    opening = (bad.symbol == "AAPL") & (bad.ts == pd.Timestamp("2024-03-06", tz="UTC"))
+    bad.loc[opening, ["open", "low"]] /= 100.0
+    nxt = cycle(broker, ledger, market, at("2024-03-06", 10, 0), "run-c", bars=bad, dag_id="c")
+    assert "the open" in nxt.errors["AAPL"] and "nothing fills at it" in nxt.errors["AAPL"]
+    assert {f["symbol"] for f in ledger.fills(broker.account)} == {"MSFT", "TSLA"}
