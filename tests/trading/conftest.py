@@ -55,7 +55,34 @@ def headlines(scores: dict[str, float], now: datetime, count: int = 3) -> list[N
             for symbol, score in scores.items() for k in range(count)]
 
 
-class RecordingBroker:
+class BrokerWrapper:
+    """A broker that hands every call to ``inner``: subclasses override what they watch or break."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.account = inner.account
+        self.kind = inner.kind
+
+    def submit(self, request: OrderRequest) -> OrderState:
+        return self.inner.submit(request)
+
+    def sync(self, bars, *, closed=None, skip_run=None, exchange="XNYS"):
+        return self.inner.sync(bars, closed=closed, skip_run=skip_run, exchange=exchange)
+
+    def lookup(self, client_order_id):
+        return self.inner.lookup(client_order_id)
+
+    def account_state(self):
+        return self.inner.account_state()
+
+    def assets(self, symbols):
+        return self.inner.assets(symbols)
+
+    def snapshot(self, ts, run_id):
+        return self.inner.snapshot(ts, run_id)
+
+
+class RecordingBroker(BrokerWrapper):
     """A broker wrapper: counts the submits it is asked for and the acceptances they cause at the inner simulated
     broker (an order moving from ``pending_submit`` to accepted), and injects faults.
 
@@ -65,9 +92,7 @@ class RecordingBroker:
     """
 
     def __init__(self, inner: SimulatedBroker) -> None:
-        self.inner = inner
-        self.account = inner.account
-        self.kind = inner.kind
+        super().__init__(inner)
         self.calls: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.before: dict[str, Exception] = {}
@@ -88,21 +113,6 @@ class RecordingBroker:
         if request.symbol in self.after:
             raise self.after.pop(request.symbol)
         return state
-
-    def sync(self, bars, *, closed=None, skip_run=None, exchange="XNYS"):
-        return self.inner.sync(bars, closed=closed, skip_run=skip_run, exchange=exchange)
-
-    def lookup(self, client_order_id):
-        return self.inner.lookup(client_order_id)
-
-    def account_state(self):
-        return self.inner.account_state()
-
-    def assets(self, symbols):
-        return self.inner.assets(symbols)
-
-    def snapshot(self, ts, run_id):
-        return self.inner.snapshot(ts, run_id)
 
 
 @pytest.fixture

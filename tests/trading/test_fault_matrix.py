@@ -42,7 +42,7 @@ from airflow_provider_portfolio.trading.brokers.alpaca import AlpacaBroker
 from airflow_provider_portfolio.trading.brokers.simulated import SimulatedBroker
 from airflow_provider_portfolio.trading.cycle import CycleSettings, run_cycle
 from airflow_provider_portfolio.trading.risk import RiskLimits
-from tests.trading.conftest import NEW_YORK, RecordingBroker, at, headlines
+from tests.trading.conftest import NEW_YORK, BrokerWrapper, RecordingBroker, at, headlines
 from tests.trading.test_alpaca_broker import PAPER, FakeAlpaca, load
 from tests.vendorkeys import ALPACA_KEY_ID, ALPACA_SECRET
 
@@ -108,14 +108,12 @@ def worker_killed() -> RuntimeError:
     return RuntimeError("worker killed")
 
 
-class KillableBroker:
+class KillableBroker(BrokerWrapper):
     """A broker wrapper whose next submit dies once: ``before`` the request reaches the broker, or ``after`` the
     broker answered (accepted it) and before the cycle records the answer."""
 
     def __init__(self, inner, *, before: bool = False, after: bool = False) -> None:
-        self.inner = inner
-        self.account = inner.account
-        self.kind = inner.kind
+        super().__init__(inner)
         self.before, self.after = before, after
         self.killed: list[str] = []
 
@@ -130,21 +128,6 @@ class KillableBroker:
             self.killed.append(request.client_order_id)
             raise worker_killed()
         return state
-
-    def sync(self, bars, *, closed=None, skip_run=None, exchange="XNYS"):
-        return self.inner.sync(bars, closed=closed, skip_run=skip_run, exchange=exchange)
-
-    def lookup(self, client_order_id):
-        return self.inner.lookup(client_order_id)
-
-    def account_state(self):
-        return self.inner.account_state()
-
-    def assets(self, symbols):
-        return self.inner.assets(symbols)
-
-    def snapshot(self, ts, run_id):
-        return self.inner.snapshot(ts, run_id)
 
 
 class DieOnce:
