@@ -221,6 +221,16 @@ class TradingLedger:
             rows = conn.execute(select(schema.orders).where(*where).order_by(t.created_at, t.client_order_id)).all()
         return [dict(r._mapping) for r in rows]
 
+    def settled_unplaced(self, account: str, since: datetime) -> list[dict[str, Any]]:
+        """Orders of ``account`` settled as ``not_placed`` (the broker had none when asked) at or after ``since``
+        (wall clock), oldest first: a request of a killed worker may still reach the broker after that answer."""
+        t = schema.orders.c
+        with self.store._read(f"read the unplaced orders of {account}") as conn:
+            rows = conn.execute(select(schema.orders).where(t.account == account, t.status == "not_placed",
+                                                            t.updated_at >= _utc(since))
+                                .order_by(t.updated_at, t.client_order_id)).all()
+        return [dict(r._mapping) for r in rows]
+
     def reserved_cash(self, account: str, *, exclude: str | None = None) -> float:
         """Cash held for the open buy orders that reached the book (accepted, not filled): the sum of their
         quantity times reference price; orders still ``pending_submit`` (never sent) hold nothing.

@@ -559,10 +559,12 @@ def test_sync_reconciles_the_open_orders_of_earlier_runs(make_broker, ledger, al
     assert current not in alpaca.lookups() and alpaca.lookups().count(unreachable) == 3
     assert no_sleep == [1.0, 2.0] and alpaca.posts() == Counter()
 
-    # A second sync changes nothing more: filled / not placed are terminal, only the unreachable one is asked.
+    # A second sync changes nothing more: the open orders are asked again, and the order just settled as never
+    # placed too (a killed worker's request could still land); filled is terminal and not asked.
     del alpaca.lookup_status[unreachable]
+    asked = len(alpaca.lookups())
     assert broker.sync(empty_bars(), skip_run=(DAG, "run-1")) == []
-    assert alpaca.lookups()[-2:] == [unrecorded, unreachable]
+    assert sorted(alpaca.lookups()[asked:]) == sorted([unrecorded, unreachable, never_sent])
 
 
 
@@ -581,6 +583,29 @@ def test_settling_skips_only_this_dags_run_when_another_dag_shares_the_run_id(ma
     settle_unsent(broker, ledger, dag_id=DAG, run_id="run-1", current={"AAPL": BAR}, report=report)
     assert stored(ledger)[theirs]["status"] == "not_placed" and report.synced == 1
     assert alpaca.lookups() == [theirs] and stored(ledger)[ours]["status"] == "pending_submit"
+
+def test_an_order_reaching_alpaca_after_it_was_settled_as_never_placed_counts_again(make_broker, ledger, alpaca):
+    """A killed worker's POST lands after another cycle's look-up found nothing: the next sync records it, so
+    the order counts (as an open order, then a position) instead of being bought a second time."""
+    from airflow_provider_portfolio.market.bars import empty_bars
+
+    broker = make_broker()
+    cid = cid_of("run-0", "AAPL")
+    ledger.record_intents([{"account": broker.account, "client_order_id": cid, "dag_id": DAG, "run_id": "run-0",
+                            "symbol": "AAPL", "side": "buy", "qty": 3, "ref_price": 100.0, "bar_ts": BAR,
+                            "created_at": NOW - timedelta(hours=1)}])
+    settle_unsent(broker, ledger, dag_id=DAG, run_id="run-1", current={}, report=CycleReport())
+    assert stored(ledger)[cid]["status"] == "not_placed"
+    assert broker.sync(empty_bars(), skip_run=(DAG, "run-1")) == []  # still nothing at Alpaca
+
+    alpaca.place({"client_order_id": cid, "symbol": "AAPL", "side": "buy", "qty": 3, "time_in_force": "day"})
+    changed = broker.sync(empty_bars(), skip_run=(DAG, "run-2"))
+    assert [(s.client_order_id, s.status) for s in changed] == [(cid, "accepted")]
+    row = stored(ledger)[cid]
+    assert (row["status"], row["broker_order_id"]) == ("accepted", alpaca.orders[cid]["id"])
+    assert [o["client_order_id"] for o in ledger.orders(broker.account, open_only=True)] == [cid]
+    assert alpaca.posts() == Counter()
+
 
 # -- 4. assets and account ----------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_portfolio.exceptions import (
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from airflow_provider_portfolio.store.ledger import TradingLedger
 
 log = logging.getLogger(__name__)
+
+#: How long after an order was settled as never placed the sync still asks Alpaca for it.
+LATE_ARRIVAL_WINDOW = timedelta(days=1)
 
 
 def _number(value: Any, default: float | None = None) -> float | None:
@@ -85,11 +88,17 @@ class AlpacaBroker:
         """Reconcile the ledger's open orders that reached Alpaca (by client order id).
 
         Orders still ``pending_submit`` (recorded, maybe never sent) are the cycle's to settle, under the
-        account's lock (:func:`~airflow_provider_portfolio.trading.cycle.settle_unsent`). A failed look-up
-        leaves the order as it is, for the next cycle.
+        account's lock (:func:`~airflow_provider_portfolio.trading.cycle.settle_unsent`). Orders settled as
+        ``not_placed`` in the last :data:`LATE_ARRIVAL_WINDOW` are asked for again: the request of a worker
+        killed while sending may reach Alpaca after the look-up that found nothing, and an order Alpaca holds
+        must count. A failed look-up leaves the order as it is, for the next cycle.
         """
+        from datetime import timezone
+
         changed = []
-        for order in self.ledger.orders(self.account, open_only=True):
+        recent = datetime.now(timezone.utc) - LATE_ARRIVAL_WINDOW
+        orders = self.ledger.orders(self.account, open_only=True) + self.ledger.settled_unplaced(self.account, recent)
+        for order in orders:
             if order["status"] == "pending_submit":
                 continue
             cid = order["client_order_id"]
@@ -99,10 +108,14 @@ class AlpacaBroker:
                 log.warning("%s: could not reconcile order %s (%s); trying again next cycle", self.account, cid, err)
                 continue
             if found is None:
-                log.warning("%s: Alpaca no longer answers order %s (%s); left as it is", self.account, cid,
-                            order["status"])
+                if order["status"] != "not_placed":
+                    log.warning("%s: Alpaca no longer answers order %s (%s); left as it is", self.account, cid,
+                                order["status"])
                 continue
             state = _state(found)
+            if order["status"] == "not_placed":
+                log.error("%s: order %s, settled as never placed, is at Alpaca after all (%s): recorded; it counts "
+                          "from now on", self.account, cid, state.status)
             if (state.status, state.filled_qty, state.filled_avg_price) != (
                     order["status"], order["filled_qty"], order["filled_avg_price"]):
                 self.ledger.update_order(self.account, cid, status=state.status, broker_order_id=state.broker_order_id,
