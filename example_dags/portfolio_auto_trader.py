@@ -6,9 +6,9 @@ of the cron-era schedule cost one cheap task. Then ``AutoTraderOperator`` runs o
 30-minute bars, mapped over chunks of the universe: forecast first (the stored ensemble forecasts of
 ``portfolio_forecast``, used only where the model is healthy), then technical, then sentiment.
 
-Chunks run one at a time (``max_active_tis_per_dagrun=1``) so each chunk's risk check sees the orders of
-the chunks before it (daily order counts, buying power); a failing chunk does not stop the others, and
-its retry never doubles an order. ``max_active_runs=1``, and each bar is decided once (``bar_aware``).
+Chunks take turns on the account (the cycle holds the account's lock) so each chunk's risk check sees the
+orders of the chunks before it (daily order counts, buying power); ``max_active_tis_per_dagrun=1`` keeps them
+from waiting on each other. A failing chunk does not stop the others, and its retry never doubles an order. ``max_active_runs=1``, and each bar is decided once (``bar_aware``).
 
 Without a broker connection it trades the simulated broker (its book is in the portfolio store); add an
 ``alpaca_default`` connection (paper) to trade Alpaca paper. Live trading needs a live connection AND

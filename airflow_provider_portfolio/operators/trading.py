@@ -212,9 +212,11 @@ class AutoTraderOperator(BaseOperator):
     its retry looks the order up before sending anything, so a retry never doubles an order. Broker
     refusals and risk rejections are recorded with their reason and do not fail the task.
 
-    Works under dynamic task mapping: ``AutoTraderOperator.partial(...).expand(symbols=chunks)``. The risk
-    layer of a chunk sees the orders of the chunks before it in the store; run chunks of one account one
-    at a time (``max_active_tis_per_dagrun=1``) so daily order counts and buying power hold across chunks.
+    Works under dynamic task mapping: ``AutoTraderOperator.partial(...).expand(symbols=chunks)``. A cycle
+    holds its account's lock from reading the account to sending its orders, so chunks (and other DAGs) on
+    one account take turns whatever the DAG's settings, and each sees the orders of those before it (daily
+    order counts, buying power, positions). A cycle that waits longer than 2 minutes fails with
+    ``AccountLockedError`` before deciding anything; ``max_active_tis_per_dagrun=1`` avoids the wait.
 
     :param symbols: tickers and crypto pairs (templated): a list, a JSON list or a comma-separated string.
     :param timeframe: the bars decided on (templated), e.g. ``1Day``, ``30Min``.
