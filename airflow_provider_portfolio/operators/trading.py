@@ -215,7 +215,7 @@ class AutoTraderOperator(BaseOperator):
     Works under dynamic task mapping: ``AutoTraderOperator.partial(...).expand(symbols=chunks)``. A cycle
     holds its account's lock from reading the account to sending its orders, so chunks (and other DAGs) on
     one account take turns whatever the DAG's settings, and each sees the orders of those before it (daily
-    order counts, buying power, positions). A cycle that waits longer than 2 minutes fails with
+    order counts, buying power, positions). A cycle that waits longer than ``lock_timeout_s`` fails with
     ``AccountLockedError`` before deciding anything; ``max_active_tis_per_dagrun=1`` avoids the wait.
 
     :param symbols: tickers and crypto pairs (templated): a list, a JSON list or a comma-separated string.
@@ -244,6 +244,8 @@ class AutoTraderOperator(BaseOperator):
     :param slippage_bps: simulated fills' slippage, basis points.
     :param commission_bps: simulated commission, basis points of notional.
     :param exchange: calendar of equities; default ``[portfolio] default_exchange``.
+    :param lock_timeout_s: how long the cycle waits for its account's lock (another cycle trading the
+        account), seconds (default 120).
     """
 
     template_fields: Sequence[str] = ("symbols", "timeframe", "sources", "broker_conn_id", "store_conn_id", "as_of")
@@ -274,6 +276,7 @@ class AutoTraderOperator(BaseOperator):
         slippage_bps: float = 5.0,
         commission_bps: float = 0.0,
         exchange: str | None = None,
+        lock_timeout_s: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -299,6 +302,7 @@ class AutoTraderOperator(BaseOperator):
         self.slippage_bps = slippage_bps
         self.commission_bps = commission_bps
         self.exchange = exchange
+        self.lock_timeout_s = lock_timeout_s
 
     @cached_property
     def store_hook(self) -> PortfolioStoreHook:
@@ -312,7 +316,7 @@ class AutoTraderOperator(BaseOperator):
             timeframe=self.timeframe, weights=self.weights or AUTO_TRADER_WEIGHTS, risk_limits=self.risk_limits,
             max_trades_per_day=self.max_trades_per_day, exchange=self.exchange, log=self.log,
             bar_aware=bool(self.bar_aware), min_score=self.min_score, sizing=self.sizing, fraction=self.fraction,
-            max_stale_bars=self.max_stale_bars,
+            max_stale_bars=self.max_stale_bars, lock_timeout_s=self.lock_timeout_s,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
