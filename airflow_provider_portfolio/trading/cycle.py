@@ -86,7 +86,8 @@ class CycleSettings:
     :param weights: signal name (``technical``, ``forecast``, ``sentiment``) -> weight.
     :param limits: the hard risk limits.
     :param kill_switch: the raw kill switch value (Variable ``portfolio.kill_switch``).
-    :param bar_aware: decide each bar once per DAG, whatever runs overlap.
+    :param bar_aware: decide each bar once per DAG, whatever runs overlap (where the symbol's market is open at
+        the cycle's instant: a decision made while it is closed cannot trade and leaves the bar to a later run).
     :param min_score: the smallest |combined score| traded.
     :param sizing: ``fixed_fraction`` or ``volatility``.
     :param fraction: the target position as a fraction of equity at full score.
@@ -513,6 +514,11 @@ def decide_step(
                        volatility={s: _finite(vol[i]) for i, s in enumerate(symbols)},
                        fractionable={s: is_crypto(s) for s in symbols}, allow_short=settings.limits.allow_short)
 
+    # A bar is decided once per DAG (bar_aware) only where the symbol's market is open now: a decision made
+    # while it is closed (a run before the open, a back-fill at night) cannot trade, so it is kept under its
+    # run and leaves the bar to the next run that can.
+    open_now = {c: MarketCalendar(c).is_open(now) for c in {calendar_for_symbol(s, settings.exchange).name
+                                                             for s in symbols}}
     rows = []
     for i, d in enumerate(decisions):
         bar = bar_of.get(d.symbol)
@@ -522,7 +528,8 @@ def decide_step(
         error = errors.get(d.symbol) or d.error
         rows.append({
             "dag_id": dag_id, "symbol": d.symbol, "timeframe": tf, "bar_ts": bar,
-            "run_key": "" if settings.bar_aware else run_id, "run_id": run_id, "account": broker.account,
+            "run_key": "" if settings.bar_aware and open_now[calendar_for_symbol(d.symbol, settings.exchange).name]
+            else run_id, "run_id": run_id, "account": broker.account,
             "action": "hold" if error else d.action, "score": d.score, "confidence": d.confidence,
             "price": _finite(d.price), "current_qty": d.current_qty,
             "target_qty": d.current_qty if error else d.target_qty, "order_qty": 0.0 if error else d.order_qty,

@@ -394,3 +394,17 @@ def test_the_bar_in_progress_is_judged_by_its_open_only(broker, ledger, market):
     nxt = cycle(broker, ledger, market, at("2024-03-06", 10, 0), "run-c", bars=bad, dag_id="c")
     assert "the open" in nxt.errors["AAPL"] and "nothing fills at it" in nxt.errors["AAPL"]
     assert {f["symbol"] for f in ledger.fills(broker.account)} == {"MSFT", "TSLA"}
+
+
+def test_a_run_while_the_market_is_closed_leaves_the_bar_to_the_next_run(broker, ledger, market):
+    """A run at 08:00 (a back-fill, a run before the open) cannot trade its equities: its decisions must not use
+    up the bar, or the 10:00 run would skip it and the bar would never be traded."""
+    early = cycle(broker, ledger, market, at("2024-03-05", 8, 0), "run-early", news=bullish())
+    assert set(early.rejected) == set(SYMBOLS) and early.submitted == []
+    assert all(r.startswith("market_open") for r in early.rejected.values())
+    later = cycle(broker, ledger, market, at("2024-03-05", 10, 0), "run-open", news=bullish())
+    assert later.skipped == [] and len(later.submitted) == 3
+    bar = pd.Timestamp("2024-03-04", tz="UTC")
+    assert {d["bar_ts"] for d in ledger.decisions()} == {bar}
+    overlapping = cycle(broker, ledger, market, at("2024-03-05", 11, 0), "run-overlap", news=bullish())
+    assert overlapping.skipped == SYMBOLS and overlapping.submitted == []  # open: decided once per bar
