@@ -1,27 +1,35 @@
 """One trading cycle: bars -> signals -> decisions -> risk -> orders -> ledger. Plain Python, no Airflow.
 
-:func:`run_cycle` is what the ``AutoTraderOperator`` and the agent DAGs' tasks run:
+:func:`run_cycle` is what the ``AutoTraderOperator`` and the agent DAGs' tasks run, holding the account's
+lock throughout (:meth:`TradingLedger.account_lock`: one cycle per account at a time, whichever DAG, run or
+mapped chunk runs it):
 
-1. Keep only bars that have **closed** by ``now`` for the signals and the marks (a bar still forming would
-   leak the future) and let the broker catch up (:meth:`Broker.sync`: the simulated broker fills open orders
-   at the open of a bar that started after them, the forming bar included, whose open is known; Alpaca's
-   open orders are reconciled).
-2. **Signals** per symbol: technical (on the cycle's bars), forecast (the stored ensemble forecast, ignored
+1. **Bars**: a bar has *started* when its session opened (a daily bar stamped at midnight UTC starts at the
+   session's open; :func:`~airflow_provider_portfolio.market.calendar.bar_times`) and *closed* at its end.
+   The closed bars pass the ETL's quality gate (:func:`gate_bars`, a symbol's bars whole); the bar still in
+   progress is judged by its open alone (:func:`forming_opens`). The broker catches up
+   (:meth:`Broker.sync`: the simulated broker fills open orders at the open of a bar that started after
+   them; Alpaca's orders are reconciled).
+2. **Settle** every order left ``pending_submit`` by an earlier run or try (:func:`settle_unsent`): looked up;
+   one the broker does not have is ``not_placed`` and never counts as a position.
+3. **Signals** per symbol: technical (on the closed bars), forecast (the stored ensemble forecast, ignored
    when its model is not healthy or the forecast is stale), sentiment (news, decayed by age).
-3. **Decisions** (:func:`~airflow_provider_portfolio.trading.decision.decide`) on the last closed bar, from
+4. **Decisions** (:func:`~airflow_provider_portfolio.trading.decision.decide`) on the last closed bar, from
    the position each symbol will have once the account's open orders fill (so an accepted, unfilled order is
-   never repeated). A symbol with no bars, stale bars (its last bar more than ``max_stale_bars`` bars behind
-   its calendar) or a bad price is a ``hold`` with the reason in ``error``.
-4. Decisions are **claimed** in the ledger under (dag, symbol, timeframe, bar[, run]): with ``bar_aware`` a
-   bar another run already decided is skipped, and a retry of the same run carries out its stored decision.
+   never repeated). A symbol with no bars, stale or refused bars, a last close far from its recent history
+   (:func:`_price_check`) or an earlier order in an unknown state is a ``hold`` with the reason in ``error``.
+   Decisions are **claimed** in the ledger under (dag, symbol, timeframe, bar[, run]): with ``bar_aware`` a
+   bar another run already decided is skipped (where the market is open now), and a retry of the same run
+   carries out its stored decision.
 5. **Risk**: every order passes :func:`~airflow_provider_portfolio.trading.risk.check_orders` against the
-   broker's account, the day's order counts from the ledger, the broker's asset flags and the calendar
-   (market open); the verdict is stored with the decision. Nothing rejected reaches the broker.
-6. **Orders**: each approved order is recorded (``pending_submit``) before it is sent, then sent at most
-   once under its client order id; the broker's answer is recorded. A refusal is recorded as ``rejected``;
-   an unknown outcome leaves it ``pending_submit`` and :class:`CycleReport.unknown` names it, so the caller
-   can fail the task: a retry looks the id up before sending anything. A retry that runs at a later bar
-   first looks up the orders its earlier try left pending and records them (never re-sending one).
+   broker's account, the day's loss from the previous session's close (:func:`loss_reference`), the day's
+   order counts from the ledger, the broker's asset flags and the calendar (market open); the verdict is
+   stored with the decision. Nothing rejected reaches the broker.
+6. **Orders**: right before sending, the approved orders not yet at the broker are checked again with the
+   kill switch read at that moment; each is recorded (``pending_submit``) before it is sent, then sent at
+   most once under its client order id; the broker's answer is recorded. A refusal is recorded as
+   ``rejected``; an unknown outcome leaves it ``pending_submit`` and :class:`CycleReport.unknown` names it, so
+   the caller can fail the task: a retry looks the id up before sending anything.
 7. A **performance snapshot** (cash, positions value, equity) is written.
 
 Equities trade in whole shares, crypto pairs in fractions (the sizing never asks a broker for fractions it
