@@ -48,13 +48,14 @@ test-fast: venv system-deps
 	$(VENV)/bin/python -m pytest -m "not slow and not month"
 
 # The lowest supported Airflow, in its own venv: provider discovery, DAG integrity, connection forms, hooks, operators, the trading cycle, the ETL, forecast and trading DAGs in a real Airflow.
-# (The trading suites that import no Airflow at all, two processes on one account and the six-month replay, run once, in `make test`.)
+# Of the trading suites, those through the Alpaca hook (an Airflow hook); the others import no Airflow at all and run
+# once, in `make test` (the trading cycle through Airflow is in tests/operators and tests/airflow).
 test-lowest: system-deps
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
-	$(LOWEST_VENV)/bin/python -m pytest -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables tests/trading \
-		--ignore=tests/trading/test_concurrent_accounts.py --ignore=tests/trading/test_replay.py
+	$(LOWEST_VENV)/bin/python -m pytest -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables \
+		tests/trading/test_alpaca_broker.py tests/trading/test_fault_matrix.py
 
 bench: venv system-deps
 	$(VENV)/bin/python bench/bench_store.py
