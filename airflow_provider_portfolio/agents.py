@@ -22,7 +22,8 @@ inside the tasks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -83,11 +84,14 @@ class _Agent:
         return ledger.account_lock(broker.account, owner=f"{ids['dag_id']}/{ids['run_id']}",
                                    timeout_s=settings.lock_timeout_s)
 
-    def this_run(self) -> tuple[Any, Any, dict[str, str], dict[str, dict[str, Any]]]:
-        """(ledger, broker, the run's ids, this run's stored decisions by symbol)."""
+    @contextlib.contextmanager
+    def this_run(self, settings: Any) -> Iterator[tuple[Any, Any, dict[str, str], dict[str, dict[str, Any]]]]:
+        """Holding the account's lock: (ledger, broker, the run's ids, this run's stored decisions by symbol,
+        read under the lock)."""
         _, ledger, broker = self.open()
         ids = self.ids()
-        return ledger, broker, ids, {d["symbol"]: d for d in ledger.decisions(**ids)}
+        with self.lock(ledger, broker, settings):
+            yield ledger, broker, ids, {d["symbol"]: d for d in ledger.decisions(**ids)}
 
     def ids(self) -> dict[str, str]:
         run = get_current_context()["dag_run"]
@@ -283,11 +287,9 @@ def trading_agent_dag(
 
             from airflow_provider_portfolio.trading.cycle import CycleReport, risk_step
 
-            settings = agent.settings()
-            ledger, broker, ids, mine = agent.this_run()
             report = CycleReport(start_of_day_equity=decided.get("start_of_day_equity"))
-            with agent.lock(ledger, broker, settings):
-                mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+            settings = agent.settings()
+            with agent.this_run(settings) as (ledger, broker, ids, mine):
                 risk_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
                           settings=settings, report=report)
             return {**_decision_view(mine[symbol]), "start_of_day_equity": report.start_of_day_equity}
@@ -300,11 +302,9 @@ def trading_agent_dag(
             from airflow_provider_portfolio.exceptions import PortfolioError
             from airflow_provider_portfolio.trading.cycle import CycleReport, execute_step
 
-            settings = agent.settings()  # the kill switch is read again right before sending
-            ledger, broker, ids, mine = agent.this_run()
             report = CycleReport(start_of_day_equity=verdict.get("start_of_day_equity"))
-            with agent.lock(ledger, broker, settings):
-                mine = {d["symbol"]: d for d in ledger.decisions(**ids)}
+            settings = agent.settings()  # the kill switch is read again right before sending
+            with agent.this_run(settings) as (ledger, broker, ids, mine):
                 execute_step(mine, datetime.fromisoformat(market["now"]), broker=broker, ledger=ledger, **ids,
                              report=report, settings=settings)
             if report.unknown:

@@ -166,7 +166,7 @@ def timed_steps(cycle, store, ledger, broker):
         (cycle, "decide_step", "decide_step"),
         (cycle, "started_bars", "  started_bars"),
         (cycle, "gate_bars", "  gate_bars (quality gate)"),
-        (cycle, "closed_bars", "  closed_bars"),
+        (cycle, "forming_opens", "  forming_opens"),
         (cycle, "settle_unsent", "  settle_unsent"),
         (broker, "sync", "  broker.sync"),
         (cycle, "compute_signals", "  compute_signals"),

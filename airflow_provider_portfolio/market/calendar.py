@@ -421,9 +421,12 @@ def bar_times(bars: pd.DataFrame, exchange: str = "XNYS") -> tuple[np.ndarray, n
         return starts, ends
     ts_ns = utc_ns(bars["ts"])
     symbols, by_symbol = np.unique(bars["symbol"].to_numpy(dtype=str), return_inverse=True)
-    calendars = np.array([calendar_for_symbol(s, exchange).name for s in symbols])[by_symbol]
-    timeframes = bars["timeframe"].to_numpy(dtype=str)
-    for name, timeframe in {(c, t) for c, t in zip(calendars, timeframes, strict=True)}:
-        rows = (calendars == name) & (timeframes == timeframe)
-        starts[rows], ends[rows] = MarketCalendar(name).bar_bounds(ts_ns[rows], timeframe)
+    names, by_calendar = np.unique([calendar_for_symbol(s, exchange).name for s in symbols], return_inverse=True)
+    calendar_of_row = by_calendar[by_symbol]
+    timeframes, timeframe_of_row = np.unique(bars["timeframe"].to_numpy(dtype=str), return_inverse=True)
+    for c, name in enumerate(names):
+        for t, timeframe in enumerate(timeframes):
+            rows = (calendar_of_row == c) & (timeframe_of_row == t)
+            if rows.any():
+                starts[rows], ends[rows] = MarketCalendar(str(name)).bar_bounds(ts_ns[rows], str(timeframe))
     return starts, ends

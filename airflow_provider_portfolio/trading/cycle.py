@@ -209,7 +209,7 @@ def expected_last_bar(symbol: str, now: datetime, timeframe: str, exchange: str 
     return done[-1 - back] if len(done) > back else None
 
 
-def loss_reference(bars: pd.DataFrame, symbols: Sequence[str], now: datetime, exchange: str) -> pd.Timestamp:
+def loss_reference(latest_end: int | None, symbols: Sequence[str], now: datetime, exchange: str) -> pd.Timestamp:
     """The instant "today's loss" is measured from: the close of the session before the one the cycle's latest
     closed bar belongs to (on ``exchange``'s calendar; on the 24/7 calendar for an all-crypto universe).
 
@@ -217,26 +217,22 @@ def loss_reference(bars: pd.DataFrame, symbols: Sequence[str], now: datetime, ex
     closed one: the close before it, so the loss of the last session the book could see is what is limited
     (a daily-bar book is valued at closes only). A cycle with no closed bar measures from the last close
     before ``now``.
+
+    :param latest_end: when the cycle's latest closed bar ended, int64 ns UTC (``None``: no closed bar).
     """
     calendar = MarketCalendar(ALWAYS_OPEN if symbols and all(is_crypto(s) for s in symbols) else exchange)
-    now_ns = pd.Timestamp(now).as_unit("ns").value
-    latest = now_ns
-    if not bars.empty:
-        _, ends = bar_times(bars, exchange)
-        done = ends[ends <= now_ns]
-        if done.size:
-            latest = int(done.max())
+    latest = pd.Timestamp(now).as_unit("ns").value if latest_end is None else int(latest_end)
     _, _, closes = calendar.session_bounds(pd.Timestamp(latest) - pd.Timedelta(days=15), pd.Timestamp(latest))
     before = closes[closes < latest]
     return pd.Timestamp(int(before[-1]) if before.size else latest, tz="UTC")
 
 
-def closes_at(bars: pd.DataFrame, instant: pd.Timestamp, exchange: str) -> dict[str, float]:
-    """symbol -> the close of its last bar that had closed by ``instant``."""
-    if bars.empty:
-        return {}
-    _, ends = bar_times(bars, exchange)
-    done = bars[ends <= instant.as_unit("ns").value]
+def closes_at(closed: pd.DataFrame, ends: np.ndarray, instant: pd.Timestamp) -> dict[str, float]:
+    """symbol -> the close of its last bar that had closed by ``instant``.
+
+    :param ends: when each row of ``closed`` ended, int64 ns UTC (:func:`bar_times`).
+    """
+    done = closed[ends <= instant.as_unit("ns").value]
     last = done.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(1)
     return {str(s): float(c) for s, c in zip(last["symbol"], last["close"], strict=True)}
 
@@ -336,16 +332,13 @@ def gate_bars(bars: pd.DataFrame, settings: CycleSettings) -> tuple[pd.DataFrame
     return clean, {symbol: f"bars refused by the quality gate: {err}" for symbol, err in failed.items()}
 
 
-def forming_opens(started: pd.DataFrame, closed: pd.DataFrame, refused: Mapping[str, str], now: datetime,
+def forming_opens(forming: pd.DataFrame, closed: pd.DataFrame, refused: Mapping[str, str],
                   settings: CycleSettings) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The bars in progress at ``now`` whose open may fill an order: only their open is known (a vendor's
-    forming bar, or a replay's whole future bar, says nothing trustworthy of its high, low or close, so only
-    the open is checked): finite, positive, and within ``max_abs_return`` of the symbol's last gated close.
+    """Of the bars in progress (``forming``), those whose open may fill an order: only their open is known (a
+    vendor's forming bar, or a replay's whole future bar, says nothing trustworthy of its high, low or close, so
+    only the open is checked): finite, positive, and within ``max_abs_return`` of the symbol's last gated close.
     Symbols whose closed bars were refused get none. Returns them and symbol -> why an open was refused."""
-    if started.empty:
-        return started, {}
-    _, ends = bar_times(started, settings.exchange)
-    forming = started[(ends > pd.Timestamp(now).as_unit("ns").value) & ~started["symbol"].isin(list(refused))]
+    forming = forming[~forming["symbol"].isin(list(refused))]
     if forming.empty:
         return forming, {}
     last = closed.sort_values(["symbol", "ts"]).groupby("symbol", sort=False)["close"].last() if not closed.empty \
@@ -426,16 +419,20 @@ def settle_unsent(broker: Broker, ledger: TradingLedger, *, dag_id: str, run_id:
     return unknown
 
 
-def _start_of_day_equity(state: Any, bars: pd.DataFrame, symbols: Sequence[str], now: datetime, *, broker: Broker,
-                         ledger: TradingLedger, settings: CycleSettings) -> tuple[float, pd.Timestamp]:
+def _start_of_day_equity(state: Any, closed: pd.DataFrame, ends: np.ndarray, symbols: Sequence[str],
+                         now: datetime, *, broker: Broker, ledger: TradingLedger,
+                         settings: CycleSettings) -> tuple[float, pd.Timestamp]:
     """The equity "today's loss" is measured from, and the instant it stands for (:func:`loss_reference`):
     the broker's own (Alpaca's ``last_equity``); for the simulated book, the book at that instant valued at the
-    closes of that instant; else the last snapshot by then; else equity now (logged: the limit cannot fire)."""
-    reference = loss_reference(bars, symbols, now, settings.exchange)
+    closes of that instant; else the last snapshot by then; else equity now (logged: the limit cannot fire).
+
+    :param closed: the cycle's closed, gated bars; ``ends``: when each ended (int64 ns UTC).
+    """
+    reference = loss_reference(int(ends.max()) if ends.size else None, symbols, now, settings.exchange)
     if state.start_of_day_equity is not None:
         return float(state.start_of_day_equity), reference
     if broker.kind == "simulated":
-        return ledger.equity_at(broker.account, reference, closes_at(bars, reference, settings.exchange)), reference
+        return ledger.equity_at(broker.account, reference, closes_at(closed, ends, reference)), reference
     stored = ledger.last_equity_at(broker.account, reference)
     if stored is None:
         log.warning("%s: no equity known at %s: the daily loss limit measures from equity now", broker.account,
@@ -471,9 +468,12 @@ def decide_step(
     if not bars.empty:
         bars = bars[bars["symbol"].isin(symbols) & (bars["timeframe"] == tf)]
     started = started_bars(bars, now, settings.exchange)  # their opens are known: orders fill at them
-    bars = closed_bars(started, now, tf, settings.exchange)  # their closes are known: signals and marks
-    bars, refused = gate_bars(bars, settings)
-    forming, bad_open = forming_opens(started, bars, refused, now, settings)
+    _, ends = bar_times(started, settings.exchange)
+    done = ends <= pd.Timestamp(now).as_unit("ns").value  # their closes are known: signals and marks
+    bars, refused = gate_bars(started[done].reset_index(drop=True), settings)
+    gated = ~started["symbol"].isin(list(refused)).to_numpy() & done
+    ends = ends[gated]  # aligned with the gated closed bars (the gate refuses a symbol's bars whole, in order)
+    forming, bad_open = forming_opens(started[~done], bars, refused, settings)
     refused.update(bad_open)
     started = pd.concat([bars, forming], ignore_index=True) if not forming.empty else bars
     report.synced += len(broker.sync(started, closed=bars, skip_run=(dag_id, run_id), exchange=settings.exchange))
@@ -509,7 +509,7 @@ def decide_step(
                                   half_life_hours=settings.news_half_life_hours)
     score, confidence = combine(signals, settings.weights)
     state = broker.account_state()
-    report.start_of_day_equity, reference = _start_of_day_equity(state, bars, symbols, now, broker=broker,
+    report.start_of_day_equity, reference = _start_of_day_equity(state, bars, ends, symbols, now, broker=broker,
                                                                  ledger=ledger, settings=settings)
     report.loss_reference = reference.isoformat()
     held = _with_open_orders(_open_positions(symbols, state.positions), ledger, broker.account)

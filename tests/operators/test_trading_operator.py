@@ -196,29 +196,17 @@ def test_as_of_overrides_the_run_instant(db):
 
 def test_a_cycle_waits_for_the_accounts_lock_then_fails_clearly(db):
     """Another cycle holds the simulated account: the operator gives up after lock_timeout_s, writing nothing."""
-    import threading
-
     from airflow_provider_portfolio.exceptions import AccountLockedError
     from airflow_provider_portfolio.store.ledger import TradingLedger
+    from tests.trading.conftest import held_by_another_cycle
 
     store = PortfolioStore.for_sqlite_file(db)
     store.migrate()
-    held, release = threading.Event(), threading.Event()
-
-    def other_cycle():
-        with TradingLedger(store).account_lock("simulated:default", owner="portfolio_auto_trader_core/run-9"):
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=other_cycle)
-    thread.start()
     try:
-        assert held.wait(10)
-        with pytest.raises(AccountLockedError, match="portfolio_auto_trader_core/run-9"):
-            trader(lock_timeout_s=0.2).execute(context())
-        assert rows(db, "SELECT COUNT(*) FROM trading_decisions") == [(0,)]
+        with held_by_another_cycle(TradingLedger(store), "simulated:default", "portfolio_auto_trader_core/run-9"):
+            with pytest.raises(AccountLockedError, match="portfolio_auto_trader_core/run-9"):
+                trader(lock_timeout_s=0.2).execute(context())
+            assert rows(db, "SELECT COUNT(*) FROM trading_decisions") == [(0,)]
     finally:
-        release.set()
-        thread.join()
         store.dispose()
     assert trader().execute(context())["decided"] == len(SYMBOLS)

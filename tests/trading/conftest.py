@@ -3,7 +3,10 @@ wrapper that injects faults, and helpers for cycle instants, bars and news."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -53,6 +56,26 @@ def headlines(scores: dict[str, float], now: datetime, count: int = 3) -> list[N
     """``count`` fresh items per symbol with the given sentiment score: a strong, confident sentiment signal."""
     return [NewsItem(symbol, now - timedelta(minutes=30 + 10 * k), f"{symbol} news {k}", score, "test")
             for symbol, score in scores.items() for k in range(count)]
+
+
+@contextlib.contextmanager
+def held_by_another_cycle(ledger: TradingLedger, account: str, owner: str) -> Iterator[None]:
+    """Hold ``account``'s lock from another thread (another cycle, as far as the lock can tell) for the block."""
+    holding, release = threading.Event(), threading.Event()
+
+    def other_cycle() -> None:
+        with ledger.account_lock(account, owner=owner):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_cycle)
+    thread.start()
+    try:
+        assert holding.wait(10), "the other cycle never got the lock"
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 class BrokerWrapper:

@@ -7,7 +7,6 @@ account at once, and decisions on unchecked vendor bars.
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import numpy as np
@@ -19,7 +18,7 @@ from airflow_provider_portfolio.trading.brokers import BrokerRejectedError, Orde
 from airflow_provider_portfolio.trading.brokers.simulated import SimulatedBroker
 from airflow_provider_portfolio.trading.cycle import CycleSettings, run_cycle
 from airflow_provider_portfolio.trading.risk import RiskLimits
-from tests.trading.conftest import at, headlines, history
+from tests.trading.conftest import at, headlines, held_by_another_cycle, history
 
 SYMBOLS = ["AAPL", "MSFT", "TSLA"]
 SETTINGS = CycleSettings(weights={"technical": 0.4, "sentiment": 0.6}, min_score=0.05,
@@ -211,26 +210,13 @@ def test_the_kill_switch_is_read_again_between_risk_and_send(broker, ledger, mar
 # -- 5. one cycle per account at a time -----------------------------------------------------------------
 
 def test_a_cycle_waits_for_the_accounts_lock_and_gives_up_clearly(broker, ledger, market):
-    holding, release = threading.Event(), threading.Event()
-
-    def other_cycle():
-        with ledger.account_lock(broker.account, owner="other_dag/scheduled__2024-03-05"):
-            holding.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=other_cycle)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    with held_by_another_cycle(ledger, broker.account, "other_dag/scheduled__2024-03-05"):
         settings = CycleSettings(weights=SETTINGS.weights, min_score=0.05, limits=SETTINGS.limits,
                                  lock_timeout_s=0.3)
         with pytest.raises(AccountLockedError, match="other_dag/scheduled__2024-03-05") as caught:
             cycle(broker, ledger, market, at("2024-03-05"), "run-1", news=bullish(), settings=settings)
         assert caught.value.account == broker.account and caught.value.waited_s >= 0.3
         assert ledger.decisions() == [] and ledger.orders(broker.account) == []
-    finally:
-        release.set()
-        thread.join()
     report = cycle(broker, ledger, market, at("2024-03-05"), "run-1", news=bullish())
     assert len(report.submitted) == 3
 
@@ -408,3 +394,4 @@ def test_a_run_while_the_market_is_closed_leaves_the_bar_to_the_next_run(broker,
     assert {d["bar_ts"] for d in ledger.decisions()} == {bar}
     overlapping = cycle(broker, ledger, market, at("2024-03-05", 11, 0), "run-overlap", news=bullish())
     assert overlapping.skipped == SYMBOLS and overlapping.submitted == []  # open: decided once per bar
+

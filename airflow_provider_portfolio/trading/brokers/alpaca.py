@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_portfolio.exceptions import (
@@ -93,8 +93,6 @@ class AlpacaBroker:
         killed while sending may reach Alpaca after the look-up that found nothing, and an order Alpaca holds
         must count. A failed look-up leaves the order as it is, for the next cycle.
         """
-        from datetime import timezone
-
         changed = []
         recent = datetime.now(timezone.utc) - LATE_ARRIVAL_WINDOW
         orders = self.ledger.orders(self.account, open_only=True) + self.ledger.settled_unplaced(self.account, recent)
