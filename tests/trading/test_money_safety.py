@@ -395,3 +395,20 @@ def test_a_run_while_the_market_is_closed_leaves_the_bar_to_the_next_run(broker,
     overlapping = cycle(broker, ledger, market, at("2024-03-05", 11, 0), "run-overlap", news=bullish())
     assert overlapping.skipped == SYMBOLS and overlapping.submitted == []  # open: decided once per bar
 
+
+
+@pytest.mark.parametrize("frame", list(TIMEFRAMES))
+def test_a_bad_tick_on_the_last_closed_bar_is_refused_on_every_timeframe(broker, ledger, market, frame):
+    timeframe, now, symbols = TIMEFRAMES[frame]
+    now = at(*now)
+    settings = CycleSettings(timeframe=timeframe, weights=SETTINGS.weights, min_score=0.05, limits=SETTINGS.limits)
+    bars = history(market, symbols, now, timeframe=timeframe, days=200 if timeframe == "1Day" else 12)
+    # the last bar closed at ``now``: daily bars are a day behind, 30-minute bars one bar
+    last_closed = pd.Timestamp(now) - (pd.Timedelta(days=1) if timeframe == "1Day" else pd.Timedelta(minutes=60))
+    closed = bars[(bars.symbol == symbols[0]) & (bars.ts <= last_closed)]
+    bars.loc[closed.index[-1], ["open", "high", "low", "close"]] /= 100.0
+    report = run_cycle(symbols, bars, now, broker=broker, ledger=ledger, dag_id="dag", run_id="run-1",
+                       settings=settings, news=headlines(bullish(symbols), now))
+    assert "implausible_jump" in report.errors[symbols[0]], report.errors
+    assert not [o for o in ledger.orders(broker.account) if o["symbol"] == symbols[0]]
+    assert {o["symbol"] for o in ledger.orders(broker.account)} == set(symbols[1:])
