@@ -54,6 +54,21 @@ class AllSourcesFailedError(SourceError):
         super().__init__(f"no source could serve {symbol}: {detail}")
 
 
+class PartialBarsError(SourceError):
+    """A source asked for many symbols served some and failed the others.
+
+    :param frame: the canonical bar frame of the symbols it served.
+    :param failures: symbol -> why the source could not serve it.
+    """
+
+    def __init__(self, frame: object, failures: Mapping[str, str]):
+        self.frame = frame
+        self.failures = dict(failures)
+        detail = "; ".join(f"{symbol}: {why}" for symbol, why in list(self.failures.items())[:5])
+        more = f" (+{len(self.failures) - 5} more)" if len(self.failures) > 5 else ""
+        super().__init__(f"{len(self.failures)} symbol(s) not served: {detail}{more}")
+
+
 class StoreError(PortfolioError):
     """The portfolio store cannot be reached, is corrupt, locked, or has an unknown schema."""
 

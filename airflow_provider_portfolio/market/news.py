@@ -58,6 +58,8 @@ class NewsItem:
     :param score: sentiment in [-1, 1] (negative bad, positive good for the symbol).
     :param source: where it came from (``alphavantage``, ``alpaca``, ``finnhub``, ``synthetic``).
     :param url: link to the article, when the vendor gives one.
+    :param vendor_score: the vendor's own score for the symbol, when it scores news (Alpha Vantage's
+        ``ticker_sentiment_score``); ``None`` when ``score`` is the lexicon's.
     """
 
     symbol: str
@@ -66,6 +68,7 @@ class NewsItem:
     score: float
     source: str
     url: str | None = None
+    vendor_score: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.published, datetime) or self.published.tzinfo is None:

@@ -474,18 +474,24 @@ class SyntheticMarket:
         """
         return self.panel([symbol], start, end, timeframe)
 
-    def get_bars(self, symbol: str, start: object, end: object, timeframe: str = "1Day") -> pd.DataFrame:
-        """The ``MarketDataSource`` method: same as :meth:`bars`."""
-        return self.bars(symbol, start, end, timeframe)
+    def get_bars(self, symbols: object, start: object, end: object, timeframe: str = "1Day") -> pd.DataFrame:
+        """The ``BarSource`` method: :meth:`bars` of one symbol, :meth:`panel` of a list (one vectorised call)."""
+        if isinstance(symbols, str):
+            return self.bars(symbols, start, end, timeframe)
+        return self.panel(symbols, start, end, timeframe)
 
-    def news(self, symbols: object, start: object, end: object) -> list:
-        """The synthetic market's news feed (see :func:`~airflow_provider_portfolio.market.news.synthetic_news`).
+    def get_news(self, symbols: object, start: object, end: object) -> list:
+        """The ``NewsSource`` method: the synthetic market's news feed (see
+        :func:`~airflow_provider_portfolio.market.news.synthetic_news`).
 
         :return: :class:`~airflow_provider_portfolio.market.news.NewsItem` list, oldest first.
         """
         from airflow_provider_portfolio.market.news import synthetic_news
 
         return synthetic_news(validate_symbols(symbols), start, end, seed=self.seed)
+
+    #: The feed's earlier name.
+    news = get_news
 
     def panel(self, symbols: object, start: object, end: object, timeframe: str = "1Day") -> pd.DataFrame:
         """Bars of many symbols at once, vectorised across symbols.

@@ -123,28 +123,17 @@ def cycle_settings(*, timeframe: str, weights: Mapping[str, float], risk_limits:
                          exchange=exchange or get_option("default_exchange"), **options)
 
 
-def fetch_inputs(source_names: list[str], symbols: list[str], now: datetime, settings: Any,
-                 log: Any = None) -> tuple[Any, dict[str, str], list[Any]]:
-    """A cycle's market data: (bars of the look-back up to ``now``, symbol -> why no source served it, news).
+def data_sources(source_names: Sequence[str] | None, exchange: str) -> list[Any]:
+    """The market-data source objects for ``source_names`` (``"synthetic"`` or connection ids, in failover
+    order; ``None``: the default data connections that exist, else the synthetic market).
 
-    :param source_names: ``"synthetic"`` or market-data connection ids, in failover order.
+    :raises InvalidInputError: for a bad list, a missing connection or one whose type serves no bars.
     """
-    from datetime import timedelta
-
     from airflow_provider_portfolio.config import get_option
-    from airflow_provider_portfolio.hooks.market_data import resolve_sources
-    from airflow_provider_portfolio.trading.cycle import fetch_bars, fetch_news, history_days, news_window
+    from airflow_provider_portfolio.hooks.market_data import default_sources, resolve_sources, validate_source_names
 
-    sources = resolve_sources(source_names, exchange=settings.exchange, seed=int(get_option("synthetic_seed")))
-    start = (now - timedelta(days=history_days(settings.timeframe))).date()
-    bars, missing = fetch_bars(sources, symbols, start, now.date(), settings.timeframe)
-    news, why = fetch_news(sources, symbols, *news_window(now, settings.news_half_life_hours))
-    if log is not None:
-        for symbol, reason in missing.items():
-            log.warning("%s: %s", symbol, reason)
-        if why:
-            log.info("No news (%s): the sentiment signal carries no confidence", why)
-    return bars, missing, news
+    names = validate_source_names(list(source_names)) if source_names else default_sources()
+    return resolve_sources(names, exchange=exchange, seed=int(get_option("synthetic_seed")))
 
 
 def parse_as_of(as_of: Any) -> datetime | None:
@@ -196,7 +185,7 @@ def cycle_instant(context: Context, broker: Broker, as_of: Any = None) -> dateti
 class AutoTraderOperator(BaseOperator):
     """Run one trading cycle for ``symbols``: signals, decisions, risk checks, orders, a performance snapshot.
 
-    What it does is :func:`airflow_provider_portfolio.trading.cycle.run_cycle`: bars closed by the cycle's
+    What it does is :func:`airflow_provider_portfolio.trading.session.trade_universe`: bars closed by the cycle's
     instant are fetched from ``sources``; technical, forecast (the stored ``ensemble`` forecast, used only
     when its model is healthy) and sentiment signals are combined with ``weights``; each decision is
     claimed in the store (``bar_aware``: a bar is decided once per DAG whatever runs overlap), checked
@@ -321,41 +310,32 @@ class AutoTraderOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.exceptions import PortfolioError
-        from airflow_provider_portfolio.hooks.market_data import default_sources, validate_source_names
+        from airflow_provider_portfolio.hooks.market_data import validate_source_names
         from airflow_provider_portfolio.market.params import validate_symbols
         from airflow_provider_portfolio.store.ledger import TradingLedger
-        from airflow_provider_portfolio.trading.cycle import run_cycle
+        from airflow_provider_portfolio.trading.session import trade_universe
 
         # Bad input fails here, before the store is opened or anything fetched.
         symbols = validate_symbols(maybe_json_list(self.symbols))
         settings = self.settings()
         as_of = parse_as_of(self.as_of)
-        source_names = validate_source_names(maybe_json_list(self.sources)) if self.sources else default_sources()
+        names = validate_source_names(maybe_json_list(self.sources)) if self.sources else None
 
         store = self.store_hook.get_conn()
-        ledger = TradingLedger(store)
         broker = resolve_broker(
-            None if blank(self.broker_conn_id) else str(self.broker_conn_id).strip(), ledger,
+            None if blank(self.broker_conn_id) else str(self.broker_conn_id).strip(), TradingLedger(store),
             allow_live=self.allow_live, log=self.log,
             simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
                        "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
+        sources = data_sources(names, settings.exchange)
         now = cycle_instant(context, broker, as_of)
-        bars, failed, news = fetch_inputs(source_names, symbols, now, settings, self.log)
-        forecasts = evaluations = None
-        if self.forecast_model:
-            forecasts = store.read_forecasts(symbols, model=self.forecast_model, timeframe=self.forecast_timeframe,
-                                             latest=True)
-            evaluations = store.read_evaluations(symbols, model=self.forecast_model,
-                                                 timeframe=self.forecast_timeframe, latest=True)
         dag_run = context["dag_run"]
         self.log.info("Trading cycle at %s: %d symbol(s), %s bars from %s, broker %s, kill switch %s",
-                      now.isoformat(), len(symbols), settings.timeframe, source_names, broker.account,
+                      now.isoformat(), len(symbols), settings.timeframe, [s.name for s in sources], broker.account,
                       settings.kill_switch_now())
-        report = run_cycle(symbols, bars, now, broker=broker, ledger=ledger, dag_id=dag_run.dag_id, missing=failed,
-                           run_id=dag_run.run_id, settings=settings, forecasts=forecasts, evaluations=evaluations,
-                           news=news)
-        summary = report.to_dict()
-        summary.update(account=broker.account, as_of=now.isoformat(), symbols=len(symbols))
+        report = trade_universe(symbols, store=store, sources=sources, broker=broker, now=now,
+                                dag_id=dag_run.dag_id, run_id=dag_run.run_id, settings=settings,
+                                forecast_model=self.forecast_model, forecast_timeframe=self.forecast_timeframe)
         self.log.info("Decided %d, skipped %d (decided by another run), held %d, risk-rejected %d, submitted %d, "
                       "broker-rejected %d; equity %s", report.decided, len(report.skipped), report.holds,
                       len(report.rejected), len(report.submitted), len(report.broker_rejected), report.equity)
@@ -365,4 +345,4 @@ class AutoTraderOperator(BaseOperator):
             raise PortfolioError(
                 f"{len(report.unknown)} order(s) in an unknown state ({'; '.join(f'{s}: {w}' for s, w in report.unknown.items())}). "
                 "Everything else is recorded; the retry looks these orders up by client_order_id before sending anything")
-        return summary
+        return {**report.to_dict(), "account": broker.account, "as_of": now.isoformat(), "symbols": len(symbols)}

@@ -42,281 +42,51 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.bars import parse_timeframe
-from airflow_provider_portfolio.market.calendar import ALWAYS_OPEN, MarketCalendar, bar_times, calendar_for_symbol
+from airflow_provider_portfolio.market.calendar import MarketCalendar, bar_times, calendar_for_symbol
 from airflow_provider_portfolio.market.params import is_crypto, validate_symbols
 from airflow_provider_portfolio.market.quality import QualityRules, validate_bars
+from airflow_provider_portfolio.market.timing import (  # noqa: F401 (closed_bars: re-exported, its earlier home)
+    closed_bars,
+    closes_at,
+    day_start,
+    expected_last_bar,
+    loss_reference,
+    started_bars,
+)
 from airflow_provider_portfolio.trading.brokers import (
     BrokerRejectedError,
     OrderRequest,
     OrderStateUnknownError,
 )
-from airflow_provider_portfolio.trading.decision import AUTO_TRADER_WEIGHTS, check_weights, combine, decide
+from airflow_provider_portfolio.trading.decision import combine, decide
 from airflow_provider_portfolio.trading.orders import client_order_id
-from airflow_provider_portfolio.trading.risk import (
-    AccountState,
-    ProposedOrder,
-    RiskLimits,
-    check_orders,
-    normalise_kill_switch,
+from airflow_provider_portfolio.trading.panels import compute_signals, panels_of
+from airflow_provider_portfolio.trading.risk import AccountState, ProposedOrder, check_orders
+from airflow_provider_portfolio.trading.settings import (  # noqa: F401 (re-exported: their earlier home)
+    LOOKBACK_BARS,
+    CycleReport,
+    CycleSettings,
+    check_instant,
+    news_window,
+    with_max_trades_per_day,
 )
-from airflow_provider_portfolio.trading.signals import (
-    Signal,
-    atr,
-    forecast_signal,
-    sentiment_signal,
-    technical_signal,
-)
+from airflow_provider_portfolio.trading.signals import Signal, atr
 
 if TYPE_CHECKING:
+    from airflow_provider_portfolio.market.sources import Quote
     from airflow_provider_portfolio.store.ledger import TradingLedger
     from airflow_provider_portfolio.trading.brokers import Broker
 
 log = logging.getLogger(__name__)
 
-#: Bars of history the signals look at (the slowest moving average needs 50).
-LOOKBACK_BARS = 120
-
-
-@dataclass(frozen=True)
-class CycleSettings:
-    """How a cycle decides. Defaults are the portfolio auto trader's.
-
-    :param timeframe: the bars decided on (``1Day``, ``30Min``...).
-    :param weights: signal name (``technical``, ``forecast``, ``sentiment``) -> weight.
-    :param limits: the hard risk limits.
-    :param kill_switch: the raw kill switch value (Variable ``portfolio.kill_switch``).
-    :param bar_aware: decide each bar once per DAG, whatever runs overlap (where the symbol's market is open at
-        the cycle's instant: a decision made while it is closed cannot trade and leaves the bar to a later run).
-    :param min_score: the smallest |combined score| traded.
-    :param sizing: ``fixed_fraction`` or ``volatility``.
-    :param fraction: the target position as a fraction of equity at full score.
-    :param target_volatility: per-bar volatility aimed at under volatility sizing.
-    :param max_stale_bars: how many bars a symbol's last bar may lag its calendar.
-    :param exchange: the calendar of equities.
-    :param news_half_life_hours: the age at which a news item weighs half.
-    :param max_abs_return: the quality gate's implausible move, bar to bar, of the bars decided on; also the
-        largest distance of the last close from the median of the 20 closes before it (``None``: neither).
-    :param lock_timeout_s: how long a cycle waits for its account's lock (another cycle trading it), seconds.
-
-    ``kill_switch`` may be a callable returning the raw value: it is then read again right before orders are
-    sent (the operator passes the Variable's reader).
-    """
-
-    timeframe: str = "1Day"
-    weights: Mapping[str, float] = field(default_factory=lambda: dict(AUTO_TRADER_WEIGHTS))
-    limits: RiskLimits = field(default_factory=RiskLimits)
-    kill_switch: object = "active"
-    bar_aware: bool = True
-    min_score: float = 0.1
-    sizing: str = "fixed_fraction"
-    fraction: float = 0.05
-    target_volatility: float = 0.01
-    max_stale_bars: int = 2
-    exchange: str = "XNYS"
-    news_half_life_hours: float = 24.0
-    max_abs_return: float | None = 0.5
-    lock_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        parse_timeframe(self.timeframe)
-        QualityRules(max_abs_return=self.max_abs_return)  # checks it
-        if isinstance(self.lock_timeout_s, bool) or not isinstance(self.lock_timeout_s, int | float) \
-                or not math.isfinite(self.lock_timeout_s) or self.lock_timeout_s < 0:
-            raise InvalidInputError(f"lock_timeout_s must be a finite number >= 0, got {self.lock_timeout_s!r}")
-        object.__setattr__(self, "weights", check_weights(self.weights))
-        unknown = sorted(set(self.weights) - {"technical", "forecast", "sentiment"})
-        if unknown:
-            raise InvalidInputError(f"unknown signal name(s) {unknown} in weights: use technical, forecast, sentiment")
-        if not isinstance(self.limits, RiskLimits):
-            raise InvalidInputError(f"limits must be RiskLimits, got {type(self.limits).__name__}")
-        if isinstance(self.max_stale_bars, bool) or not isinstance(self.max_stale_bars, int) or self.max_stale_bars < 0:
-            raise InvalidInputError(f"max_stale_bars must be an integer >= 0, got {self.max_stale_bars!r}")
-
-    def kill_switch_now(self) -> str:
-        """The kill switch state now (``kill_switch`` called when it is a reader), normalised."""
-        raw = self.kill_switch
-        if callable(raw):
-            try:
-                raw = raw()
-            except Exception as err:  # an unreadable kill switch stops trading
-                log.error("could not read the kill switch (%s): trading as 'halted'", err)
-                return "halted"
-        return normalise_kill_switch(raw)
-
-
-@dataclass
-class CycleReport:
-    """What a cycle did (JSON-friendly through :meth:`to_dict`)."""
-
-    decided: int = 0
-    skipped: list[str] = field(default_factory=list)
-    holds: int = 0
-    errors: dict[str, str] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)
-    submitted: list[str] = field(default_factory=list)
-    broker_rejected: dict[str, str] = field(default_factory=dict)
-    unknown: dict[str, str] = field(default_factory=dict)
-    synced: int = 0
-    equity: dict[str, float] = field(default_factory=dict)
-    start_of_day_equity: float | None = None
-    loss_reference: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "decided": self.decided, "skipped": len(self.skipped), "holds": self.holds, "errors": self.errors,
-            "risk_rejected": self.rejected, "submitted": len(self.submitted), "broker_rejected": self.broker_rejected,
-            "unknown": self.unknown, "synced_orders": self.synced, "equity": self.equity,
-            "start_of_day_equity": self.start_of_day_equity, "loss_reference": self.loss_reference,
-        }
-
-
-# -- bars ------------------------------------------------------------------------------------------------
-
-def closed_bars(bars: pd.DataFrame, now: datetime, timeframe: str, exchange: str = "XNYS") -> pd.DataFrame:
-    """The rows of ``bars`` (one timeframe) whose bar has closed by ``now`` (their closes are known)."""
-    if bars.empty:
-        return bars
-    _, ends = bar_times(bars.assign(timeframe=timeframe), exchange)
-    return bars[ends <= pd.Timestamp(now).as_unit("ns").value].reset_index(drop=True)
-
-
-def started_bars(bars: pd.DataFrame, now: datetime, exchange: str = "XNYS") -> pd.DataFrame:
-    """The rows of ``bars`` whose bar has started by ``now`` (their opens are known): a daily bar once its
-    session has opened, not at its midnight-UTC timestamp."""
-    if bars.empty:
-        return bars
-    starts, _ = bar_times(bars, exchange)
-    return bars[starts <= pd.Timestamp(now).as_unit("ns").value].reset_index(drop=True)
-
-
-def expected_last_bar(symbol: str, now: datetime, timeframe: str, exchange: str = "XNYS",
-                      back: int = 0) -> pd.Timestamp | None:
-    """The latest bar of ``symbol``'s calendar closed by ``now`` (``back`` bars earlier), or ``None``."""
-    calendar = calendar_for_symbol(symbol, exchange)
-    now_ts = pd.Timestamp(now)
-    index = calendar.bar_index(now_ts - pd.Timedelta(days=10 + back), now_ts, timeframe)
-    _, ends = calendar.bar_bounds(index.as_unit("ns").asi8, timeframe)
-    done = index[ends <= now_ts.as_unit("ns").value]
-    return done[-1 - back] if len(done) > back else None
-
-
-def loss_reference(latest_end: int | None, symbols: Sequence[str], now: datetime, exchange: str) -> pd.Timestamp:
-    """The instant "today's loss" is measured from: the close of the session before the one the cycle's latest
-    closed bar belongs to (on ``exchange``'s calendar; on the 24/7 calendar for an all-crypto universe).
-
-    Intraday bars at 10:30 New York: yesterday's close. Daily bars at 15:00, when yesterday's bar is the last
-    closed one: the close before it, so the loss of the last session the book could see is what is limited
-    (a daily-bar book is valued at closes only). A cycle with no closed bar measures from the last close
-    before ``now``.
-
-    :param latest_end: when the cycle's latest closed bar ended, int64 ns UTC (``None``: no closed bar).
-    """
-    calendar = MarketCalendar(ALWAYS_OPEN if symbols and all(is_crypto(s) for s in symbols) else exchange)
-    latest = pd.Timestamp(now).as_unit("ns").value if latest_end is None else int(latest_end)
-    _, _, closes = calendar.session_bounds(pd.Timestamp(latest) - pd.Timedelta(days=15), pd.Timestamp(latest))
-    before = closes[closes < latest]
-    return pd.Timestamp(int(before[-1]) if before.size else latest, tz="UTC")
-
-
-def closes_at(closed: pd.DataFrame, ends: np.ndarray, instant: pd.Timestamp) -> dict[str, float]:
-    """symbol -> the close of its last bar that had closed by ``instant``.
-
-    :param ends: when each row of ``closed`` ended, int64 ns UTC (:func:`bar_times`).
-    """
-    done = closed[ends <= instant.as_unit("ns").value]
-    last = done.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(1)
-    return {str(s): float(c) for s, c in zip(last["symbol"], last["close"], strict=True)}
-
-
-def _panels(bars: pd.DataFrame, symbols: Sequence[str], lookback: int) -> dict[str, np.ndarray]:
-    """(symbols, lookback) close/high/low panels, right-aligned, NaN-padded on the left; and last ts."""
-    n = len(symbols)
-    out = {k: np.full((n, lookback), np.nan) for k in ("close", "high", "low")}
-    last_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    ordered = bars[bars["symbol"].isin(symbols)] if not bars.empty else bars
-    if not ordered.empty:
-        ordered = ordered.sort_values(["symbol", "ts"]).groupby("symbol", sort=False).tail(lookback)
-        groups = ordered.groupby("symbol", sort=False)
-        row = pd.Index(symbols).get_indexer(ordered["symbol"])
-        col = lookback - groups["ts"].transform("size").to_numpy() + groups.cumcount().to_numpy()
-        for k in out:
-            out[k][row, col] = ordered[k].to_numpy(dtype=np.float64)
-        ts_ns = pd.DatetimeIndex(ordered["ts"]).as_unit("ns").asi8
-        last = np.r_[ordered["symbol"].to_numpy()[1:] != ordered["symbol"].to_numpy()[:-1], True]
-        last_ts[row[last]] = ts_ns[last]
-    out["last_ts"] = last_ts
-    return out
-
-
-# -- signals -------------------------------------------------------------------------------------------
-
-def _forecast_inputs(symbols: Sequence[str], last_close: np.ndarray, forecasts: pd.DataFrame | None,
-                     evaluations: pd.DataFrame | None, now: datetime) -> tuple[np.ndarray, ...]:
-    """Expected log-return, band and health per symbol from the stored step-1 forecasts; reasons for the
-    symbols whose forecast is missing or stale."""
-    n = len(symbols)
-    er, lo, hi = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    healthy = np.zeros(n, dtype=bool)
-    notes: dict[int, str] = {}
-    if forecasts is None or forecasts.empty:
-        return er, lo, hi, healthy, dict.fromkeys(range(n), "no stored forecast: ignored")
-    first = forecasts[forecasts["step"] == 1].drop_duplicates("symbol", keep="last").set_index("symbol")
-    first = first.reindex(list(symbols))
-    have = first["point"].notna().to_numpy()
-    asof = pd.to_datetime(first["asof"], utc=True)
-    delta = first["timeframe"].map(lambda t: parse_timeframe(t).delta if isinstance(t, str) else pd.NaT)
-    grace = first["timeframe"].map(lambda t: pd.Timedelta(days=3) if t == "1Day" else pd.Timedelta(0))
-    now_ts = pd.Timestamp(now)
-    future = have & (asof + delta > now_ts).to_numpy()  # made on a bar not closed at ``now``: the future
-    stale = have & ~future & (pd.to_datetime(first["target_ts"], utc=True) + delta + grace <= now_ts).to_numpy()
-    for i in np.flatnonzero(~have):
-        notes[int(i)] = "no stored forecast: ignored"
-    for i in np.flatnonzero(future):
-        notes[int(i)] = f"forecast made after this cycle's instant (on the bar {asof.iloc[i].isoformat()}): ignored"
-    for i in np.flatnonzero(stale):
-        notes[int(i)] = f"stale forecast (made at {asof.iloc[i].isoformat()}): ignored"
-    use = have & ~future & ~stale & np.isfinite(last_close) & (last_close > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        base = np.log(np.where(use, last_close, 1.0))
-    for name, arr in (("point", er), ("lower", lo), ("upper", hi)):
-        arr[use] = first[name].to_numpy(dtype=np.float64)[use] - base[use]
-    if evaluations is not None and not evaluations.empty:
-        health = dict(zip(evaluations["symbol"], evaluations["healthy"].astype(bool), strict=True))
-        healthy[use] = [bool(health.get(s, False)) for s in np.asarray(symbols, dtype=object)[use]]
-    return er, lo, hi, healthy, notes
-
-
-def compute_signals(symbols: Sequence[str], panels: Mapping[str, np.ndarray], *, forecasts: pd.DataFrame | None,
-                    evaluations: pd.DataFrame | None, news: Sequence[Any] | None, now: datetime,
-                    half_life_hours: float = 24.0) -> dict[str, Signal]:
-    """The ``technical``, ``forecast`` and ``sentiment`` signals of ``symbols`` (aligned with the panels)."""
-    closes = panels["close"]
-    last = closes[:, -1]
-    technical = technical_signal(closes, high=panels["high"], low=panels["low"])
-    er, lo, hi, healthy, notes = _forecast_inputs(symbols, last, forecasts, evaluations, now)
-    forecast = forecast_signal(er, lo, hi, healthy)
-    for i, note in notes.items():
-        forecast.reason[i] = note
-    sentiment = sentiment_signal(list(symbols), list(news or []), now, half_life_hours)
-    return {"technical": technical, "forecast": forecast, "sentiment": sentiment}
-
-
 # -- the cycle -----------------------------------------------------------------------------------------
-
-def _day_start(now: datetime, exchange: str) -> datetime:
-    """Midnight of ``now``'s date in the exchange's time zone, as UTC: the trading day's start."""
-    local = pd.Timestamp(now).tz_convert(MarketCalendar(exchange).timezone)
-    return local.normalize().tz_convert("UTC").to_pydatetime()
-
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float | np.floating) and math.isfinite(value) else None
@@ -375,6 +145,40 @@ def _price_check(symbols: Sequence[str], closes: np.ndarray, limit: float | None
         out[symbols[i]] = (f"price check: last close {closes[i, -1]:.6g} is {move[i]:.1%} from the median "
                            f"{median[i]:.6g} of the closes before it (limit {limit:.0%}): not traded on it")
     return out
+
+
+#: How long after a cycle's instant a quote may be stamped: the time its inputs take to fetch.
+QUOTE_GRACE = pd.Timedelta(minutes=2)
+
+
+def quote_prices(quotes: Mapping[str, Quote], last_close: Mapping[str, float], last_end: Mapping[str, int],
+                 now: datetime, max_abs_return: float | None) -> tuple[dict[str, float], dict[str, str]]:
+    """Of the latest ``quotes``, the prices a decision may size at: a quote stamped after the symbol's last
+    closed bar ended and at most :data:`QUOTE_GRACE` after ``now`` (the quotes are fetched a moment after the
+    instant is taken; a quote from later than that would be look-ahead, as in a back-fill), within
+    ``max_abs_return`` of the last close (a bad tick never sizes an order).
+
+    :param last_end: symbol -> when its last closed bar ended, int64 ns UTC.
+    :return: (symbol -> price, symbol -> why its quote was not used).
+    """
+    prices: dict[str, float] = {}
+    refused: dict[str, str] = {}
+    now_ns = (pd.Timestamp(now) + QUOTE_GRACE).as_unit("ns").value
+    for symbol, quote in quotes.items():
+        ts = pd.Timestamp(quote.ts).as_unit("ns").value
+        close = last_close.get(symbol)
+        if ts > now_ns:
+            refused[symbol] = f"quote stamped {quote.ts.isoformat()}, after the cycle's instant: not used"
+        elif symbol in last_end and ts < last_end[symbol]:
+            refused[symbol] = f"quote stamped {quote.ts.isoformat()}, before the last closed bar ended: not used"
+        elif close is None or not close > 0:
+            refused[symbol] = "no last close to check the quote against: not used"
+        elif max_abs_return is not None and abs(quote.price / close - 1.0) > max_abs_return:
+            refused[symbol] = (f"quote {quote.price:.6g} is {abs(quote.price / close - 1.0):.1%} from the last close "
+                               f"{close:.6g} (max_abs_return {max_abs_return}): not used")
+        else:
+            prices[symbol] = quote.price
+    return prices, refused
 
 
 def settle_unsent(broker: Broker, ledger: TradingLedger, *, dag_id: str, run_id: str,
@@ -457,11 +261,14 @@ def decide_step(
     evaluations: pd.DataFrame | None = None,
     news: Sequence[Any] | None = None,
     missing: Mapping[str, str] | None = None,
+    quotes: Mapping[str, Quote] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Steps 1-4: gate the bars, broker sync, settle unsent orders, signals (or the ``signals`` given),
     decisions, claim. Call it holding the account's lock (:meth:`TradingLedger.account_lock`).
 
     :param missing: symbol -> why the sources had no bars for it (kept as the decision's error).
+    :param quotes: symbol -> its latest quote: the price a decision sizes at where :func:`quote_prices` accepts
+        it (else the last close).
     :return: symbol -> the stored decision of this run (see :meth:`TradingLedger.claim_decisions`).
     """
     tf = parse_timeframe(settings.timeframe).name
@@ -478,7 +285,7 @@ def decide_step(
     started = pd.concat([bars, forming], ignore_index=True) if not forming.empty else bars
     report.synced += len(broker.sync(started, closed=bars, skip_run=(dag_id, run_id), exchange=settings.exchange))
 
-    panels = _panels(bars, symbols, LOOKBACK_BARS)
+    panels = panels_of(bars, symbols, LOOKBACK_BARS)
     last_close = panels["close"][:, -1]
     errors: dict[str, str] = dict(refused)
     bar_of: dict[str, pd.Timestamp | None] = {}
@@ -503,6 +310,13 @@ def decide_step(
         errors.setdefault(symbol, "an earlier order's state is unknown (its look-up failed): not traded until "
                                   "a later cycle settles it")
     prices = {s: float(last_close[i]) for i, s in enumerate(symbols) if s not in errors}
+    if quotes:
+        last_end = pd.Series(ends).groupby(bars["symbol"].to_numpy()).max().to_dict() if len(ends) else {}
+        quoted, unused = quote_prices({s: q for s, q in quotes.items() if s in prices}, prices, last_end, now,
+                                      settings.max_abs_return)
+        prices.update(quoted)
+        for symbol, why in unused.items():
+            log.warning("%s: %s; sizing at the last close", symbol, why)
 
     if signals is None:
         signals = compute_signals(symbols, panels, forecasts=forecasts, evaluations=evaluations, news=news, now=now,
@@ -601,7 +415,7 @@ def _check(decisions: Sequence[dict[str, Any]], symbols: Sequence[str], now: dat
     account = AccountState(
         equity=state.equity, cash=state.cash, buying_power=state.buying_power,
         start_of_day_equity=start_of_day_equity if start_of_day_equity is not None else state.equity,
-        positions=held, orders_today=ledger.orders_per_symbol(broker.account, _day_start(now, settings.exchange),
+        positions=held, orders_today=ledger.orders_per_symbol(broker.account, day_start(now, settings.exchange),
                                                               exclude=exclude),
         tradable={s: a.tradable for s, a in assets.items()},
         shortable={s: a.shortable for s, a in assets.items()},
@@ -737,16 +551,6 @@ def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: B
         ledger.record_verdicts(dag_id, refused)
 
 
-def check_instant(now: Any) -> datetime:
-    """``now`` as an aware UTC datetime.
-
-    :raises InvalidInputError: for a naive or non-datetime value.
-    """
-    if not isinstance(now, datetime) or now.tzinfo is None:
-        raise InvalidInputError(f"now must be a tz-aware datetime, got {now!r}")
-    return now.astimezone(timezone.utc)
-
-
 def run_cycle(
     symbols: Sequence[str],
     bars: pd.DataFrame,
@@ -761,6 +565,7 @@ def run_cycle(
     evaluations: pd.DataFrame | None = None,
     news: Sequence[Any] | None = None,
     missing: Mapping[str, str] | None = None,
+    quotes: Mapping[str, Quote] | None = None,
 ) -> CycleReport:
     """Run one trading cycle for ``symbols`` (see the module docstring): the steps in order, then the snapshot,
     all under the account's lock (one cycle per account at a time, whichever DAG or process runs it).
@@ -776,6 +581,7 @@ def run_cycle(
     :param evaluations: their evaluations (``read_evaluations(model="ensemble")``).
     :param news: :class:`~airflow_provider_portfolio.market.news.NewsItem` records.
     :param missing: symbol -> why the sources served no bars for it.
+    :param quotes: symbol -> its latest quote (a live cycle's "current price"; see :func:`quote_prices`).
     :raises InvalidInputError: for bad parameters (never for one symbol's bad data).
     :raises AccountLockedError: when another cycle holds the account longer than ``settings.lock_timeout_s``.
     """
@@ -787,69 +593,10 @@ def run_cycle(
     assets: dict[str, Any] = {}
     with ledger.account_lock(broker.account, owner=f"{dag_id}/{run_id}", timeout_s=settings.lock_timeout_s):
         mine = decide_step(symbols, bars, now, **ids, settings=settings, report=report, forecasts=forecasts,
-                           evaluations=evaluations, news=news, missing=missing)
+                           evaluations=evaluations, news=news, missing=missing, quotes=quotes)
         risk_step(mine, now, **ids, settings=settings, report=report, assets=assets)
         execute_step(mine, now, **ids, report=report, settings=settings, assets=assets)
         report.equity = broker.snapshot(now, run_id)
     return report
 
 
-def with_max_trades_per_day(limits: RiskLimits, max_trades_per_day: int | None) -> RiskLimits:
-    """``limits`` with ``max_orders_per_day`` set to ``max_trades_per_day`` (unchanged for ``None``)."""
-    if max_trades_per_day is None:
-        return limits
-    if isinstance(max_trades_per_day, bool) or not isinstance(max_trades_per_day, int) or max_trades_per_day < 0:
-        raise InvalidInputError(f"max_trades_per_day must be an integer >= 0, got {max_trades_per_day!r}")
-    return replace(limits, max_orders_per_day=max_trades_per_day)
-
-
-def news_window(now: datetime, half_life_hours: float = 24.0) -> tuple[datetime, datetime]:
-    """The news worth fetching for a cycle at ``now``: four half-lives back (weights below 1/16 are noise)."""
-    return now - timedelta(hours=4 * half_life_hours), now
-
-
-def history_days(timeframe: str, bars: int = LOOKBACK_BARS) -> int:
-    """Calendar days to fetch for ``bars`` bars of ``timeframe`` on an equities calendar (weekends, holidays)."""
-    tf = parse_timeframe(timeframe)
-    per_day = 1.0 if tf.is_daily else max(390.0 / (tf.delta.total_seconds() / 60.0), 1.0)
-    return int(math.ceil(bars / per_day * 7 / 5 * 1.1)) + 5
-
-
-def fetch_bars(sources: Sequence[Any], symbols: Sequence[str], start: Any, end: Any,
-               timeframe: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Bars of ``symbols`` from the first source that serves each symbol; and the symbols no source served.
-
-    A source with a vectorised ``panel`` method (the synthetic market) in first place serves every symbol in
-    one call; otherwise each symbol goes through a :class:`~airflow_provider_portfolio.market.sources.FailoverChain`.
-
-    :return: (canonical bar frame, symbol -> why it has no bars).
-    """
-    from airflow_provider_portfolio.market.bars import empty_bars
-    from airflow_provider_portfolio.market.sources import FailoverChain
-
-    if sources and callable(getattr(sources[0], "panel", None)):
-        return sources[0].panel(list(symbols), start, end, timeframe), {}
-    chain = FailoverChain(list(sources))
-    frames, failed = [], {}
-    for symbol in symbols:
-        try:
-            frames.append(chain.fetch(symbol, start, end, timeframe).frame)
-        except Exception as err:  # one symbol's failure never stops the others
-            failed[symbol] = f"no bars: {err}"
-    frames = [f for f in frames if not f.empty]
-    return (pd.concat(frames, ignore_index=True) if frames else empty_bars()), failed
-
-
-def fetch_news(sources: Sequence[Any], symbols: Sequence[str], start: datetime, end: datetime) -> tuple[list, str]:
-    """News about ``symbols`` from the first source that has a news feed (the synthetic market's ``news``,
-    Alpaca's ``get_news``); ``([], why)`` when none has or all fail: sentiment then carries no confidence."""
-    reasons = []
-    for source in sources:
-        feed = getattr(source, "news", None) or getattr(source, "get_news", None)
-        if not callable(feed):
-            continue
-        try:
-            return list(feed(list(symbols), start, end)), ""
-        except Exception as err:  # news is optional: trade on the other signals
-            reasons.append(f"{getattr(source, 'name', source)}: {err}")
-    return [], "; ".join(reasons) or "no source has a news feed"

@@ -120,10 +120,11 @@ def test_trading_dag_shapes():
     assert type(core.timetable).__name__ == "MarketSessionTimetable" and core.max_active_runs == 1
     pipeline = {
         "check_market_hours": set(), "fetch_market_data": {"check_market_hours"},
-        "technical_analysis": {"fetch_market_data"}, "sentiment_analysis": {"fetch_market_data"},
-        "decision": {"fetch_market_data", "technical_analysis", "sentiment_analysis"},
-        "risk_validation": {"decision", "check_market_hours"}, "execute": {"risk_validation", "check_market_hours"},
-        "log_performance": {"execute", "check_market_hours"},
+        "analyze_technical": {"fetch_market_data"}, "analyze_sentiment": {"fetch_market_data"},
+        "make_decision": {"fetch_market_data", "analyze_technical", "analyze_sentiment"},
+        "validate_risk": {"make_decision", "check_market_hours"},
+        "execute_trade": {"validate_risk", "check_market_hours"},
+        "log_performance": {"execute_trade", "check_market_hours"},
     }
     schedules = {"agent_tsla_trading": "*/5 9-15 * * 1-5", "agent_iwm_trading": "*/15 9-15 * * 1-5",
                  "agent_btc_trading": "0 * * * *"}

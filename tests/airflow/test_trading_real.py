@@ -32,13 +32,15 @@ def test_dags_test_runs_an_agent_pipeline(tmp_path):
     run_airflow(env, "db", "migrate")
     proc = run_airflow(env, "dags", "test", "agent_tsla_trading", "2024-02-29T15:00:00-05:00")
     out = proc.stdout + proc.stderr
-    for task_id in ("check_market_hours", "fetch_market_data", "sentiment_analysis", "technical_analysis",
-                    "decision", "risk_validation", "execute", "log_performance"):
+    for task_id in ("check_market_hours", "fetch_market_data", "analyze_sentiment", "analyze_technical",
+                    "make_decision", "validate_risk", "execute_trade", "log_performance"):
         assert task_id in out
     assert re.search(r"DagRun Finished: dag_id=agent_tsla_trading.* state=success", out), out[-3000:]
     db = tmp_path / "home" / "portfolio" / "portfolio.db"
     assert store_rows(db, "SELECT dag_id, symbol FROM trading_decisions") == [("agent_tsla_trading", "TSLA")]
     assert store_rows(db, "SELECT account FROM equity_curve") == [("simulated:agent_tsla_trading",)]
+    # The bars passed from fetch_market_data to the analysis went through the store, not XCom.
+    assert store_rows(db, "SELECT count(*) FROM bars WHERE symbol = 'TSLA'")[0][0] >= 60
 
 
 @pytest.mark.month
