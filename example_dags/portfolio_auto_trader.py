@@ -13,8 +13,9 @@ from waiting on each other. A failing chunk does not stop the others, and its re
 Without a broker connection it trades the simulated broker (its book is in the portfolio store); add an
 ``alpaca_default`` connection (paper) to trade Alpaca paper. Live trading needs a live connection AND
 ``allow_live=True`` below. Stop trading at once with Variable ``portfolio.kill_switch`` = ``halted`` (or
-``reduce_only``). The universe comes from Variable ``portfolio.default_tickers``; the run's param
-``exchange`` picks the calendar the sensor watches.
+``reduce_only``). The universe comes from Variable ``portfolio.default_tickers`` (a JSON list or
+comma-separated; unset: the list below), read by the ``universe`` task when the run starts, never at parse time;
+the run's param ``exchange`` picks the calendar the sensor watches.
 """
 
 from __future__ import annotations
@@ -22,14 +23,27 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag
+from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from airflow_provider_portfolio.operators.trading import AutoTraderOperator
 from airflow_provider_portfolio.sensors.market_hours import MarketHoursSensor
 
+#: The universe when Variable ``portfolio.default_tickers`` is not set.
 UNIVERSE = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "SPY", "QQQ", "IWM", "BTC/USD"]
 CHUNK = 6
+
+
+def universe_chunks(chunk: int = CHUNK) -> list[list[str]]:
+    """Variable ``portfolio.default_tickers`` (a JSON list or comma-separated; unset: :data:`UNIVERSE`), checked,
+    in chunks of ``chunk`` symbols: one mapped cycle each."""
+    from airflow.sdk import Variable
+
+    from airflow_provider_portfolio.market.params import validate_symbols
+    from airflow_provider_portfolio.operators.templated import maybe_json_list
+
+    symbols = validate_symbols(maybe_json_list(Variable.get("portfolio.default_tickers", default=",".join(UNIVERSE))))
+    return [symbols[i:i + chunk] for i in range(0, len(symbols), chunk)]
 
 
 @dag(
@@ -46,6 +60,7 @@ CHUNK = 6
 )
 def portfolio_auto_trader():
     market_open = MarketHoursSensor(task_id="market_hours", exchange="{{ params.exchange }}", when_closed="skip")
+    universe = task(universe_chunks, task_id="universe")()
     trade = AutoTraderOperator.partial(
         task_id="auto_trader",
         timeframe="30Min",
@@ -53,8 +68,8 @@ def portfolio_auto_trader():
                      "daily_loss_limit": 0.03, "min_confidence": 0.25},
         max_trades_per_day=40,
         max_active_tis_per_dagrun=1,
-    ).expand(symbols=[UNIVERSE[i:i + CHUNK] for i in range(0, len(UNIVERSE), CHUNK)])
-    market_open >> trade
+    ).expand(symbols=universe)
+    market_open >> universe
 
 
 portfolio_auto_trader_dag = portfolio_auto_trader()

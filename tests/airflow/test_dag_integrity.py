@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 EXAMPLE_DAGS = REPO / "example_dags"
@@ -113,7 +115,8 @@ def test_trading_dag_shapes():
     assert trader.max_active_runs == 1 and trader.catchup is False
     assert "*/30 7-19 * * 1-5" in repr(trader.timetable.summary) or "*/30 7-19" in trader.timetable.summary
     auto = trader.get_task("auto_trader")
-    assert auto.upstream_task_ids == {"market_hours"}
+    assert auto.upstream_task_ids == {"universe"}  # Variable portfolio.default_tickers, read when a run starts
+    assert trader.get_task("universe").upstream_task_ids == {"market_hours"}
     assert type(auto).__name__ == "MappedOperator" and auto.max_active_tis_per_dagrun == 1
     assert trader.get_task("market_hours").when_closed == "skip"
     core = bag.dags["portfolio_auto_trader_core"]
@@ -133,3 +136,19 @@ def test_trading_dag_shapes():
         assert {t: agent.get_task(t).upstream_task_ids for t in agent.task_ids} == pipeline, dag_id
         assert cron in agent.timetable.summary and agent.max_active_runs == 1, dag_id
         assert agent.get_task("log_performance").trigger_rule == "none_failed_min_one_success"
+
+
+def test_the_auto_traders_universe_comes_from_the_variable(monkeypatch):
+    """``portfolio_auto_trader`` read its universe from a hard-coded list although its docs named the Variable."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("auto_trader", EXAMPLE_DAGS / "portfolio_auto_trader.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("AIRFLOW_VAR_PORTFOLIO.DEFAULT_TICKERS", '["AAPL", "msft", "BTC/USD"]')
+    assert module.universe_chunks(2) == [["AAPL", "MSFT"], ["BTC/USD"]]
+    monkeypatch.setenv("AIRFLOW_VAR_PORTFOLIO.DEFAULT_TICKERS", "AAPL,,NOT A TICKER")
+    with pytest.raises(ValueError, match="NOT A TICKER"):
+        module.universe_chunks()
+    monkeypatch.delenv("AIRFLOW_VAR_PORTFOLIO.DEFAULT_TICKERS")
+    assert sum(module.universe_chunks(), []) == module.UNIVERSE

@@ -78,13 +78,15 @@ def test_a_simulated_month_of_the_agent_dags_reconciles(tmp_path):
 def test_dags_test_of_both_auto_traders(tmp_path):
     env = airflow_env(tmp_path / "home")
     run_airflow(env, "db", "migrate")
+    # The universe comes from the Variable (it was hard-coded), read when the run starts.
+    run_airflow(env, "variables", "set", "portfolio.default_tickers", "AAPL, MSFT, BTC/USD")
     # The sensor watches the calendar of the run's param: "24/7" opens it whatever the clock says.
     run_airflow(env, "dags", "test", "portfolio_auto_trader", "2024-06-04T14:00:00-04:00",
                 "--conf", json.dumps({"exchange": "24/7"}))
     run_airflow(env, "dags", "test", "portfolio_auto_trader_core", "2024-06-04T14:00:00-04:00")
     db = tmp_path / "home" / "portfolio" / "portfolio.db"
     decided = dict(store_rows(db, "SELECT dag_id, COUNT(*) FROM trading_decisions GROUP BY dag_id"))
-    assert decided == {"portfolio_auto_trader": len(UNIVERSE), "portfolio_auto_trader_core": 5}
+    assert decided == {"portfolio_auto_trader": 3, "portfolio_auto_trader_core": 5}
     accounts = {a for a, in store_rows(db, "SELECT account FROM equity_curve")}
     assert accounts == {"simulated:default", "simulated:core"}
     bars = {b for b, in store_rows(db, "SELECT DISTINCT bar_ts FROM trading_decisions WHERE symbol = 'AAPL' "
