@@ -43,6 +43,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -199,8 +200,8 @@ def _simulate(symbols: Sequence[_Symbol], first: int, stop: int, keep_from: int)
         z = np.empty((count, CHUNK))
         u = np.empty((2, count, CHUNK))
         g = np.empty((count, CHUNK))
-        u_out = np.empty((2, count, CHUNK)) if keep else None
-        g_out = np.empty((2, count, CHUNK)) if keep else None
+        u_out = np.empty((2, count, CHUNK) if keep else (2, 0, 0))  # drawn only for the blocks kept
+        g_out = np.empty((2, count, CHUNK) if keep else (2, 0, 0))
         for s, sym in enumerate(symbols):  # the draw order of a block never changes
             rng = _rng(sym.key, _STREAM_DAILY, block)
             z[s] = rng.standard_t(p.df[s, 0], CHUNK)
@@ -266,11 +267,13 @@ def _daily_values(seed: int, calendar: str, symbols: Sequence[str], i: int, j: i
             params = _Params.draw(keys, [is_crypto(symbols[k]) for k in fresh])
             for n, k in enumerate(fresh):
                 p = params.row(n)
-                start = np.array([p.sig_base[0, 0] ** 2, p.sig_base[0, 0] ** 2, 0.0, p.log_p0[0, 0]])
-                entries[k] = _SYMBOLS[(seed, calendar, symbols[k])] = _Symbol(keys[n], p, [start])
+                origin = np.array([p.sig_base[0, 0] ** 2, p.sig_base[0, 0] ** 2, 0.0, p.log_p0[0, 0]])
+                entries[k] = _SYMBOLS[(seed, calendar, symbols[k])] = _Symbol(keys[n], p, [origin])
+        known = [e for e in entries if e is not None]  # every symbol has its entry now
+        assert len(known) == len(entries)
         blocks: dict[tuple[int, int], np.ndarray] = {}
         todo: dict[int, list[int]] = {}  # first block to walk from -> symbol positions
-        for k, (sym, entry) in enumerate(zip(symbols, entries)):
+        for k, (sym, entry) in enumerate(zip(symbols, known)):
             missing = []
             for block in range(first_block, stop_block):
                 values = _BLOCKS.get((seed, calendar, sym, block))
@@ -283,7 +286,7 @@ def _daily_values(seed: int, calendar: str, symbols: Sequence[str], i: int, j: i
                 todo.setdefault(min(missing[0], len(entry.checkpoints) - 1), []).append(k)
         for start, positions in todo.items():
             stop = max(b for k in positions for b in range(first_block, stop_block) if (k, b) not in blocks) + 1
-            kept = _simulate([entries[k] for k in positions], start, stop, max(start, first_block))
+            kept = _simulate([known[k] for k in positions], start, stop, max(start, first_block))
             for block, values in kept.items():
                 for n, k in enumerate(positions):
                     row = values[:, n].copy()
@@ -480,7 +483,7 @@ class SyntheticMarket:
             return self.bars(symbols, start, end, timeframe)
         return self.panel(symbols, start, end, timeframe)
 
-    def get_news(self, symbols: object, start: object, end: object) -> list:
+    def get_news(self, symbols: object, start: date | datetime, end: date | datetime) -> list:
         """The ``NewsSource`` method: the synthetic market's news feed (see
         :func:`~airflow_provider_portfolio.market.news.synthetic_news`).
 

@@ -142,7 +142,7 @@ def _price_check(symbols: Sequence[str], closes: np.ndarray, limit: float | None
         median = np.nanmedian(history, axis=1)
         move = np.abs(closes[:, -1] / median - 1.0)
     for i in np.flatnonzero(enough & np.isfinite(move) & (move > limit)):
-        out[symbols[i]] = (f"price check: last close {closes[i, -1]:.6g} is {move[i]:.1%} from the median "
+        out[symbols[int(i)]] = (f"price check: last close {closes[i, -1]:.6g} is {move[i]:.1%} from the median "
                            f"{median[i]:.6g} of the closes before it (limit {limit:.0%}): not traded on it")
     return out
 
@@ -302,7 +302,7 @@ def decide_step(
             continue
         bar_of[symbol] = pd.Timestamp(int(panels["last_ts"][i]), tz="UTC")
         if oldest_ok is not None and bar_of[symbol] < oldest_ok:
-            errors[symbol] = (f"stale bars: the last {tf} bar is {bar_of[symbol].isoformat()}, expected "
+            errors[symbol] = (f"stale bars: the last {tf} bar is {bar_of[symbol]}, expected "
                               f"{last_expected.isoformat() if last_expected is not None else '?'}")
     for symbol, why in _price_check(symbols, panels["close"], settings.max_abs_return).items():
         errors.setdefault(symbol, why)
@@ -333,7 +333,7 @@ def decide_step(
                        min_confidence=settings.limits.min_confidence, min_score=settings.min_score,
                        sizing=settings.sizing, fraction=settings.fraction,
                        target_volatility=settings.target_volatility,
-                       volatility={s: _finite(vol[i]) for i, s in enumerate(symbols)},
+                       volatility={s: v for i, s in enumerate(symbols) if (v := _finite(vol[i])) is not None},
                        fractionable={s: is_crypto(s) for s in symbols}, allow_short=settings.limits.allow_short)
 
     # A bar is decided once per DAG (bar_aware) only where the symbol's market is open now: a decision made
@@ -365,10 +365,10 @@ def decide_step(
         log.info("%d symbol(s) already decided for their bar by another run: %s", len(report.skipped),
                  ", ".join(report.skipped[:20]))
     report.decided = len(mine)
-    for symbol, d in mine.items():
-        if d["error"]:
-            report.errors[symbol] = d["error"]
-        if d["action"] == "hold":
+    for symbol, stored in mine.items():
+        if stored["error"]:
+            report.errors[symbol] = stored["error"]
+        if stored["action"] == "hold":
             report.holds += 1
     return mine
 
@@ -589,7 +589,7 @@ def run_cycle(
     symbols = validate_symbols(list(symbols))
     now = check_instant(now)
     report = CycleReport()
-    ids = {"broker": broker, "ledger": ledger, "dag_id": dag_id, "run_id": run_id}
+    ids: dict[str, Any] = {"broker": broker, "ledger": ledger, "dag_id": dag_id, "run_id": run_id}
     assets: dict[str, Any] = {}
     with ledger.account_lock(broker.account, owner=f"{dag_id}/{run_id}", timeout_s=settings.lock_timeout_s):
         mine = decide_step(symbols, bars, now, **ids, settings=settings, report=report, forecasts=forecasts,

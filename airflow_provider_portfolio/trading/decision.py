@@ -75,18 +75,20 @@ def combine(signals: Mapping[str, Any], weights: Mapping[str, Any]) -> tuple[np.
     if missing:
         raise InvalidInputError(f"no signal for weighted name(s) {missing}; have {sorted(signals)}")
     total_weight = sum(weights.values())
-    support = None
-    weighted = None
+    support: np.ndarray | None = None
+    weighted: np.ndarray | None = None
     for name, w in weights.items():
         if w == 0:
             continue
         score = np.clip(np.nan_to_num(np.asarray(signals[name].score, dtype=np.float64)), -1.0, 1.0)
         conf = np.clip(np.nan_to_num(np.asarray(signals[name].confidence, dtype=np.float64)), 0.0, 1.0)
         if score.shape != conf.shape or (support is not None and score.shape != support.shape):
-            others = None if support is None else support.shape
+            others: tuple[int, ...] | None = None if support is None else support.shape
             raise InvalidInputError(f"signal {name!r} has shape {score.shape}, the others {others}")
         support = w * conf if support is None else support + w * conf
         weighted = w * conf * score if weighted is None else weighted + w * conf * score
+    if support is None or weighted is None:  # check_weights refuses weights that are all zero
+        raise InvalidInputError("every weight is 0: no signal to combine")
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(support > 0, weighted / np.where(support > 0, support, 1.0), 0.0)
     return np.clip(score, -1.0, 1.0), np.clip(support / total_weight, 0.0, 1.0)
@@ -128,8 +130,8 @@ def _round_toward_zero(qty: float, fractionable: bool) -> float:
 
 def decide(
     symbols: Sequence[str],
-    score: Sequence[float],
-    confidence: Sequence[float],
+    score: Sequence[float] | np.ndarray,
+    confidence: Sequence[float] | np.ndarray,
     prices: Mapping[str, float],
     positions: Mapping[str, float],
     equity: float,

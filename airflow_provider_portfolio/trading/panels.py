@@ -17,7 +17,7 @@ from airflow_provider_portfolio.trading.signals import Signal, forecast_signal, 
 def panels_of(bars: pd.DataFrame, symbols: Sequence[str], lookback: int) -> dict[str, np.ndarray]:
     """(symbols, lookback) close/high/low panels, right-aligned, NaN-padded on the left; and last ts."""
     n = len(symbols)
-    out = {k: np.full((n, lookback), np.nan) for k in ("close", "high", "low")}
+    out: dict[str, np.ndarray] = {k: np.full((n, lookback), np.nan) for k in ("close", "high", "low")}
     last_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
     ordered = bars[bars["symbol"].isin(symbols)] if not bars.empty else bars
     if not ordered.empty:
@@ -34,8 +34,11 @@ def panels_of(bars: pd.DataFrame, symbols: Sequence[str], lookback: int) -> dict
     return out
 
 
+ForecastInputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, str]]
+
+
 def _forecast_inputs(symbols: Sequence[str], last_close: np.ndarray, forecasts: pd.DataFrame | None,
-                     evaluations: pd.DataFrame | None, now: datetime) -> tuple[np.ndarray, ...]:
+                     evaluations: pd.DataFrame | None, now: datetime) -> ForecastInputs:
     """Expected log-return, band and health per symbol from the stored step-1 forecasts; reasons for the
     symbols whose forecast is missing or stale."""
     n = len(symbols)

@@ -59,6 +59,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
+from typing import Any
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
 
@@ -168,7 +169,8 @@ class RiskLimits:
             raise InvalidInputError(
                 f"unknown risk limit key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
             )
-        return cls(**dict(data))
+        values: dict[str, Any] = dict(data)
+        return cls(**values)
 
 
 @dataclass(frozen=True)

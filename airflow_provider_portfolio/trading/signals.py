@@ -76,7 +76,7 @@ Plain numpy; never imports Airflow.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -331,14 +331,14 @@ def technical_signal(closes: Any, *, high: Any = None, low: Any = None,
     if (high is None) != (low is None):
         raise InvalidInputError("give both high and low, or neither")
     x = _panel(closes)
-    builders = {
+    builders: dict[str, Callable[[np.ndarray], Signal]] = {
         "ma_crossover": ma_crossover_signal,
         "rsi": rsi_signal,
         "macd": macd_signal,
         "bollinger": bollinger_signal,
         "momentum": momentum_signal,
     }
-    parts = {name: builders[name](x) for name in TECHNICAL if w[name] > 0}
+    parts: dict[str, Signal] = {name: builders[name](x) for name in TECHNICAL if w[name] > 0}
     rows = x.shape[0]
     wc = np.zeros(rows)
     wcs = np.zeros(rows)
