@@ -8,6 +8,8 @@ cheap and domain code never needs it.
 
 from __future__ import annotations
 
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE
+
 SECTION = "portfolio"
 
 #: Option name -> (default, description). get_provider_info builds the declared section from this.
@@ -18,7 +20,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "connection exists, the store is a SQLite file under $AIRFLOW_HOME/portfolio/.",
     ),
     "default_exchange": (
-        "XNYS",
+        DEFAULT_EXCHANGE,
         "Exchange calendar for equities (any pandas-market-calendars name). Crypto pairs such as "
         "BTC/USD always use the 24/7 calendar.",
     ),

@@ -8,7 +8,10 @@ close. Replace ``trade_bar`` with the desk's job for one bar (the auto-trader, a
 
 When to use which: the timetable decides *when runs exist* (every N minutes in sessions, at the open,
 before the close); the sensor decides *whether a running task may proceed now* (it can also wait,
-deferred, for the next open without holding a worker slot).
+deferred, for the next open without holding a worker slot). Both compute the same trading windows and
+name the offsets alike: ``MarketSessionTimetable("XNYS", every=15, open_offset=5, close_offset=15)``
+would create runs only for the bars of the narrowed window (``open_offset``/``close_offset`` replace the
+timetable's older ``after_open``/``before_close``, which still work with a deprecation warning).
 """
 
 from __future__ import annotations

@@ -36,11 +36,20 @@ import pandas as pd
 from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.bars import parse_timeframe
 from airflow_provider_portfolio.market.params import is_crypto
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE, from_ns_array, to_ns_array
+
+__all__ = [
+    "ALWAYS_OPEN", "DEFAULT_EXCHANGE", "MarketCalendar", "bar_times", "calendar_for_symbol", "intraday_bar_starts",
+    "parse_session_date", "session_positions", "utc_ns",
+]
 
 ALWAYS_OPEN = "24/7"
 """Name of the around-the-clock calendar used for crypto pairs."""
+# DEFAULT_EXCHANGE ("XNYS"), the calendar of equities when none is given, is defined in timeutil (a module
+# that imports nothing heavy, for modules read at DAG parse time) and is public here.
 
 _DAY_NS = 86_400_000_000_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _MARGIN_NS = 3 * _DAY_NS  # a session's date and its UTC instants differ by at most a day or so
 _FIRST_YEAR = 1999  # a first schedule covers at least this year through next year + 2
 _MAX_YEAR = 2200
@@ -134,6 +143,8 @@ def _block(name: str, lo_ns: int, hi_ns: int) -> _Block:
 
 def _day_ns(value: object, param: str) -> int:
     """A date parameter as int64 nanoseconds of its (UTC) date at midnight."""
+    if isinstance(value, date) and not isinstance(value, datetime):  # the common case, without pandas
+        return (value.toordinal() - _EPOCH_ORDINAL) * _DAY_NS
     if isinstance(value, (date, datetime, pd.Timestamp, np.datetime64)):
         ts = pd.Timestamp(value)
     elif isinstance(value, str) and value.strip():
@@ -176,22 +187,18 @@ def _instant_ns(value: object, param: str) -> int:
     return int(ts.as_unit("ns").value)
 
 
-def _utc_index(ns: np.ndarray, name: str | None = None) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("M8[ns]"), name=name).tz_localize(_UTC)
-
-
 class MarketCalendar:
     """The sessions of one exchange (any pandas-market-calendars name) or ``"24/7"`` for crypto.
 
     Construction only resolves the name; instances are cheap and share one schedule cache per name.
 
-    :param name: calendar name, e.g. ``"XNYS"`` (default), ``"XLON"``, ``"24/7"``. Matched exactly,
-        then case-insensitively.
+    :param name: calendar name, e.g. ``"XNYS"`` (:data:`DEFAULT_EXCHANGE`, the default), ``"XLON"``,
+        ``"24/7"``. Matched exactly, then case-insensitively.
     :raises InvalidInputError: for an unknown name; the message suggests close matches and lists
         every valid name.
     """
 
-    def __init__(self, name: str = "XNYS") -> None:
+    def __init__(self, name: str = DEFAULT_EXCHANGE) -> None:
         if not isinstance(name, str) or not name.strip():
             raise InvalidInputError(f"calendar name must be a non-empty string, got {name!r}")
         self.name: str = _resolve_name(name.strip())
@@ -239,8 +246,8 @@ class MarketCalendar:
         index = pd.DatetimeIndex(block.days[i:j].view("M8[ns]"), name="session")
         return pd.DataFrame(
             {
-                "market_open": _utc_index(block.opens[i:j]).array,
-                "market_close": _utc_index(block.closes[i:j]).array,
+                "market_open": from_ns_array(block.opens[i:j]).array,
+                "market_close": from_ns_array(block.closes[i:j]).array,
             },
             index=index,
         )
@@ -329,8 +336,8 @@ class MarketCalendar:
         tf = parse_timeframe(timeframe)
         days, opens, closes = self.session_bounds(start, end)
         if tf.is_daily:
-            return _utc_index(days, name="ts")
-        return _utc_index(intraday_bar_starts(opens, closes, int(tf.delta.value)), name="ts")
+            return from_ns_array(days, name="ts")
+        return from_ns_array(intraday_bar_starts(opens, closes, int(tf.delta.value)), name="ts")
 
 
     def bar_bounds(self, ts_ns: np.ndarray, timeframe: str) -> tuple[np.ndarray, np.ndarray]:
@@ -366,10 +373,11 @@ class MarketCalendar:
 
 
 def utc_ns(values: object) -> np.ndarray:
-    """Instants (a Series, DatetimeIndex or datetime array) as int64 nanoseconds UTC; naive ones are UTC."""
-    index = pd.DatetimeIndex(values)
-    index = index.tz_localize(_UTC) if index.tz is None else index.tz_convert(_UTC)
-    return index.as_unit("ns").asi8
+    """Instants (a Series, DatetimeIndex or datetime array) as int64 nanoseconds UTC; naive ones are UTC.
+
+    Kept for callers of this name: :func:`~airflow_provider_portfolio.market.timeutil.to_ns_array`.
+    """
+    return to_ns_array(values)
 
 
 def session_positions(opens: np.ndarray, closes: np.ndarray, ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -397,7 +405,7 @@ def intraday_bar_starts(opens: np.ndarray, closes: np.ndarray, step_ns: int) -> 
     return np.repeat(opens, counts) + rank * step_ns
 
 
-def calendar_for_symbol(symbol: str, exchange: str = "XNYS") -> MarketCalendar:
+def calendar_for_symbol(symbol: str, exchange: str = DEFAULT_EXCHANGE) -> MarketCalendar:
     """The calendar a symbol trades on: ``"24/7"`` for crypto pairs (``BTC/USD``), else ``exchange``.
 
     :param symbol: ticker or crypto pair.
@@ -406,7 +414,7 @@ def calendar_for_symbol(symbol: str, exchange: str = "XNYS") -> MarketCalendar:
     return MarketCalendar(ALWAYS_OPEN if is_crypto(symbol) else exchange)
 
 
-def bar_times(bars: pd.DataFrame, exchange: str = "XNYS") -> tuple[np.ndarray, np.ndarray]:
+def bar_times(bars: pd.DataFrame, exchange: str = DEFAULT_EXCHANGE) -> tuple[np.ndarray, np.ndarray]:
     """When each row of a bar frame starts and ends (see :meth:`MarketCalendar.bar_bounds`), each symbol on its
     own calendar (:func:`calendar_for_symbol`): the one rule for "has this bar's open / close happened yet".
 
@@ -419,7 +427,7 @@ def bar_times(bars: pd.DataFrame, exchange: str = "XNYS") -> tuple[np.ndarray, n
     ends = starts.copy()
     if not n:
         return starts, ends
-    ts_ns = utc_ns(bars["ts"])
+    ts_ns = to_ns_array(bars["ts"])
     symbols, by_symbol = np.unique(bars["symbol"].to_numpy(dtype=str), return_inverse=True)
     names, by_calendar = np.unique([calendar_for_symbol(s, exchange).name for s in symbols], return_inverse=True)
     calendar_of_row = by_calendar[by_symbol]

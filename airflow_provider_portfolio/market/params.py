@@ -13,6 +13,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.market.timeutil import ensure_utc, is_aware, utc_date_of, utc_now
 
 _SYMBOL_RE = re.compile(r"^(?:[A-Z][A-Z0-9]{0,5}(?:[.\-][A-Z0-9]{1,3})?|[A-Z0-9]{2,10}/[A-Z]{2,5})$")
 
@@ -95,7 +96,7 @@ def utc_date(value: object, name: str) -> date:
     :raises InvalidInputError: when ``value`` is none of those.
     """
     if isinstance(value, datetime):
-        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
+        return utc_date_of(value, naive_is_utc=True)
     if isinstance(value, date):
         return value
     if isinstance(value, str):
@@ -168,16 +169,14 @@ def parse_instant(
                 instant = None
     if instant is None:
         raise InvalidInputError(f"{name} must be an ISO 8601 date or instant {_INSTANT_EXAMPLE}, got {value!r}")
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        if not naive_is_utc:
-            raise InvalidInputError(f"{name} must carry a time zone, got {value!r}: write e.g. "
-                                    "'2024-06-03T15:30:00+00:00' or '2024-06-03T11:30:00-04:00'")
-        instant = instant.replace(tzinfo=timezone.utc)
-    instant = instant.astimezone(timezone.utc)
+    if not is_aware(instant) and not naive_is_utc:
+        raise InvalidInputError(f"{name} must carry a time zone, got {value!r}: write e.g. "
+                                "'2024-06-03T15:30:00+00:00' or '2024-06-03T11:30:00-04:00'")
+    instant = ensure_utc(instant, name, naive_is_utc=True)
     if instant < EARLIEST_INSTANT:
         raise InvalidInputError(f"{name} {instant.isoformat()} is before {EARLIEST_INSTANT.date()}: "
                                 "give a date within the market's history")
-    clock = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    clock = ensure_utc(now or utc_now(), "now")
     if instant > clock + max_ahead:
         raise InvalidInputError(f"{name} {instant.isoformat()} is more than {_span(max_ahead)} after now "
                                 f"({clock.replace(microsecond=0).isoformat()}): a date that far ahead is a typo or a "

@@ -44,7 +44,8 @@ import pandas as pd
 
 from airflow_provider_portfolio.exceptions import DataQualityError, InvalidInputError
 from airflow_provider_portfolio.market.bars import PRICE_COLUMNS, VALUE_COLUMNS, parse_timeframe
-from airflow_provider_portfolio.market.calendar import session_positions, utc_ns
+from airflow_provider_portfolio.market.calendar import session_positions
+from airflow_provider_portfolio.market.timeutil import to_ns_array
 
 RULES: tuple[str, ...] = (
     "missing_values",
@@ -330,13 +331,8 @@ def _ts_text(ns: np.int64, missing: bool) -> str:
 
 def _ts_ns(ts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Timestamps as int64 UTC nanoseconds (naive ones taken as UTC) and where they are missing."""
-    if not isinstance(ts.dtype, pd.DatetimeTZDtype) and ts.dtype.kind != "M":
-        ts = pd.to_datetime(ts, errors="coerce", utc=True)
-    index = pd.DatetimeIndex(ts)
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    ns = index.as_unit("ns").asi8.copy()
-    missing = ns == _NAT
-    return ns, missing
+    ns = to_ns_array(ts, coerce=True)
+    return ns, ns == _NAT
 
 
 def _daily_by_symbol(bars: pd.DataFrame, codes: np.ndarray, n_symbols: int) -> np.ndarray:
@@ -411,7 +407,7 @@ def _outside(calendar: Any, ns: np.ndarray, daily: bool) -> np.ndarray:
         pos = np.minimum(np.searchsorted(dates, day), max(len(dates) - 1, 0))
         found = dates[pos] == day if len(dates) else np.zeros(len(ns), dtype=bool)
         return ~(found & (ns == day))
-    opens, closes = (utc_ns(sessions[col]) for col in ("market_open", "market_close"))
+    opens, closes = (to_ns_array(sessions[col]) for col in ("market_open", "market_close"))
     order = np.argsort(opens, kind="stable")
     _, inside = session_positions(opens[order], closes[order], ns)
     return ~inside

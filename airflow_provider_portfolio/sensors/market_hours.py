@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
-from airflow_provider_portfolio.market.windows import check_offsets_cheaply, coerce_offset
+from airflow_provider_portfolio.market.timeutil import utc_now
+from airflow_provider_portfolio.market.windows import check_offsets_cheaply, coerce_offset, trading_windows
 
 try:  # Airflow >= 3.2
     from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
@@ -30,7 +30,8 @@ class MarketHoursSensor(BaseSensorOperator):
 
     A trading window is a session narrowed by ``open_offset`` and ``close_offset``: ``[open +
     open_offset, close - close_offset)``, with the calendar's early closes, holidays and one-off
-    closures (see :mod:`airflow_provider_portfolio.market.windows`). With ``extended_hours`` its edges
+    closures, computed by :class:`~airflow_provider_portfolio.market.windows.TradingWindows` like the
+    session timetable's windows and :func:`~airflow_provider_portfolio.market.windows.window_state`. With ``extended_hours`` its edges
     are the pre-market start and post-market end (NYSE-type calendars only).
 
     When the window is open the sensor returns (XCom) ``{"exchange", "session", "session_open",
@@ -95,13 +96,15 @@ class MarketHoursSensor(BaseSensorOperator):
 
     def _now(self) -> datetime:
         """The current instant (UTC). The one clock of the sensor."""
-        return datetime.now(timezone.utc)
+        return utc_now()
 
     def _trading_windows(self) -> TradingWindows:
         from airflow_provider_portfolio.config import get_option
 
         exchange = self.exchange or get_option("default_exchange")
-        return _trading_windows(exchange, self.open_offset, self.close_offset, self.extended_hours)
+        # One validated TradingWindows per setting and process (cached), so later pokes skip the checks.
+        return trading_windows(exchange, open_offset=self.open_offset, close_offset=self.close_offset,
+                               extended_hours=self.extended_hours)
 
     def _defer(self, windows: TradingWindows, now: datetime, deadline: datetime) -> NoReturn:
         upcoming: Window = windows.next_window(now)
@@ -170,12 +173,3 @@ class MarketHoursSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(message)
         self._defer(windows, now, limit)
 
-
-@functools.lru_cache(maxsize=64)
-def _trading_windows(exchange: str, open_offset: timedelta, close_offset: timedelta,
-                     extended_hours: bool) -> TradingWindows:
-    """One validated :class:`TradingWindows` per setting and process, so later pokes skip the checks."""
-    from airflow_provider_portfolio.market.windows import TradingWindows
-
-    return TradingWindows(exchange, open_offset=open_offset, close_offset=close_offset,
-                          extended_hours=extended_hours)

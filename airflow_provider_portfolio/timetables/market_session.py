@@ -3,9 +3,12 @@
 Each session of the exchange (from :class:`~airflow_provider_portfolio.market.calendar.MarketCalendar`,
 early closes and one-off closures included) has a *trading window*::
 
-    [market_open + after_open, market_close - before_close)
+    [market_open + open_offset, market_close - close_offset)
 
-and the timetable turns windows into runs, in exactly one of three modes:
+computed by :class:`~airflow_provider_portfolio.market.windows.TradingWindows`, the same windows the
+:class:`~airflow_provider_portfolio.sensors.market_hours.MarketHoursSensor` and
+:func:`~airflow_provider_portfolio.market.windows.window_state` answer from. The timetable turns windows
+into runs, in exactly one of three modes:
 
 ``every=N`` (minutes, 1..1440)
     One run per bar ``[t, t + N min)``; bars start at the window's start and step by N minutes; the
@@ -13,13 +16,17 @@ and the timetable turns windows into runs, in exactly one of three modes:
     interval: the bar; ``run_after``: the bar's end.
 ``at="open"``
     One run per session; data interval ``[window start, window start]`` (exact), run at the window
-    start (the open plus ``after_open``).
+    start (the open plus ``open_offset``).
 ``at="close"``
     One run per session; data interval: the whole window ``[window start, window end]``, run at the
-    window end (the close minus ``before_close``), so the run sees the session it closes.
+    window end (the close minus ``close_offset``), so the run sees the session it closes.
 
 No run ever lies outside a session: weekends, holidays and closures have none, and a session whose
 window is empty (offsets longer than an early-close day) is skipped.
+
+The offsets were named ``after_open`` and ``before_close`` before; those names are still accepted as
+constructor keywords (with a ``DeprecationWarning``) and as read-only properties, and a DAG serialized with
+the old field names (``after_open_seconds``, ``before_close_seconds``) still deserializes.
 
 Importing this module is cheap: it imports Airflow's timetable base and nothing else of weight.
 pandas, numpy and pandas-market-calendars are imported on the first call that needs the calendar
@@ -36,8 +43,8 @@ among the plugins' registered ``timetables`` (see :mod:`airflow_provider_portfol
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,17 +52,17 @@ import pendulum
 from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE, to_ns, utc_date_of, utc_now
+from airflow_provider_portfolio.market.windows import check_offsets_cheaply
 
 if TYPE_CHECKING:
     from airflow.timetables.base import TimeRestriction
     from pendulum import DateTime
 
-    from airflow_provider_portfolio.market.calendar import MarketCalendar
+    from airflow_provider_portfolio.market.windows import TradingWindows
 
 __all__ = ["MarketSessionTimetable"]
 
-_UTC = dt.timezone.utc
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _EPOCH_PENDULUM = pendulum.datetime(1970, 1, 1, tz="UTC")
 _S = 1_000_000_000  # nanoseconds per second
 _DAY_S = 86_400
@@ -90,10 +97,13 @@ def _fmt(seconds: int) -> str:
     return f"{minutes} min"
 
 
+#: Old spelling -> new spelling of the offsets (constructor keywords and properties).
+_ALIASES = {"after_open": "open_offset", "before_close": "close_offset"}
+
+
 def _to_ns(value: dt.datetime) -> int:
-    """An instant as int nanoseconds since the epoch (naive values are taken as UTC)."""
-    # utctimetuple() takes a naive value as UTC; works alike for datetime and pendulum's DateTime.
-    return calendar.timegm(value.utctimetuple()) * _S + value.microsecond * 1000
+    """An instant from Airflow as int nanoseconds since the epoch (naive values are taken as UTC)."""
+    return to_ns(value, "instant", naive_is_utc=True)
 
 
 def _to_datetime(ns: int) -> DateTime:
@@ -101,8 +111,19 @@ def _to_datetime(ns: int) -> DateTime:
     return _EPOCH_PENDULUM + dt.timedelta(microseconds=ns // 1000)
 
 
-def _utc_date(ns: int) -> dt.date:
-    return (_EPOCH + dt.timedelta(microseconds=ns // 1000)).date()
+def _offset(new_name: str, new: object, old: object) -> tuple[str, object]:
+    """The offset given under its new name or its deprecated alias (the name used, the value)."""
+    old_name = next(k for k, v in _ALIASES.items() if v == new_name)
+    if old is None:
+        return new_name, 0 if new is None else new
+    if new is not None:
+        raise InvalidInputError(
+            f"give {new_name}= or its deprecated alias {old_name}=, not both (got {new_name}={new!r}, "
+            f"{old_name}={old!r})"
+        )
+    warnings.warn(f"MarketSessionTimetable({old_name}=...) is deprecated: use {new_name}= (same meaning)",
+                  DeprecationWarning, stacklevel=3)
+    return old_name, old
 
 
 class MarketSessionTimetable(Timetable):
@@ -115,10 +136,16 @@ class MarketSessionTimetable(Timetable):
         session per UTC day). Checked by :meth:`validate` (when Airflow parses the DAG).
     :param every: bar length: int minutes or a ``timedelta`` of whole minutes, 1 to 1440 minutes.
     :param at: ``"open"`` or ``"close"``: one run per session, at the window's start or end.
-    :param before_close: the window ends this long before the close (int minutes or timedelta).
-    :param after_open: the window starts this long after the open (int minutes or timedelta).
+    :param open_offset: the window starts this long after the open (int minutes or timedelta of whole
+        seconds), like the sensor's ``open_offset``.
+    :param close_offset: the window ends this long before the close (int minutes or timedelta of whole
+        seconds), like the sensor's ``close_offset``.
+    :param after_open: deprecated alias of ``open_offset``.
+    :param before_close: deprecated alias of ``close_offset``.
     :raises InvalidInputError: (a ``ValueError``) unless exactly one of ``every`` and ``at`` is given,
-        for an ``every`` out of range, an unknown ``at``, negative offsets, or offsets of a day or more.
+        for an ``every`` out of range, an unknown ``at``, negative offsets, offsets of a day or more (or
+        of a regular session or more, for the exchanges whose session length is known without loading
+        the calendar), or both spellings of one offset.
     """
 
     periodic = True
@@ -126,12 +153,14 @@ class MarketSessionTimetable(Timetable):
 
     def __init__(
         self,
-        exchange: str = "XNYS",
+        exchange: str = DEFAULT_EXCHANGE,
         *,
         every: dt.timedelta | int | None = None,
         at: str | None = None,
-        before_close: dt.timedelta | int = 0,
-        after_open: dt.timedelta | int = 0,
+        open_offset: dt.timedelta | int | None = None,
+        close_offset: dt.timedelta | int | None = None,
+        after_open: dt.timedelta | int | None = None,
+        before_close: dt.timedelta | int | None = None,
     ) -> None:
         if not isinstance(exchange, str) or not exchange.strip():
             raise InvalidInputError(f"exchange must be a calendar name like 'XNYS' or '24/7', got {exchange!r}")
@@ -151,19 +180,22 @@ class MarketSessionTimetable(Timetable):
             if not isinstance(at, str) or at.strip().lower() not in _AT:
                 raise InvalidInputError(f"at must be 'open' or 'close', got {at!r}")
             at = at.strip().lower()
-        before_s, after_s = _seconds(before_close, "before_close"), _seconds(after_open, "after_open")
-        for name, value, given in (("before_close", before_s, before_close), ("after_open", after_s, after_open)):
+        open_name, open_given = _offset("open_offset", open_offset, after_open)
+        close_name, close_given = _offset("close_offset", close_offset, before_close)
+        open_s, close_s = _seconds(open_given, open_name), _seconds(close_given, close_name)
+        for name, value, given in ((open_name, open_s, open_given), (close_name, close_s, close_given)):
             if value < 0:
                 raise InvalidInputError(f"{name} must not be negative, got {given!r}")
-        if before_s + after_s >= _DAY_S:
+        if open_s + close_s >= _DAY_S:
             raise InvalidInputError(
-                f"after_open ({_fmt(after_s)}) plus before_close ({_fmt(before_s)}) leave no trading window"
+                f"{open_name} ({_fmt(open_s)}) plus {close_name} ({_fmt(close_s)}) leave no trading window"
             )
+        check_offsets_cheaply(exchange.strip(), dt.timedelta(seconds=open_s), dt.timedelta(seconds=close_s))
         self._exchange = exchange.strip()
         self._every_s = every_s
         self._at = at
-        self._before_s = before_s
-        self._after_s = after_s
+        self._open_s = open_s
+        self._close_s = close_s
 
     # -- parameters --------------------------------------------------------------------------------
 
@@ -183,18 +215,30 @@ class MarketSessionTimetable(Timetable):
         return self._at
 
     @property
-    def before_close(self) -> dt.timedelta:
-        return dt.timedelta(seconds=self._before_s)
+    def open_offset(self) -> dt.timedelta:
+        """How long after the open the window starts."""
+        return dt.timedelta(seconds=self._open_s)
+
+    @property
+    def close_offset(self) -> dt.timedelta:
+        """How long before the close the window ends."""
+        return dt.timedelta(seconds=self._close_s)
 
     @property
     def after_open(self) -> dt.timedelta:
-        return dt.timedelta(seconds=self._after_s)
+        """Deprecated alias of :attr:`open_offset`."""
+        return self.open_offset
+
+    @property
+    def before_close(self) -> dt.timedelta:
+        """Deprecated alias of :attr:`close_offset`."""
+        return self.close_offset
 
     def __repr__(self) -> str:
         mode = f"every={self._every_s // 60}" if self._every_s is not None else f"at={self._at!r}"
         offsets = "".join(
             f", {name}=timedelta(seconds={value})"
-            for name, value in (("before_close", self._before_s), ("after_open", self._after_s))
+            for name, value in (("open_offset", self._open_s), ("close_offset", self._close_s))
             if value
         )
         return f"MarketSessionTimetable({self._exchange!r}, {mode}{offsets})"
@@ -205,16 +249,16 @@ class MarketSessionTimetable(Timetable):
         return self.serialize() == other.serialize()
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self._exchange, self._every_s, self._at, self._before_s, self._after_s))
+        return hash((type(self).__name__, self._exchange, self._every_s, self._at, self._open_s, self._close_s))
 
     # -- what the UI shows ---------------------------------------------------------------------------
 
     def _offsets_text(self) -> str:
         parts = []
-        if self._after_s:
-            parts.append(f"open +{_fmt(self._after_s)}")
-        if self._before_s:
-            parts.append(f"close -{_fmt(self._before_s)}")
+        if self._open_s:
+            parts.append(f"open +{_fmt(self._open_s)}")
+        if self._close_s:
+            parts.append(f"close -{_fmt(self._close_s)}")
         return f" ({', '.join(parts)})" if parts else ""
 
     @property
@@ -224,15 +268,15 @@ class MarketSessionTimetable(Timetable):
         if self._every_s is not None:
             return f"every {self._every_s // 60} min in {ex} sessions{self._offsets_text()}"
         if self._at == "open":
-            return f"{_fmt(self._after_s)} after {ex} open" if self._after_s else f"at {ex} open"
-        return f"{_fmt(self._before_s)} before {ex} close" if self._before_s else f"at {ex} close"
+            return f"{_fmt(self._open_s)} after {ex} open" if self._open_s else f"at {ex} open"
+        return f"{_fmt(self._close_s)} before {ex} close" if self._close_s else f"at {ex} close"
 
     @property
     def description(self) -> str:  # type: ignore[override]
         """One sentence for the UI: what runs when, and what each run's data interval covers."""
         ex = self._exchange
-        window = f"[{ex} open{' + ' + _fmt(self._after_s) if self._after_s else ''}, " + (
-            f"{ex} close{' - ' + _fmt(self._before_s) if self._before_s else ''})"
+        window = f"[{ex} open{' + ' + _fmt(self._open_s) if self._open_s else ''}, " + (
+            f"{ex} close{' - ' + _fmt(self._close_s) if self._close_s else ''})"
         )
         tail = "; no runs on weekends, holidays or closures, early closes included"
         if self._every_s is not None:
@@ -251,19 +295,26 @@ class MarketSessionTimetable(Timetable):
             "exchange": self._exchange,
             "every_minutes": None if self._every_s is None else self._every_s // 60,
             "at": self._at,
-            "before_close_seconds": self._before_s,
-            "after_open_seconds": self._after_s,
+            "open_offset_seconds": self._open_s,
+            "close_offset_seconds": self._close_s,
         }
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> MarketSessionTimetable:
+        """The timetable from :meth:`serialize`'s form, or the form of earlier versions, whose offsets were
+        ``after_open_seconds`` and ``before_close_seconds``."""
         every = data.get("every_minutes")
+
+        def seconds(key: str, old_key: str) -> dt.timedelta:
+            value = data.get(key, data.get(old_key))
+            return dt.timedelta(seconds=int(value or 0))
+
         return cls(
             data["exchange"],
             every=None if every is None else int(every),
             at=data.get("at"),
-            before_close=dt.timedelta(seconds=int(data.get("before_close_seconds", 0))),
-            after_open=dt.timedelta(seconds=int(data.get("after_open_seconds", 0))),
+            open_offset=seconds("open_offset_seconds", "after_open_seconds"),
+            close_offset=seconds("close_offset_seconds", "before_close_seconds"),
         )
 
     # -- validation with the calendar ---------------------------------------------------------------
@@ -277,24 +328,14 @@ class MarketSessionTimetable(Timetable):
         :raises InvalidInputError: for an unknown exchange (the message lists the valid names), or
             offsets that leave no trading window in a regular session.
         """
-        market = self._calendar()
-        if market.is_24_7:
-            regular_s = _DAY_S
-        else:
-            today = dt.date.today()
-            _, opens, closes = market.session_bounds(today - dt.timedelta(days=366), today)
-            lengths = sorted(((closes - opens) // _S).tolist())
-            regular_s = int(lengths[len(lengths) // 2]) if lengths else _DAY_S  # the median session
-        if self._after_s + self._before_s >= regular_s:
-            raise InvalidInputError(
-                f"after_open ({_fmt(self._after_s)}) plus before_close ({_fmt(self._before_s)}) leave no "
-                f"trading window in a regular {market.name} session ({_fmt(regular_s)})"
-            )
+        self._trading_windows()
 
-    def _calendar(self) -> MarketCalendar:
-        from airflow_provider_portfolio.market.calendar import MarketCalendar
+    def _trading_windows(self) -> TradingWindows:
+        """The exchange's trading windows for these offsets (built once per process and setting)."""
+        from airflow_provider_portfolio.market.windows import trading_windows
 
-        return MarketCalendar(self._exchange)
+        return trading_windows(self._exchange, open_offset=dt.timedelta(seconds=self._open_s),
+                               close_offset=dt.timedelta(seconds=self._close_s))
 
     # -- slots: runs as (start, end) nanoseconds; run_after is always the end ------------------------
 
@@ -302,14 +343,8 @@ class MarketSessionTimetable(Timetable):
         """Non-empty trading windows of the sessions dated from the UTC day before ``lo_ns`` to the one
         after ``hi_ns``, in order (a session's UTC instants lie within a day of its date)."""
         day = dt.timedelta(days=1)
-        _, opens, closes = self._calendar().session_bounds(_utc_date(lo_ns) - day, _utc_date(hi_ns) + day)
-        after, before = self._after_s * _S, self._before_s * _S
-        windows = []
-        for market_open, market_close in zip(opens.tolist(), closes.tolist()):
-            start, end = market_open + after, market_close - before
-            if start < end:
-                windows.append((start, end))
-        return windows
+        *_, starts, ends = self._trading_windows().window_bounds(utc_date_of(lo_ns) - day, utc_date_of(hi_ns) + day)
+        return list(zip(starts.tolist(), ends.tolist()))
 
     def _first_in_window(self, start: int, end: int, t: int) -> Slot | None:
         """The window's first slot starting at or after ``t``."""
@@ -398,7 +433,7 @@ class MarketSessionTimetable(Timetable):
                 return None
             candidates.append(from_earliest)
         if not restriction.catchup or not candidates:
-            now = _to_ns(dt.datetime.now(_UTC))
+            now = _to_ns(utc_now())
             latest_done = self._search_back(now, self._last_ending_in_window) or self._first_from(now)
             if latest_done is not None:
                 candidates.append(latest_done)

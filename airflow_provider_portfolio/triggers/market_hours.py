@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from airflow_provider_portfolio.market.timeutil import ensure_utc, utc_now
 
 
 class MarketOpenTrigger(BaseTrigger):
@@ -44,9 +41,7 @@ class MarketOpenTrigger(BaseTrigger):
                 moment = datetime.fromisoformat(moment)
             except ValueError:
                 raise InvalidInputError(f"moment must be an ISO datetime with an offset, got {moment!r}") from None
-        if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-            raise InvalidInputError(f"moment must be a timezone-aware datetime, got {moment!r}")
-        self.moment: datetime = moment.astimezone(timezone.utc)
+        self.moment: datetime = ensure_utc(moment, "moment")
         self.exchange = exchange
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -57,7 +52,7 @@ class MarketOpenTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
-            remaining = (self.moment - _utcnow()).total_seconds()
+            remaining = (self.moment - utc_now()).total_seconds()
             if remaining <= 0:
                 break
             self.log.debug("Waiting %.1f s until %s", remaining, self.moment.isoformat())

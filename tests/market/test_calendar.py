@@ -244,6 +244,16 @@ def test_calendar_for_symbol():
     assert calendar_for_symbol("VOD", "XLON").name == "XLON"
 
 
+def test_one_default_exchange():
+    from airflow_provider_portfolio.config import OPTIONS
+    from airflow_provider_portfolio.market.windows import TradingWindows
+
+    assert calendar_module.DEFAULT_EXCHANGE == "XNYS"
+    assert MarketCalendar().name == calendar_for_symbol("AAPL").name == calendar_module.DEFAULT_EXCHANGE
+    assert TradingWindows().exchange == calendar_module.DEFAULT_EXCHANGE
+    assert OPTIONS["default_exchange"][0] == calendar_module.DEFAULT_EXCHANGE
+
+
 # --- 24/7 -----------------------------------------------------------------------------------------
 
 

@@ -72,7 +72,7 @@ def test_sleeps_in_short_chunks(monkeypatch):
                   datetime(2024, 7, 5, 13, 29, 30, tzinfo=UTC), datetime(2024, 7, 5, 13, 30, tzinfo=UTC)])
     from airflow_provider_portfolio.triggers import market_hours
 
-    monkeypatch.setattr(market_hours, "_utcnow", lambda: next(clock))
+    monkeypatch.setattr(market_hours, "utc_now", lambda: next(clock))
     monkeypatch.setattr(market_hours.asyncio, "sleep", fake_sleep)
     trigger = MarketOpenTrigger(moment=datetime(2024, 7, 5, 13, 30, tzinfo=UTC), exchange="XNYS")
     events = asyncio.run(collect(trigger))

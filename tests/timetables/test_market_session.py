@@ -91,7 +91,7 @@ def test_after_the_early_close_the_next_bar_is_the_next_session_open():
 
 def test_last_bar_is_cut_at_the_close_and_offsets_shape_the_window():
     # 45-minute bars from 09:35 to 15:45 New York on 2024-07-01 (13:35-19:45 UTC): the 9th bar is cut.
-    timetable = MarketSessionTimetable("XNYS", every=timedelta(minutes=45), after_open=5, before_close=15)
+    timetable = MarketSessionTimetable("XNYS", every=timedelta(minutes=45), open_offset=5, close_offset=15)
     got = runs(timetable, catchup_from(utc(2024, 7, 1)), until=utc(2024, 7, 1, 23, 0))
     assert len(got) == 9
     assert got[0] == (utc(2024, 7, 1, 13, 35), utc(2024, 7, 1, 14, 20), utc(2024, 7, 1, 14, 20))
@@ -139,14 +139,14 @@ def test_at_open_is_an_exact_interval_at_the_open():
     assert got == [(t, t, t) for t in (
         utc(2024, 7, 1, 13, 30), utc(2024, 7, 2, 13, 30), utc(2024, 7, 3, 13, 30), utc(2024, 7, 5, 13, 30),
     )]
-    late = MarketSessionTimetable("XNYS", at="open", after_open=timedelta(minutes=5))
+    late = MarketSessionTimetable("XNYS", at="open", open_offset=timedelta(minutes=5))
     assert first_run(late, catchup_from(utc(2024, 3, 11))) == (
         utc(2024, 3, 11, 13, 35), utc(2024, 3, 11, 13, 35), utc(2024, 3, 11, 13, 35)
     )
 
 
 def test_at_close_with_before_close_covers_the_session_and_runs_before_the_close():
-    timetable = MarketSessionTimetable("XNYS", at="close", before_close=15)
+    timetable = MarketSessionTimetable("XNYS", at="close", close_offset=15)
     got = runs(timetable, catchup_from(utc(2024, 11, 27)), until=utc(2024, 12, 3))
     assert got == [
         (utc(2024, 11, 27, 14, 30), utc(2024, 11, 27, 20, 45), utc(2024, 11, 27, 20, 45)),
@@ -219,7 +219,7 @@ def test_latest_restriction_ends_the_schedule():
         ({"every": 30}, utc(2024, 7, 8, 13, 0), (utc(2024, 7, 5, 19, 30), utc(2024, 7, 5, 20, 0))),
         ({"at": "open"}, utc(2024, 7, 4, 12, 0), (utc(2024, 7, 3, 13, 30), utc(2024, 7, 3, 13, 30))),
         ({"at": "close"}, utc(2024, 7, 3, 15, 0), (utc(2024, 7, 3, 13, 30), utc(2024, 7, 3, 17, 0))),
-        ({"at": "close", "before_close": 15}, utc(2024, 11, 29, 20, 0),
+        ({"at": "close", "close_offset": 15}, utc(2024, 11, 29, 20, 0),
          (utc(2024, 11, 29, 14, 30), utc(2024, 11, 29, 17, 45))),
     ],
 )
@@ -235,9 +235,9 @@ def test_infer_manual_data_interval(kwargs, run_after, expected):
     "timetable",
     [
         MarketSessionTimetable("XNYS", every=5),
-        MarketSessionTimetable("XLON", every=timedelta(hours=1), after_open=timedelta(seconds=90), before_close=15),
-        MarketSessionTimetable("XNYS", at="open", after_open=5),
-        MarketSessionTimetable("24/7", at="close", before_close=timedelta(minutes=30)),
+        MarketSessionTimetable("XLON", every=timedelta(hours=1), open_offset=timedelta(seconds=90), close_offset=15),
+        MarketSessionTimetable("XNYS", at="open", open_offset=5),
+        MarketSessionTimetable("24/7", at="close", close_offset=timedelta(minutes=30)),
     ],
 )
 def test_serialize_round_trip(timetable):
@@ -248,19 +248,72 @@ def test_serialize_round_trip(timetable):
 
 
 def test_serialized_form():
-    assert MarketSessionTimetable("XNYS", every=5, before_close=15).serialize() == {
-        "exchange": "XNYS", "every_minutes": 5, "at": None, "before_close_seconds": 900, "after_open_seconds": 0,
+    assert MarketSessionTimetable("XNYS", every=5, close_offset=15).serialize() == {
+        "exchange": "XNYS", "every_minutes": 5, "at": None, "open_offset_seconds": 0, "close_offset_seconds": 900,
     }
+
+
+# -- the old offset names: after_open / before_close ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"every": 45, "after_open": 5, "before_close": 15}, {"every": 45, "open_offset": 5, "close_offset": 15}),
+        ({"at": "open", "after_open": timedelta(minutes=5)}, {"at": "open", "open_offset": timedelta(minutes=5)}),
+        ({"at": "close", "before_close": 15}, {"at": "close", "close_offset": 15}),
+    ],
+)
+def test_old_offset_names_give_the_same_schedule(old, new):
+    with pytest.warns(DeprecationWarning, match=r"use (open|close)_offset="):
+        aliased = MarketSessionTimetable("XNYS", **old)
+    current = MarketSessionTimetable("XNYS", **new)
+    restriction = catchup_from(utc(2024, 11, 26))  # Thanksgiving week: a holiday and an early close
+    got = runs(aliased, restriction, until=utc(2024, 12, 3))
+    assert got == runs(current, restriction, until=utc(2024, 12, 3)) and len(got) >= 4
+    assert aliased == current and aliased.serialize() == current.serialize()
+    assert (aliased.after_open, aliased.before_close) == (current.open_offset, current.close_offset)
+    assert aliased.summary == current.summary
+
+
+def test_new_names_do_not_warn(recwarn):
+    MarketSessionTimetable("XNYS", every=5, open_offset=5, close_offset=15)
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+def test_both_spellings_of_one_offset_are_refused():
+    with pytest.raises(InvalidInputError, match="not both") as caught:
+        MarketSessionTimetable("XNYS", every=5, open_offset=5, after_open=5)
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(InvalidInputError, match="give close_offset= or its deprecated alias before_close=, not both"):
+        MarketSessionTimetable("XNYS", at="close", close_offset=timedelta(0), before_close=15)
+    # One offset under each spelling is fine.
+    with pytest.warns(DeprecationWarning):
+        mixed = MarketSessionTimetable("XNYS", every=5, open_offset=5, before_close=15)
+    assert (mixed.open_offset, mixed.close_offset) == (timedelta(minutes=5), timedelta(minutes=15))
+
+
+def test_old_serialized_form_still_deserializes():
+    old = {"exchange": "XNYS", "every_minutes": 5, "at": None, "before_close_seconds": 900, "after_open_seconds": 300}
+    restored = MarketSessionTimetable.deserialize(json.loads(json.dumps(old)))
+    assert restored == MarketSessionTimetable("XNYS", every=5, open_offset=5, close_offset=15)
+    assert restored.serialize() == {"exchange": "XNYS", "every_minutes": 5, "at": None,
+                                    "open_offset_seconds": 300, "close_offset_seconds": 900}
+    at_close = MarketSessionTimetable.deserialize({"exchange": "XNYS", "at": "close", "before_close_seconds": 900})
+    assert first_run(at_close, catchup_from(utc(2024, 11, 29)))[2] == utc(2024, 11, 29, 17, 45)
+    # Oldest form of all: no offsets stored.
+    assert MarketSessionTimetable.deserialize({"exchange": "24/7", "at": "open"}) == MarketSessionTimetable(
+        "24/7", at="open")
 
 
 def test_summary_and_description():
     assert MarketSessionTimetable("XNYS", every=5).summary == "every 5 min in XNYS sessions"
     assert MarketSessionTimetable("XNYS", at="open").summary == "at XNYS open"
     assert MarketSessionTimetable("XNYS", at="Close").summary == "at XNYS close"
-    assert MarketSessionTimetable("XNYS", at="close", before_close=15).summary == "15 min before XNYS close"
-    assert MarketSessionTimetable("XNYS", at="open", after_open=5).summary == "5 min after XNYS open"
+    assert MarketSessionTimetable("XNYS", at="close", close_offset=15).summary == "15 min before XNYS close"
+    assert MarketSessionTimetable("XNYS", at="open", open_offset=5).summary == "5 min after XNYS open"
     assert (
-        MarketSessionTimetable("XNYS", every=15, after_open=5, before_close=15).summary
+        MarketSessionTimetable("XNYS", every=15, open_offset=5, close_offset=15).summary
         == "every 15 min in XNYS sessions (open +5 min, close -15 min)"
     )
     description = MarketSessionTimetable("XNYS", every=15).description
@@ -278,12 +331,17 @@ def test_summary_and_description():
         ({"every": "5m"}, "every must be a number of minutes"),
         ({"every": True}, "every must be a number of minutes"),
         ({"at": "noon"}, "at must be 'open' or 'close'"),
-        ({"at": "open", "before_close": -1}, "before_close must not be negative"),
-        ({"every": 5, "after_open": timedelta(minutes=-5)}, "after_open must not be negative"),
-        ({"every": 5, "after_open": 720, "before_close": 720}, "leave no trading window"),
+        ({"at": "open", "close_offset": -1}, "close_offset must not be negative"),
+        ({"every": 5, "open_offset": timedelta(minutes=-5)}, "open_offset must not be negative"),
+        ({"every": 5, "open_offset": 720, "close_offset": 720}, "leave no trading window"),
+        ({"every": 5, "open_offset": 240, "close_offset": 150}, "lasts 6:30:00"),  # XNYS known without a calendar
+        ({"at": "open", "before_close": -1}, "before_close must not be negative"),  # the alias' own name
+        ({"every": 5, "open_offset": 5, "after_open": 5}, "give open_offset= or its deprecated alias after_open="),
+        ({"every": 5, "close_offset": 0, "before_close": 15}, "give close_offset= or its deprecated alias"),
         ({"exchange": "", "every": 5}, "exchange must be a calendar name"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:MarketSessionTimetable:DeprecationWarning")
 def test_bad_input_fails_at_construction(kwargs, message):
     with pytest.raises(InvalidInputError, match=message) as caught:
         MarketSessionTimetable(**kwargs)
@@ -293,16 +351,18 @@ def test_bad_input_fails_at_construction(kwargs, message):
 def test_validate_checks_exchange_and_regular_session():
     with pytest.raises(InvalidInputError, match=r"unknown market calendar 'NOPE'.*Valid names: .*XNYS"):
         MarketSessionTimetable("NOPE", every=5).validate()
-    # A regular NYSE session lasts 6 h 30 min.
-    with pytest.raises(InvalidInputError, match=r"no trading window in a regular XNYS session \(6 h 30 min\)"):
-        MarketSessionTimetable("XNYS", every=5, after_open=200, before_close=190).validate()
-    MarketSessionTimetable("XNYS", every=5, after_open=200, before_close=189).validate()
-    MarketSessionTimetable("24/7", every=5, after_open=200, before_close=190).validate()
+    # A regular session of XPAR (not in the table known without a calendar) lasts 8 h 30 min.
+    too_long = MarketSessionTimetable("XPAR", every=5, open_offset=300, close_offset=210)
+    with pytest.raises(InvalidInputError, match=r"leave no trading window: a regular session of XPAR lasts 8:30:00"):
+        too_long.validate()
+    MarketSessionTimetable("XPAR", every=5, open_offset=300, close_offset=209).validate()
+    MarketSessionTimetable("XNYS", every=5, open_offset=200, close_offset=189).validate()
+    MarketSessionTimetable("24/7", every=5, open_offset=200, close_offset=190).validate()
 
 
 def test_sessions_too_short_for_the_offsets_get_no_run():
     # Window 09:30+4h = 13:30 NY ... close-0: the 13:00 early close of 2024-07-03 leaves nothing.
-    timetable = MarketSessionTimetable("XNYS", at="open", after_open=240)
+    timetable = MarketSessionTimetable("XNYS", at="open", open_offset=240)
     got = runs(timetable, catchup_from(utc(2024, 7, 2)), until=utc(2024, 7, 6))
     assert [r[0] for r in got] == [utc(2024, 7, 2, 17, 30), utc(2024, 7, 5, 17, 30)]
 
@@ -312,7 +372,7 @@ def test_importing_and_constructing_loads_nothing_heavy():
         import json, sys
         from airflow_provider_portfolio.timetables.market_session import MarketSessionTimetable
         import airflow_provider_portfolio.plugins
-        MarketSessionTimetable("XNYS", every=15, before_close=15).serialize()
+        MarketSessionTimetable("XNYS", every=15, close_offset=15).serialize()
         MarketSessionTimetable("XNYS", at="open").summary
         print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
     """)
@@ -358,18 +418,29 @@ def test_plugin_lists_the_timetable():
 
 
 def test_dag_round_trips_through_airflow_serializer(registered):
-    timetable = MarketSessionTimetable("XNYS", every=15, before_close=15)
+    timetable = MarketSessionTimetable("XNYS", every=15, close_offset=15)
     serializer = _dag_serialization()
     data = json.loads(json.dumps(serializer.to_dict(_dag(timetable))))
     assert data["dag"]["timetable"] == {
         "__type": QUALNAME,
-        "__var": {"exchange": "XNYS", "every_minutes": 15, "at": None, "before_close_seconds": 900,
-                  "after_open_seconds": 0},
+        "__var": {"exchange": "XNYS", "every_minutes": 15, "at": None, "open_offset_seconds": 0,
+                  "close_offset_seconds": 900},
     }
     restored = serializer.from_dict(data)
     assert isinstance(restored.timetable, MarketSessionTimetable)
     assert restored.timetable == timetable
     assert restored.timetable.summary == "every 15 min in XNYS sessions (close -15 min)"
+
+
+def test_dag_serialized_with_the_old_field_names_deserializes_through_airflow(registered):
+    timetable = MarketSessionTimetable("XNYS", every=15, open_offset=5, close_offset=15)
+    serializer = _dag_serialization()
+    data = json.loads(json.dumps(serializer.to_dict(_dag(timetable))))
+    data["dag"]["timetable"]["__var"] = {"exchange": "XNYS", "every_minutes": 15, "at": None,
+                                         "before_close_seconds": 900, "after_open_seconds": 300}
+    restored = serializer.from_dict(data)
+    assert restored.timetable == timetable
+    assert restored.timetable.summary == "every 15 min in XNYS sessions (open +5 min, close -15 min)"
 
 
 def test_unregistered_timetable_is_refused_by_airflow(monkeypatch):
@@ -399,7 +470,7 @@ def test_real_plugin_loading_registers_the_timetable(tmp_path):
         from airflow_provider_portfolio.timetables import MarketSessionTimetable
 
         ser = getattr(serialized_objects, "DagSerialization", None) or serialized_objects.SerializedDAG
-        with DAG("d", schedule=MarketSessionTimetable("XNYS", at="close", before_close=15),
+        with DAG("d", schedule=MarketSessionTimetable("XNYS", at="close", close_offset=15),
                  start_date=pendulum.datetime(2024, 11, 29, tz="UTC")) as dag:
             BaseOperator(task_id="t")
         restored = ser.from_dict(json.loads(json.dumps(ser.to_dict(dag))))
