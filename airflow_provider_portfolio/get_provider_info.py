@@ -95,12 +95,12 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
     },
 ]
 
-HOOK_MODULES = [
+#: The hooks' modules: the store's, then those of :data:`CONNECTION_TYPES` (the one list to edit when a vendor
+#: is added; connection ids resolve to hooks through it, by Airflow's ``Connection.get_hook``).
+HOOK_MODULES = list(dict.fromkeys([
     "airflow_provider_portfolio.hooks.store",
-    "airflow_provider_portfolio.hooks.alpaca",
-    "airflow_provider_portfolio.hooks.alphavantage",
-    "airflow_provider_portfolio.hooks.finnhub",
-]
+    *(entry["hook-class-name"].rpartition(".")[0] for entry in CONNECTION_TYPES),
+]))
 
 
 def get_provider_info() -> dict[str, Any]:

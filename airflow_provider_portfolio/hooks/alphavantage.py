@@ -46,7 +46,9 @@ Timestamps:
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +86,8 @@ _PREMIUM = re.compile(r"(?i)premium (?:endpoint|feature)|premium plans? .*(?:unl
 
 
 class AlphaVantageHook(VendorHook):
-    """Alpha Vantage through its HTTP API; a :class:`~airflow_provider_portfolio.market.sources.MarketDataSource`.
+    """Alpha Vantage through its HTTP API; a :class:`~airflow_provider_portfolio.market.sources.BarSource` and
+    :class:`~airflow_provider_portfolio.market.sources.NewsSource` (news scored by the vendor).
 
     :param alphavantage_conn_id: the ``alphavantage`` connection (API key in the password). Nothing is
         read until a method is called.
@@ -106,6 +109,8 @@ class AlphaVantageHook(VendorHook):
     max_intraday_months: int = 12
     #: What an intraday key labels: ``"start"`` (observed) or ``"end"`` of the bar.
     intraday_label: str = "start"
+    #: Articles :meth:`get_news` asks for (one call whatever the number; the vendor allows 1 to 1000).
+    news_limit: int = 200
 
     def __init__(self, alphavantage_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -185,6 +190,26 @@ class AlphaVantageHook(VendorHook):
     # --- bars -----------------------------------------------------------------------------------
 
     def get_bars(
+        self, symbols: str | Sequence[str], start: date | datetime, end: date | datetime, timeframe: str = "1Day"
+    ) -> pd.DataFrame:
+        """Bars of one symbol or of a list: the :class:`~airflow_provider_portfolio.market.sources.BarSource` call.
+
+        Alpha Vantage serves one symbol a call, so a list is asked symbol by symbol (:meth:`bars_of`) through
+        :meth:`VendorHook.bars_in_batches`: a symbol that fails fails alone, and a rate limit (or a refused
+        key, or the vendor unavailable) stops the loop, the remaining symbols failing with that reason and no
+        more calls spent.
+
+        :param symbols: one ticker or pair, a list, or a comma-separated string (checked before any call).
+        :raises PartialBarsError: when some symbols were served and others failed.
+        :raises VendorError: (and subclasses) when every symbol failed for one reason (one symbol asked).
+        """
+        from airflow_provider_portfolio.market.params import validate_symbols
+
+        names = validate_symbols(symbols)
+        return self.bars_in_batches([[name] for name in names],
+                                    lambda batch: self.bars_of(batch[0], start, end, timeframe))
+
+    def bars_of(
         self, symbol: str, start: date | datetime, end: date | datetime, timeframe: str = "1Day"
     ) -> pd.DataFrame:
         """Bars of ``symbol`` dated in [start, end] (UTC dates), oldest first, as the canonical bar frame.
@@ -329,9 +354,10 @@ class AlphaVantageHook(VendorHook):
     ) -> list[NewsItem]:
         """News of ``symbols`` from ``NEWS_SENTIMENT``: one item per (article, requested ticker it scores).
 
-        ``score`` is the article's ``ticker_sentiment_score`` for that ticker, clipped to [-1, 1] (an
-        article lacking a readable score for it is scored with
-        :func:`~airflow_provider_portfolio.market.news.score_text` on its title and summary).
+        ``score`` and ``vendor_score`` are the article's ``ticker_sentiment_score`` for that ticker, clipped to
+        [-1, 1] (an article lacking a readable score for it is scored with
+        :func:`~airflow_provider_portfolio.market.news.score_text` on its title and summary, ``vendor_score``
+        ``None``).
         ``published`` is ``time_published`` read as UTC. Crypto pairs ``BTC/USD`` are asked as
         ``CRYPTO:BTC`` and reported under the pair.
 
@@ -387,17 +413,25 @@ class AlphaVantageHook(VendorHook):
                     score = float(entry["ticker_sentiment_score"])
                 except (KeyError, TypeError, ValueError):
                     score = float("nan")
-                if score != score:  # missing or NaN
+                vendor_score: float | None = min(1.0, max(-1.0, score)) if math.isfinite(score) else None
+                if vendor_score is None:  # missing, NaN or infinite: the lexicon scores the article
                     score = score_text(headline, article.get("summary"))
                 items.append(NewsItem(
                     symbol=symbol,
                     published=published,
                     headline=headline,
-                    score=min(1.0, max(-1.0, score)),
+                    score=vendor_score if vendor_score is not None else min(1.0, max(-1.0, score)),
                     source="alphavantage",
                     url=article.get("url") or None,
+                    vendor_score=vendor_score,
                 ))
         return sort_news(items)
+
+    def get_news(self, symbols: Sequence[str], start: date | datetime, end: date | datetime) -> list[NewsItem]:
+        """The :class:`~airflow_provider_portfolio.market.sources.NewsSource` call: :meth:`get_news_sentiment`
+        of [start, end] asking :attr:`news_limit` articles, each item carrying Alpha Vantage's per-ticker score
+        (``vendor_score``, and ``score`` the same)."""
+        return self.get_news_sentiment(symbols, start, end, limit=self.news_limit)
 
     # --- Test button ----------------------------------------------------------------------------
 

@@ -29,6 +29,9 @@ open, which has the same UTC date); intraday candles are labelled by ``t``, the 
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +49,9 @@ if TYPE_CHECKING:
     import requests
 
     from airflow_provider_portfolio.market.news import NewsItem
+    from airflow_provider_portfolio.market.sources import Quote
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://finnhub.io/api/v1"
 
@@ -56,7 +62,9 @@ QUOTE_FIELDS = ("c", "d", "dp", "h", "l", "o", "pc", "t")
 
 
 class FinnhubHook(VendorHook):
-    """Finnhub through its REST API; a :class:`~airflow_provider_portfolio.market.sources.MarketDataSource`.
+    """Finnhub through its REST API; a :class:`~airflow_provider_portfolio.market.sources.BarSource`,
+    :class:`~airflow_provider_portfolio.market.sources.NewsSource` (company news, lexicon-scored) and
+    :class:`~airflow_provider_portfolio.market.sources.QuoteSource`.
 
     :param finnhub_conn_id: the ``finnhub`` connection (API key in the password). Nothing is read until
         a method is called.
@@ -120,7 +128,73 @@ class FinnhubHook(VendorHook):
                                      conn_id=self.conn_id)
         return {k: body.get(k) for k in QUOTE_FIELDS}
 
+    def get_quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
+        """The :class:`~airflow_provider_portfolio.market.sources.QuoteSource` call: one ``/quote`` per symbol.
+
+        ``price`` is ``c`` (the last price), ``ts`` is ``t``; ``/quote`` has no bid or ask. A symbol Finnhub
+        does not know (its all-zero answer) or without a price is left out; so is one whose call fails, except
+        that a rate limit, a refused key or the vendor unavailable stops the loop (the rest are left out).
+
+        :raises VendorError: (and subclasses) when no symbol was quoted and a call failed.
+        """
+        from airflow_provider_portfolio.market.params import validate_symbols
+        from airflow_provider_portfolio.market.sources import Quote
+
+        quotes: dict[str, Quote] = {}
+        errors: list[VendorError] = []
+        for symbol in validate_symbols(list(symbols)):
+            try:
+                body = self.get_quote(symbol)
+            except UnknownSymbolError:
+                continue
+            except VendorError as err:
+                errors.append(err)
+                log.warning("%s: no quote of %s: %s", self.conn_id, symbol, err)
+                if isinstance(err, self.STOPS_BATCHES):
+                    break
+                continue
+            try:
+                price, stamp = float(body["c"]), int(body["t"])
+            except (TypeError, ValueError):
+                continue
+            if stamp > 0 and math.isfinite(price) and price > 0:
+                ts = datetime.fromtimestamp(stamp, tz=timezone.utc)
+                quotes[symbol] = Quote(symbol=symbol, price=price, ts=ts, source=self.name)
+        if not quotes and errors:
+            raise errors[0]
+        return quotes
+
     # --- news -----------------------------------------------------------------------------------
+
+    def get_news(self, symbols: Sequence[str], start: date | datetime, end: date | datetime) -> list[NewsItem]:
+        """The :class:`~airflow_provider_portfolio.market.sources.NewsSource` call: :meth:`get_company_news` of
+        each equity (crypto pairs have no company news: left out, not an error), lexicon-scored.
+
+        A symbol whose call fails is left out (logged), and a rate limit, a refused key or the vendor
+        unavailable stops the loop.
+
+        :raises VendorError: (and subclasses) when a call failed and no equity's news was read.
+        """
+        from airflow_provider_portfolio.market.news import sort_news
+        from airflow_provider_portfolio.market.params import is_crypto, validate_symbols
+
+        equities = [s for s in validate_symbols(list(symbols)) if not is_crypto(s)]
+        utc_date_range(start, end)  # a bad range is refused before any call
+        items: list[NewsItem] = []
+        errors: list[VendorError] = []
+        read = 0
+        for symbol in equities:
+            try:
+                items += self.get_company_news(symbol, start, end)
+                read += 1
+            except VendorError as err:
+                errors.append(err)
+                log.warning("%s: no company news of %s: %s", self.conn_id, symbol, err)
+                if isinstance(err, self.STOPS_BATCHES):
+                    break
+        if errors and not read:
+            raise errors[0]
+        return sort_news(items)
 
     def get_company_news(self, symbol: str, start: date | datetime, end: date | datetime) -> list[NewsItem]:
         """``/company-news`` of an equity for [start, end] (UTC dates), scored with ``score_text``.
@@ -167,6 +241,26 @@ class FinnhubHook(VendorHook):
     # --- bars -----------------------------------------------------------------------------------
 
     def get_bars(
+        self, symbols: str | Sequence[str], start: date | datetime, end: date | datetime, timeframe: str = "1Day"
+    ) -> pd.DataFrame:
+        """Bars of one symbol or of a list: the :class:`~airflow_provider_portfolio.market.sources.BarSource` call.
+
+        Finnhub serves one symbol a call, so a list is asked symbol by symbol (:meth:`bars_of`) through
+        :meth:`VendorHook.bars_in_batches`: a symbol that fails fails alone, and a rate limit (or a refused
+        key, or the vendor unavailable) stops the loop, the remaining symbols failing with that reason and no
+        more calls spent.
+
+        :param symbols: one ticker or pair, a list, or a comma-separated string (checked before any call).
+        :raises PartialBarsError: when some symbols were served and others failed.
+        :raises VendorError: (and subclasses) when every symbol failed for one reason (one symbol asked).
+        """
+        from airflow_provider_portfolio.market.params import validate_symbols
+
+        names = validate_symbols(symbols)
+        return self.bars_in_batches([[name] for name in names],
+                                    lambda batch: self.bars_of(batch[0], start, end, timeframe))
+
+    def bars_of(
         self, symbol: str, start: date | datetime, end: date | datetime, timeframe: str = "1Day"
     ) -> pd.DataFrame:
         """Candles of ``symbol`` dated in [start, end] (UTC dates), oldest first, as the canonical bar frame.

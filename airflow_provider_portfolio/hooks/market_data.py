@@ -1,7 +1,9 @@
-"""Resolve the ``sources=`` of data operators into :class:`MarketDataSource` objects.
+"""Resolve the ``sources=`` of data operators into :class:`~airflow_provider_portfolio.market.sources.BarSource` objects.
 
-A source name is either ``"synthetic"`` (the built-in synthetic market) or an Airflow connection id
-whose connection type picks the hook that serves it (``alpaca``, ``alphavantage``, ``finnhub``).
+A source name is either ``"synthetic"`` (the built-in synthetic market) or an Airflow connection id whose
+connection type picks its hook the way Airflow does (``Connection.get_hook``, from the providers'
+``connection-types``: ``alpaca``, ``alphavantage``, ``finnhub`` here); the hook must be a ``BarSource``
+(see :mod:`~airflow_provider_portfolio.hooks.connections`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,11 @@ from typing import TYPE_CHECKING
 from airflow_provider_portfolio.exceptions import InvalidInputError
 
 if TYPE_CHECKING:
-    from airflow_provider_portfolio.market.sources import MarketDataSource
+    from airflow_provider_portfolio.market.sources import BarSource
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
-
-#: Connection type -> dotted path of the hook class that serves bars for it.
-SOURCE_HOOKS: dict[str, str] = {
-    "alpaca": "airflow_provider_portfolio.hooks.alpaca.AlpacaHook",
-    "alphavantage": "airflow_provider_portfolio.hooks.alphavantage.AlphaVantageHook",
-    "finnhub": "airflow_provider_portfolio.hooks.finnhub.FinnhubHook",
-}
 
 #: Connections used, in this order, when an operator is given no sources and they exist.
 DEFAULT_DATA_CONNECTIONS = ("alpaca_default", "alphavantage_default", "finnhub_default")
@@ -87,21 +82,33 @@ def validate_source_names(sources: object) -> list[str]:
     return [s.strip() for s in sources]
 
 
-def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[MarketDataSource]:
+def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[BarSource]:
     """Turn source names into source objects, in order.
+
+    A connection id becomes its hook (``BaseHook.get_connection(name).get_hook()``), checked to be a
+    :class:`~airflow_provider_portfolio.market.sources.BarSource`; what else it implements (news, quotes) the
+    jobs find through the other protocols.
 
     :param names: ``"synthetic"`` or connection ids.
     :param exchange: the equities calendar for the synthetic market.
     :param seed: the synthetic market's seed.
-    :raises InvalidInputError: for a connection that does not exist or whose type serves no bars, and
-        for ``"synthetic"`` in live mode.
+    :raises InvalidInputError: for a connection that does not exist, whose type has no hook, or whose hook
+        serves no bars (the message names the connection, its type and what is missing), and for
+        ``"synthetic"`` in live mode.
     """
     from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import BaseHook
 
     from airflow_provider_portfolio.config import execution_mode
+    from airflow_provider_portfolio.hooks.connections import (
+        BAR_MEMBERS,
+        connection_hook,
+        missing_members,
+        provider_types,
+    )
+    from airflow_provider_portfolio.market.sources import BarSource
 
-    resolved: list[MarketDataSource] = []
+    resolved: list[BarSource] = []
     for name in names:
         if name == SYNTHETIC:
             if execution_mode() == "live":
@@ -114,16 +121,23 @@ def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[M
             conn = BaseHook.get_connection(name)
         except AirflowNotFoundException:
             raise InvalidInputError(f"source {name!r} is neither 'synthetic' nor an existing connection id") from None
-        hook_path = SOURCE_HOOKS.get((conn.conn_type or "").lower())
-        if hook_path is None:
-            supported = ", ".join(sorted(SOURCE_HOOKS)) or "none yet"
+        types = provider_types(BAR_MEMBERS)
+        hook = connection_hook(conn, serves="market data", types=[*types, "or use 'synthetic'"])
+        if not isinstance(hook, BarSource):
+            lacks = missing_members(hook, BAR_MEMBERS)
             raise InvalidInputError(
-                f"connection {name!r} has type {conn.conn_type!r}, which serves no market data "
-                f"(market-data connection types: {supported}; or use 'synthetic')"
+                f"connection {name!r} has type {conn.conn_type!r}, which serves no market data: its hook "
+                f"{type(hook).__name__} has no bars (it lacks {', '.join(lacks) or 'a member of BarSource'}); "
+                f"connection types serving market data: {', '.join(types)}; or use 'synthetic'"
             )
-        from importlib import import_module
-
-        module, _, cls_name = hook_path.rpartition(".")
-        hook_cls = getattr(import_module(module), cls_name)
-        resolved.append(hook_cls(**{hook_cls.conn_name_attr: name}))
+        resolved.append(hook)
     return resolved
+
+
+def __getattr__(name: str) -> object:
+    """``SOURCE_HOOKS``, the earlier registry, now derived from the provider info's ``connection-types``."""
+    if name == "SOURCE_HOOKS":
+        from airflow_provider_portfolio.get_provider_info import CONNECTION_TYPES
+
+        return {entry["connection-type"]: entry["hook-class-name"] for entry in CONNECTION_TYPES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

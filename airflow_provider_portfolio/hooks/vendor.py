@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -33,6 +33,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_portfolio.exceptions import (
     AuthenticationError,
     InvalidInputError,
+    PartialBarsError,
     PlanNotSupportedError,
     RateLimitError,
     UnknownSymbolError,
@@ -41,6 +42,7 @@ from airflow_provider_portfolio.exceptions import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     import requests
 
 T = TypeVar("T")
@@ -199,6 +201,9 @@ class VendorHook(BaseHook):
     max_wait_s: float = 30.0
     #: Display name of the vendor in messages.
     vendor: str = "vendor"
+    #: Errors after which :meth:`bars_in_batches` asks nothing more: a rate limit (more calls only spend the
+    #: quota), a refused key and an unavailable vendor (its retries already ran out) fail every later call too.
+    STOPS_BATCHES: tuple[type[Exception], ...] = (RateLimitError, AuthenticationError, VendorUnavailableError)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -245,12 +250,18 @@ class VendorHook(BaseHook):
                 f"connection {self.conn_id!r} does not exist: add a {self.conn_type!r} connection "
                 f"(Admin -> Connections, or AIRFLOW_CONN_{self.conn_id.upper()})"
             ) from None
-        _mask(conn.password)
-        if self.conn_type == "alpaca":  # the key id is half of Alpaca's credentials
-            _mask(conn.login)
+        for value in self.masked_values(conn):
+            _mask(value)
         # Airflow's masker works only where Airflow configured logging: hide the keys at the source too.
         protect_transport_logs(_conn_secrets(conn))
         return conn
+
+    def masked_values(self, conn: Any) -> list[object]:
+        """The connection's values registered with Airflow's secrets masker: its password (the API key).
+
+        A vendor whose login is also secret (Alpaca's key ID) overrides this.
+        """
+        return [conn.password]
 
     @property
     def secrets(self) -> list[str]:
@@ -433,6 +444,61 @@ class VendorHook(BaseHook):
             self.sleep(pause)
             wait *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- many symbols ---------------------------------------------------------------------------
+
+    def bars_in_batches(self, batches: Sequence[Sequence[str]],
+                        fetch: Callable[[list[str]], pd.DataFrame]) -> pd.DataFrame:
+        """Bars of many symbols, one ``fetch`` per batch (one symbol, or one multi-symbol request), as one frame.
+
+        A batch whose ``fetch`` raises a :class:`VendorError` fails its symbols and the next batch is asked;
+        after an error of :attr:`STOPS_BATCHES` (a rate limit, a refused key, an unavailable vendor) nothing
+        more is asked: the remaining symbols fail with that same reason. Other errors
+        (:class:`InvalidInputError`, a bug) are raised at once.
+
+        :param batches: the symbols, in batches.
+        :param fetch: a batch's canonical bar frame (empty when the range holds no bars).
+        :return: the canonical bar frame of every symbol served.
+        :raises VendorError: the error itself when every symbol failed for that one error (one symbol asked,
+            or the first call stopped the loop).
+        :raises PartialBarsError: when some symbols failed otherwise (with the frame of the others and why
+            each failed, ``"<ErrorType>: message"``).
+        """
+        import pandas as pd
+
+        from airflow_provider_portfolio.market.bars import empty_bars, to_bar_frame
+
+        frames: list[pd.DataFrame] = []
+        failures: dict[str, str] = {}
+        errors: list[VendorError] = []
+        stop: str | None = None
+        skipped = 0
+        for batch in batches:
+            symbols = list(batch)
+            if stop is not None:
+                if not skipped:
+                    log.warning("%s: not asking the remaining symbols after %s", self.conn_id, stop)
+                skipped += len(symbols)
+                failures.update(dict.fromkeys(symbols, stop))
+                continue
+            try:
+                frame = fetch(symbols)
+            except VendorError as err:
+                errors.append(err)
+                reason = f"{type(err).__name__}: {err}"
+                failures.update(dict.fromkeys(symbols, reason))
+                if isinstance(err, self.STOPS_BATCHES):
+                    stop = reason
+                continue
+            if len(frame):
+                frames.append(frame)
+        frame = to_bar_frame(pd.concat(frames, ignore_index=True)) if frames else empty_bars()
+        if failures:
+            asked = {s for batch in batches for s in batch}
+            if len(errors) == 1 and set(failures) == asked:
+                raise errors[0]
+            raise PartialBarsError(frame, failures)
+        return frame
 
     # --- Airflow's Test button ------------------------------------------------------------------
 

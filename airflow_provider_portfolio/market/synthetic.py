@@ -51,6 +51,7 @@ import pandas as pd
 from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.bars import BAR_COLUMNS, Timeframe, empty_bars, parse_timeframe
 from airflow_provider_portfolio.market.calendar import (
+    DEFAULT_EXCHANGE,
     MarketCalendar,
     calendar_for_symbol,
     intraday_bar_starts,
@@ -452,7 +453,7 @@ class SyntheticMarket:
 
     name = SOURCE
 
-    def __init__(self, seed: int = 0, exchange: str = "XNYS") -> None:
+    def __init__(self, seed: int = 0, exchange: str = DEFAULT_EXCHANGE) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InvalidInputError(f"seed must be an integer, got {seed!r}")
         self.seed = int(seed)

@@ -17,11 +17,17 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_portfolio.market.bars import parse_timeframe
-from airflow_provider_portfolio.market.calendar import ALWAYS_OPEN, MarketCalendar, bar_times, calendar_for_symbol
+from airflow_provider_portfolio.market.calendar import (
+    ALWAYS_OPEN,
+    DEFAULT_EXCHANGE,
+    MarketCalendar,
+    bar_times,
+    calendar_for_symbol,
+)
 from airflow_provider_portfolio.market.params import is_crypto
 
 
-def closed_bars(bars: pd.DataFrame, now: datetime, timeframe: str, exchange: str = "XNYS") -> pd.DataFrame:
+def closed_bars(bars: pd.DataFrame, now: datetime, timeframe: str, exchange: str = DEFAULT_EXCHANGE) -> pd.DataFrame:
     """The rows of ``bars`` (one timeframe) whose bar has closed by ``now`` (their closes are known)."""
     if bars.empty:
         return bars
@@ -29,7 +35,7 @@ def closed_bars(bars: pd.DataFrame, now: datetime, timeframe: str, exchange: str
     return bars[ends <= pd.Timestamp(now).as_unit("ns").value].reset_index(drop=True)
 
 
-def started_bars(bars: pd.DataFrame, now: datetime, exchange: str = "XNYS") -> pd.DataFrame:
+def started_bars(bars: pd.DataFrame, now: datetime, exchange: str = DEFAULT_EXCHANGE) -> pd.DataFrame:
     """The rows of ``bars`` whose bar has started by ``now`` (their opens are known): a daily bar once its
     session has opened, not at its midnight-UTC timestamp."""
     if bars.empty:
@@ -38,7 +44,7 @@ def started_bars(bars: pd.DataFrame, now: datetime, exchange: str = "XNYS") -> p
     return bars[starts <= pd.Timestamp(now).as_unit("ns").value].reset_index(drop=True)
 
 
-def expected_last_bar(symbol: str, now: datetime, timeframe: str, exchange: str = "XNYS",
+def expected_last_bar(symbol: str, now: datetime, timeframe: str, exchange: str = DEFAULT_EXCHANGE,
                       back: int = 0) -> pd.Timestamp | None:
     """The latest bar of ``symbol``'s calendar closed by ``now`` (``back`` bars earlier), or ``None``."""
     calendar = calendar_for_symbol(symbol, exchange)

@@ -220,16 +220,15 @@ def trading_agent_dag(
         @task
         def check_market_hours() -> dict[str, Any]:
             """The cycle's instant; skip the run when the symbol's market is closed then."""
-            from airflow_provider_portfolio.market.calendar import calendar_for_symbol
+            from airflow_provider_portfolio.market.windows import window_state
             from airflow_provider_portfolio.operators.trading import cycle_instant
 
             _, _, broker = agent.open()
             now = cycle_instant(get_current_context(), broker)
-            settings = agent.settings()
-            calendar = calendar_for_symbol(symbol, settings.exchange)
-            if not calendar.is_open(now):
-                raise AirflowSkipException(f"{calendar.name} market for {symbol} is closed at {now.isoformat()}")
-            return {"now": now.isoformat(), "calendar": calendar.name}
+            state = window_state(symbol, now, exchange=agent.settings().exchange)
+            if not state.is_open:
+                raise AirflowSkipException(state.reason)
+            return {"now": now.isoformat(), "calendar": state.calendar}
 
         @task
         def fetch_market_data(market: dict[str, Any]) -> dict[str, Any]:

@@ -78,16 +78,10 @@ def resolve_broker(broker_conn_id: str | None, ledger: TradingLedger, *, allow_l
         if log is not None:
             log.info("No broker connection: trading on the simulated broker %s (%s)", broker.account, ledger.store.url)
         return broker
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        raise InvalidInputError(f"broker connection {conn_id!r} does not exist") from None
-    if (conn.conn_type or "").lower() != "alpaca":
-        raise InvalidInputError(f"broker connection {conn_id!r} has type {conn.conn_type!r}; brokers: alpaca")
-    from airflow_provider_portfolio.hooks.alpaca import AlpacaHook
+    from airflow_provider_portfolio.hooks.connections import resolve_broker_api
     from airflow_provider_portfolio.trading.brokers.alpaca import AlpacaBroker
 
-    hook = AlpacaHook(conn_id, allow_live=allow_live)
+    hook = resolve_broker_api(conn_id, allow_live=allow_live)  # the connection type's hook, a BrokerAPI
     if hook.is_live:
         if not allow_live:
             raise InvalidInputError(

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_portfolio.market.bars import parse_timeframe
-from airflow_provider_portfolio.market.calendar import MarketCalendar, bar_times, calendar_for_symbol
+from airflow_provider_portfolio.market.calendar import bar_times, calendar_for_symbol
 from airflow_provider_portfolio.market.params import is_crypto, validate_symbols
 from airflow_provider_portfolio.market.quality import QualityRules, validate_bars
 from airflow_provider_portfolio.market.timing import (  # noqa: F401 (closed_bars: re-exported, its earlier home)
@@ -60,6 +60,7 @@ from airflow_provider_portfolio.market.timing import (  # noqa: F401 (closed_bar
     loss_reference,
     started_bars,
 )
+from airflow_provider_portfolio.market.windows import window_states
 from airflow_provider_portfolio.trading.brokers import (
     BrokerRejectedError,
     OrderRequest,
@@ -339,8 +340,7 @@ def decide_step(
     # A bar is decided once per DAG (bar_aware) only where the symbol's market is open now: a decision made
     # while it is closed (a run before the open, a back-fill at night) cannot trade, so it is kept under its
     # run and leaves the bar to the next run that can.
-    open_now = {c: MarketCalendar(c).is_open(now) for c in {calendar_for_symbol(s, settings.exchange).name
-                                                             for s in symbols}}
+    open_now = {s: w.is_open for s, w in window_states(symbols, now, exchange=settings.exchange).items()}
     rows = []
     for i, d in enumerate(decisions):
         bar = bar_of.get(d.symbol)
@@ -350,8 +350,7 @@ def decide_step(
         error = errors.get(d.symbol) or d.error
         rows.append({
             "dag_id": dag_id, "symbol": d.symbol, "timeframe": tf, "bar_ts": bar,
-            "run_key": "" if settings.bar_aware and open_now[calendar_for_symbol(d.symbol, settings.exchange).name]
-            else run_id, "run_id": run_id, "account": broker.account,
+            "run_key": "" if settings.bar_aware and open_now[d.symbol] else run_id, "run_id": run_id, "account": broker.account,
             "action": "hold" if error else d.action, "score": d.score, "confidence": d.confidence,
             "price": _finite(d.price), "current_qty": d.current_qty,
             "target_qty": d.current_qty if error else d.target_qty, "order_qty": 0.0 if error else d.order_qty,
@@ -419,8 +418,8 @@ def _check(decisions: Sequence[dict[str, Any]], symbols: Sequence[str], now: dat
                                                               exclude=exclude),
         tradable={s: a.tradable for s, a in assets.items()},
         shortable={s: a.shortable for s, a in assets.items()},
-        market_open={d["symbol"]: calendar_for_symbol(d["symbol"], settings.exchange).is_open(now)
-                     for d in decisions},
+        market_open={s: w.is_open for s, w in window_states([d["symbol"] for d in decisions], now,
+                                                             exchange=settings.exchange).items()},
     )
     proposed = [ProposedOrder(d["symbol"], d["action"], float(d["order_qty"]), float(d["price"]),
                               float(d["confidence"]), assets[d["symbol"]].fractionable or is_crypto(d["symbol"]))

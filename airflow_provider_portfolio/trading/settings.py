@@ -12,6 +12,7 @@ from typing import Any
 from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.bars import parse_timeframe
 from airflow_provider_portfolio.market.quality import QualityRules
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE
 from airflow_provider_portfolio.trading.decision import AUTO_TRADER_WEIGHTS, check_weights
 from airflow_provider_portfolio.trading.risk import RiskLimits, normalise_kill_switch
 
@@ -56,7 +57,7 @@ class CycleSettings:
     fraction: float = 0.05
     target_volatility: float = 0.01
     max_stale_bars: int = 2
-    exchange: str = "XNYS"
+    exchange: str = DEFAULT_EXCHANGE
     news_half_life_hours: float = 24.0
     max_abs_return: float | None = 0.5
     lock_timeout_s: float = 120.0

@@ -786,3 +786,29 @@ def test_get_order_by_client_order_id(hook, requests_mock, no_sleep):
 def test_get_order_by_client_order_id_refuses_another_order(hook, requests_mock):
     requests_mock.get(BY_CID, json={**load("order_new.json"), "client_order_id": "someone-else"})
     raises(VendorError, lambda: hook.get_order_by_client_order_id(CID), match="someone-else")
+
+
+# --- the domain's BrokerAPI ---------------------------------------------------------------------------
+
+
+def test_the_hook_is_the_domains_broker_api(hook):
+    from airflow_provider_portfolio.trading.brokers.api import BrokerAPI
+
+    assert isinstance(hook, BrokerAPI)
+
+
+def test_post_order_is_one_post_and_nothing_else(hook, requests_mock, no_sleep):
+    requests_mock.post(ORDERS, status_code=504, text=HTML_504, headers={"Content-Type": "text/html"})
+    with pytest.raises(VendorUnavailableError, match="HTTP 504"):
+        hook.post_order({"symbol": "AAPL", "side": "buy", "qty": 10, "type": "market", "time_in_force": "day",
+                         "client_order_id": CID})
+    assert [r.method for r in requests_mock.request_history] == ["POST"] and no_sleep == []  # no look-up, no retry
+
+
+def test_post_order_checks_everything_before_sending(hook, make_hook, requests_mock):
+    order = {"symbol": "AAPL", "side": "buy", "qty": 10, "type": "market", "time_in_force": "day",
+             "client_order_id": CID}
+    raises(InvalidInputError, lambda: hook.post_order({**order, "extended_hours": True}), match="unknown order field")
+    raises(InvalidInputError, lambda: hook.post_order({**order, "qty": -1}), match="qty must be a positive")
+    raises(InvalidInputError, lambda: make_hook("alpaca_live", paper=False).post_order(order), match="allow_live")
+    assert requests_mock.request_history == []

@@ -224,6 +224,20 @@ def test_reading_the_connection_registers_its_secret_with_the_masker(hook, monke
     assert FINNHUB_KEY in masked
 
 
+def test_alpaca_registers_its_key_id_too_and_other_vendors_only_their_key(add_connection, monkeypatch):
+    """The base hook knows no vendor: Alpaca's override adds the key ID (half of its credentials)."""
+    from airflow_provider_portfolio.hooks.alpaca import AlpacaHook
+    from tests.vendorkeys import ALPACA_KEY_ID, ALPACA_SECRET
+
+    masked = []
+    monkeypatch.setattr("airflow.sdk.log.mask_secret", lambda value, name=None: masked.append(value))
+    add_connection("alpaca_mask", "alpaca", login=ALPACA_KEY_ID, password=ALPACA_SECRET)
+    add_connection("demo_mask", "finnhub", login="visible-login-name", password=FINNHUB_KEY)
+    AlpacaHook("alpaca_mask").connection
+    DemoHook("demo_mask").connection
+    assert masked == [ALPACA_SECRET, ALPACA_KEY_ID, FINNHUB_KEY]
+
+
 def test_legacy_form_classmethods_mirror_the_declarative_form(monkeypatch):
     """Airflow 3.1 builds forms from these; its api-server stands in simple fakes for wtforms/FAB."""
 

@@ -734,6 +734,19 @@ def test_no_broker_connection_means_simulated_and_alpaca_default_means_alpaca(ad
         resolve_broker("nowhere", ledger, allow_live=False)
 
 
+def test_the_broker_takes_any_broker_api_not_only_the_hook(ledger):
+    """AlpacaBroker depends on the domain's BrokerAPI: a plain object with its members trades."""
+    from tests.trading.test_submission import FakeBrokerAPI
+
+    api = FakeBrokerAPI()
+    broker = AlpacaBroker(api, ledger)
+    assert broker.account == "alpaca:fake" and broker.api is api and broker.hook is api
+    state = broker.submit(OrderRequest(cid_of("r", "BTC/USD"), "BTC/USD", "buy", 0.01, 70000.0, BAR))
+    assert state.status == "accepted" and api.posts[0]["time_in_force"] == "gtc"
+    assert broker.lookup(state.client_order_id) == state and broker.lookup("nothing-here") is None
+    assert broker.account_state().equity == 100000.0
+
+
 # -- known defects outside this module's files (strict: each turns red once fixed; drop the marker then) ----
 
 

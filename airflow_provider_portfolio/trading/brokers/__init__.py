@@ -4,6 +4,11 @@ A trading cycle talks to a :class:`Broker` only. Each broker keeps the rule that
 exactly-once: a client order id names at most one order, forever (Alpaca refuses a second one with HTTP
 422; the simulated broker's ``orders`` key does the same), and :meth:`Broker.submit` asks for the id
 before it sends anything.
+
+A broker reached over the network does so through a :class:`~airflow_provider_portfolio.trading.brokers.api.BrokerAPI`
+(the broker's REST API, implemented by an adapter such as the Alpaca hook) and
+:func:`~airflow_provider_portfolio.trading.submission.submit_at_most_once`, the one function that owns "submit
+at most once".
 """
 
 from __future__ import annotations
@@ -14,6 +19,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from airflow_provider_portfolio.exceptions import PortfolioError
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE
+from airflow_provider_portfolio.trading.brokers.api import BrokerAPI
+
+__all__ = [
+    "AccountSnapshot",
+    "AssetInfo",
+    "Broker",
+    "BrokerAPI",
+    "BrokerRejectedError",
+    "OrderRequest",
+    "OrderState",
+    "OrderStateUnknownError",
+]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,7 +116,7 @@ class Broker(Protocol):
     kind: str
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run: tuple[str, str] | None = None, exchange: str = "XNYS") -> list[OrderState]:
+             skip_run: tuple[str, str] | None = None, exchange: str = DEFAULT_EXCHANGE) -> list[OrderState]:
         """Bring the ledger's orders that reached the broker up to date (fills, cancels) and mark positions;
         return what changed. Orders still ``pending_submit`` are left to the cycle, which settles them under the
         account's lock.

@@ -1,14 +1,17 @@
-"""AlpacaBroker: the Broker protocol over :class:`~airflow_provider_portfolio.hooks.alpaca.AlpacaHook`.
+"""AlpacaBroker: the Broker protocol over Alpaca's API, a :class:`~airflow_provider_portfolio.trading.brokers.api.BrokerAPI`.
 
-Submission is the hook's ``submit_order`` (look the id up, POST once without SDK retries, look it up again
-on any ambiguous answer): one order per client order id whatever fails. A refusal (insufficient buying
-power, pattern-day-trading protection, an untradable asset: HTTP 403/422) is a
-:class:`BrokerRejectedError`, recorded and never re-sent; an answer that leaves the order's fate unknown is an
-:class:`OrderStateUnknownError`, and only a retry with the same id (which looks it up first) settles it.
+The API object is whatever implements the protocol: in a DAG, the Alpaca hook the operator resolves from its
+connection; in a test or a notebook, anything with the same members. This module imports no adapter.
+
+Submission is :func:`~airflow_provider_portfolio.trading.submission.submit_at_most_once` (look the id up, POST
+once without SDK retries, look it up again on any ambiguous answer): one order per client order id whatever
+fails. A refusal (insufficient buying power, pattern-day-trading protection, an untradable asset: HTTP 403/422)
+is a :class:`BrokerRejectedError`, recorded and never re-sent; an answer that leaves the order's fate unknown is
+an :class:`OrderStateUnknownError`, and only a retry with the same id (which looks it up first) settles it.
 Open orders in the ledger are reconciled from Alpaca at the start of the next cycle.
 
-Paper is the default. A live account needs ``allow_live=True`` on the hook (the operator's ``allow_live``);
-the hook refuses to submit otherwise.
+Paper is the default. A live account needs the operator's ``allow_live`` (the hook's ``allow_live``); the API
+refuses to post otherwise.
 """
 
 from __future__ import annotations
@@ -19,27 +22,23 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_portfolio.exceptions import (
-    InvalidInputError,
-    UnknownSymbolError,
-    VendorError,
-    VendorUnavailableError,
-)
+from airflow_provider_portfolio.exceptions import UnknownSymbolError, VendorError
 from airflow_provider_portfolio.market.params import is_crypto
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE
 from airflow_provider_portfolio.trading.brokers import (
     AccountSnapshot,
     AssetInfo,
-    BrokerRejectedError,
     OrderRequest,
     OrderState,
     OrderStateUnknownError,
 )
+from airflow_provider_portfolio.trading.submission import order_state, submit_at_most_once
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airflow_provider_portfolio.hooks.alpaca import AlpacaHook
     from airflow_provider_portfolio.store.ledger import TradingLedger
+    from airflow_provider_portfolio.trading.brokers.api import BrokerAPI
 
 log = logging.getLogger(__name__)
 
@@ -55,36 +54,32 @@ def _number(value: Any, default: float | None = None) -> float | None:
     return number if math.isfinite(number) else default
 
 
-def _state(order: dict[str, Any]) -> OrderState:
-    return OrderState(
-        client_order_id=str(order["client_order_id"]),
-        status=str(order.get("status") or "unknown").lower(),
-        broker_order_id=str(order["id"]) if order.get("id") is not None else None,
-        filled_qty=_number(order.get("filled_qty")),
-        filled_avg_price=_number(order.get("filled_avg_price")),
-    )
-
-
 class AlpacaBroker:
-    """Alpaca through its hook (see the module docstring).
+    """Alpaca through its API (see the module docstring).
 
-    :param hook: the Alpaca hook (its ``allow_live`` decides whether a live account may trade).
+    :param api: Alpaca's API, a :class:`~airflow_provider_portfolio.trading.brokers.api.BrokerAPI` (the Alpaca
+        hook, whose ``allow_live`` decides whether a live account may trade); its ``name`` names the account.
     :param ledger: the store's trading ledger, which records the orders sent.
     """
 
     kind = "alpaca"
 
-    def __init__(self, hook: AlpacaHook, ledger: TradingLedger) -> None:
-        self.hook = hook
+    def __init__(self, api: BrokerAPI, ledger: TradingLedger) -> None:
+        self.api = api
         self.ledger = ledger
-        self.account = f"alpaca:{hook.conn_id}"
+        self.account = f"alpaca:{api.name}"
         ledger.open_account(self.account, None)
 
+    @property
+    def hook(self) -> BrokerAPI:
+        """The earlier name of :attr:`api`."""
+        return self.api
+
     def __repr__(self) -> str:
-        return f"AlpacaBroker({self.account!r}, {'LIVE' if self.hook.is_live else 'paper'})"
+        return f"AlpacaBroker({self.account!r}, {'LIVE' if self.api.is_live else 'paper'})"
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run: tuple[str, str] | None = None, exchange: str = "XNYS") -> list[OrderState]:
+             skip_run: tuple[str, str] | None = None, exchange: str = DEFAULT_EXCHANGE) -> list[OrderState]:
         """Reconcile the ledger's open orders that reached Alpaca (by client order id).
 
         Orders still ``pending_submit`` (recorded, maybe never sent) are the cycle's to settle, under the
@@ -101,7 +96,7 @@ class AlpacaBroker:
                 continue
             cid = order["client_order_id"]
             try:
-                found = self.hook.get_order_by_client_order_id(cid)
+                found = self.api.get_order_by_client_order_id(cid)
             except VendorError as err:
                 log.warning("%s: could not reconcile order %s (%s); trying again next cycle", self.account, cid, err)
                 continue
@@ -110,7 +105,7 @@ class AlpacaBroker:
                     log.warning("%s: Alpaca no longer answers order %s (%s); left as it is", self.account, cid,
                                 order["status"])
                 continue
-            state = _state(found)
+            state = order_state(found)
             if order["status"] == "not_placed":
                 log.error("%s: order %s, settled as never placed, is at Alpaca after all (%s): recorded; it counts "
                           "from now on", self.account, cid, state.status)
@@ -122,9 +117,9 @@ class AlpacaBroker:
         return changed
 
     def account_state(self) -> AccountSnapshot:
-        account = self.hook.get_account()
+        account = self.api.get_account()
         positions: dict[str, float] = {}
-        for p in self.hook.get_positions():
+        for p in self.api.get_positions():
             qty = _number(p.get("qty"), 0.0) or 0.0
             if str(p.get("side") or "").lower() == "short" and qty > 0:
                 qty = -qty
@@ -142,7 +137,7 @@ class AlpacaBroker:
         out = {}
         for symbol in symbols:
             try:
-                asset = self.hook.get_asset(symbol)
+                asset = self.api.get_asset(symbol)
             except UnknownSymbolError:
                 out[symbol] = AssetInfo(False, False, False, f"Alpaca does not know {symbol}")
                 continue
@@ -159,33 +154,22 @@ class AlpacaBroker:
         return out
 
     def submit(self, request: OrderRequest) -> OrderState:
-        try:
-            order = self.hook.submit_order(
-                symbol=request.symbol, side=request.side, qty=request.qty, type="market",
-                time_in_force="gtc" if is_crypto(request.symbol) else "day",
-                client_order_id=request.client_order_id,
-            )
-        except VendorUnavailableError as err:
-            raise OrderStateUnknownError(str(err)) from None
-        except InvalidInputError as err:
-            raise BrokerRejectedError(str(err)) from None
-        except VendorError as err:
-            if err.status_code is not None and 400 <= err.status_code < 500 and err.status_code not in (408, 429):
-                raise BrokerRejectedError(str(err)) from None
-            raise OrderStateUnknownError(str(err)) from None
-        return _state(order)
+        """Send ``request`` at most once per its id (:func:`~airflow_provider_portfolio.trading.submission.submit_at_most_once`):
+        a market order, ``gtc`` for crypto pairs and ``day`` for equities."""
+        return submit_at_most_once(self.api, request, order_type="market",
+                                   time_in_force="gtc" if is_crypto(request.symbol) else "day")
 
     def lookup(self, client_order_id: str) -> OrderState | None:
         try:
-            found = self.hook.get_order_by_client_order_id(client_order_id)
+            found = self.api.get_order_by_client_order_id(client_order_id)
         except VendorError as err:
             raise OrderStateUnknownError(f"could not look order {client_order_id} up: {err}") from None
-        return None if found is None else _state(found)
+        return None if found is None else order_state(found)
 
     def snapshot(self, ts: datetime, run_id: str) -> dict[str, Any]:
-        account = self.hook.get_account()
+        account = self.api.get_account()
         cash, equity = _number(account.get("cash")), _number(account.get("equity"))
         if cash is None or equity is None:
             raise VendorError(f"Alpaca answered the account without cash or equity: {sorted(account)}",
-                              conn_id=self.hook.conn_id)
+                              conn_id=self.api.name)
         return self.ledger.snapshot(self.account, ts, run_id, cash=cash, equity=equity)
