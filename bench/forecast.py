@@ -20,16 +20,28 @@ In one process, on panels with a known truth (``forecast/simulate.py``):
    symbols, cold (first call in the process) and warm, and the parity of the answers (1e-8
    relative). Target >= 20x at 5,000 symbols warm. Without a GPU this section says so and checks
    nothing.
+6. **statsforecast.** Nixtla's ``AutoARIMA`` and ``GARCH(1, 1)``, one series at a time, on the same
+   panels as sections 1 and 2 (the first ``--sarimax-symbols`` symbols): time per symbol and the ratio
+   to the provider's models, RMSE side by side (levels: point forecasts over the 5 held-out bars; GARCH:
+   variance forecasts against the squared demeaned held-out returns, GARCH fitted on all but the last 5
+   returns). Checks: finite forecasts of shape (symbols, 5), positive variances. No speed target: the
+   ratios are reported. statsforecast is an optional dependency (the ``bench`` extra:
+   ``pip install "airflow-provider-portfolio[bench]"``). ``--statsforecast auto`` (default) runs this
+   section when it is installed and otherwise says plainly that it was skipped (the other sections still
+   decide the exit status); ``--statsforecast require`` makes a missing statsforecast an error (exit
+   status 2, before anything runs); ``--statsforecast skip`` leaves the section out.
 
 Both sides of every ratio run pinned to one BLAS thread unless the layout section says otherwise.
 Exit status 1 when a check fails.
 
 Usage: python bench/forecast.py [--symbols 500] [--bars 1000] [--sarimax-symbols 100] [--t-symbols 500]
+       [--statsforecast auto|require|skip]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 import tracemalloc
@@ -105,7 +117,9 @@ def ssa_family(args, np):
     for name in ("ssa", "samossa"):
         others = ("sarimax", "last_value", "drift")
         check(all(errors[name] < errors[o] for o in others), f"{name} beats {', '.join(others)} on RMSE")
-    return train
+    ours = {name: {"seconds_per_symbol": seconds[name] / args.symbols, "point": points[name]} for name in models}
+    ours["sarimax"] = {"seconds_per_symbol": per_sarimax, "point": sarimax_point}
+    return train, future, ours
 
 
 def garch_section(args, np):
@@ -235,20 +249,115 @@ def gpu_section(np):
                 check(cpu_s / warm >= 20, f"{name} n=5000: CuPy warm {cpu_s / warm:.1f}x NumPy (target >= 20x)")
 
 
+def _garch_returns(symbols, bars, np):
+    """The GARCH panel of section 2 (normal innovations), rebuilt with the same seeds."""
+    from airflow_provider_portfolio.forecast.simulate import garch_panel
+
+    rng = np.random.default_rng(11)
+    alpha = rng.uniform(0.05, 0.12, symbols)
+    beta = rng.uniform(0.80, 0.86, symbols)
+    return garch_panel(symbols, bars, omega=2e-6 * np.ones(symbols), alpha=alpha, beta=beta, nu=None, mu=3e-4, seed=5)
+
+
+def statsforecast_section(args, np, train, future, ours):
+    """Section 6: statsforecast's AutoARIMA and GARCH against the provider's models on the same panels."""
+    print("\n6. statsforecast (AutoARIMA, GARCH(1,1)) against the provider's models")
+    if args.statsforecast == "skip":
+        print("   skipped (--statsforecast skip)")
+        return
+    if importlib.util.find_spec("statsforecast") is None:
+        print('   statsforecast is not installed: comparison skipped (pip install "airflow-provider-portfolio[bench]"; '
+              "--statsforecast require makes this an error)")
+        return
+    from statsforecast.models import GARCH, AutoARIMA
+    from threadpoolctl import threadpool_limits
+
+    from airflow_provider_portfolio.forecast.garch import garch_fit
+
+    n = min(args.sarimax_symbols, args.symbols)
+    print(f"   first {n} symbols of the panels of sections 1 and 2, one series at a time, horizon {HORIZON}")
+
+    def rmse(point):
+        return float(np.median(np.sqrt(np.mean((point[:n] - future[:n]) ** 2, axis=1))))
+
+    with threadpool_limits(1):
+        AutoARIMA().forecast(y=train[0, :200], h=HORIZON)  # compile (numba) and warm, out of the timing
+
+        def arima_loop():
+            out = np.empty((n, HORIZON))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for i in range(n):
+                    out[i] = AutoARIMA().forecast(y=train[i], h=HORIZON)["mean"]
+            return out
+
+        arima_s, arima_point = timed(arima_loop)
+    per_arima = arima_s / n
+    check(arima_point.shape == (n, HORIZON) and bool(np.all(np.isfinite(arima_point))),
+          f"statsforecast AutoARIMA: finite forecasts of shape ({n}, {HORIZON})")
+    print(f"   {'model':18s} {'ms/symbol':>10s} {'AutoARIMA / model':>18s} {'median RMSE':>12s}")
+    for name, res in ours.items():
+        per = res["seconds_per_symbol"]
+        print(f"   {name:18s} {per * 1e3:10.3f} {per_arima / per:17.1f}x {rmse(res['point']):12.3f}")
+    print(f"   {'sf AutoARIMA':18s} {per_arima * 1e3:10.3f} {1.0:17.1f}x {rmse(arima_point):12.3f}")
+
+    # GARCH: fit on all but the last HORIZON returns, score the variance forecasts on those.
+    returns = _garch_returns(args.symbols, args.bars, np)[:n]
+    fit_r, held = returns[:, :-HORIZON], returns[:, -HORIZON:]
+    with threadpool_limits(1):
+        garch_fit(fit_r[:10])  # warm
+        ours_s, fit = timed(lambda: garch_fit(fit_r))
+        ours_var = np.asarray(fit.variance_forecast(HORIZON))
+        mu = fit_r.mean(axis=1, keepdims=True)
+        demeaned = fit_r - mu
+        scale = demeaned.std(axis=1, keepdims=True)  # unit scale, as for arch in section 2
+        scaled = demeaned / scale
+        GARCH(1, 1).forecast(y=scaled[0], h=HORIZON)  # compile and warm
+
+        def sf_garch_loop():
+            out = np.empty((n, HORIZON))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for i in range(n):
+                    out[i] = GARCH(1, 1).forecast(y=scaled[i], h=HORIZON)["sigma2"]
+            return out * scale ** 2
+
+        sf_s, sf_var = timed(sf_garch_loop)
+    check(sf_var.shape == (n, HORIZON) and bool(np.all(np.isfinite(sf_var))) and bool(np.all(sf_var > 0)),
+          f"statsforecast GARCH: finite positive variance forecasts of shape ({n}, {HORIZON})")
+    realised = (held - mu) ** 2
+
+    def var_rmse(var):
+        return float(np.median(np.sqrt(np.mean((var - realised) ** 2, axis=1))))
+
+    sample = np.var(fit_r, axis=1, keepdims=True) * np.ones(HORIZON)
+    print(f"   {'model':18s} {'ms/symbol':>10s} {'sf GARCH / model':>18s} {'median var RMSE':>16s}")
+    print(f"   {'garch (batched)':18s} {ours_s / n * 1e3:10.3f} {sf_s / ours_s:17.1f}x {var_rmse(ours_var):16.3e}")
+    print(f"   {'sf GARCH(1,1)':18s} {sf_s / n * 1e3:10.3f} {1.0:17.1f}x {var_rmse(sf_var):16.3e}")
+    print(f"   {'sample variance':18s} {'':10s} {'':18s} {var_rmse(sample):16.3e}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--bars", type=int, default=1000)
     parser.add_argument("--sarimax-symbols", type=int, default=100)
     parser.add_argument("--t-symbols", type=int, default=500)
+    parser.add_argument("--statsforecast", choices=("auto", "require", "skip"), default="auto",
+                        help="compare with statsforecast: when installed (auto), always (require), never (skip)")
     args = parser.parse_args()
     import numpy as np
 
-    train = ssa_family(args, np)
+    if args.statsforecast == "require" and importlib.util.find_spec("statsforecast") is None:
+        print("statsforecast is not installed, and --statsforecast require asks for the comparison: "
+              'pip install "airflow-provider-portfolio[bench]" (or --statsforecast auto to skip it)')
+        return 2
+    train, future, ours = ssa_family(args, np)
     returns = garch_section(args, np)
     layout_section(train, np)
     memory_section(train, returns, np)
     gpu_section(np)
+    statsforecast_section(args, np, train, future, ours)
     return exit_status()
 
 

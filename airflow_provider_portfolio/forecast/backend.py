@@ -10,9 +10,8 @@ Choosing the device (:func:`get_backend`):
 - ``"cuda"``: CuPy, required. When CuPy is not installed or no GPU is visible,
   :class:`DeviceUnavailableError` says which.
 - ``"auto"``: CuPy when it is importable and a GPU is visible, else NumPy.
-- ``None``: ``[portfolio] device`` from the provider configuration (read lazily; that call imports
-  Airflow's config, so code that must stay Airflow-free passes the device explicitly). Where Airflow is
-  not installed at all, ``None`` means ``"auto"``.
+- ``None``: the default, :data:`DEFAULT_DEVICE` (``"auto"``). This module never reads configuration:
+  the operators read ``[portfolio] device`` and pass it in, so the forecasting code stays plain Python.
 
 The choice is logged once per process (per distinct request and outcome). Importing this module never
 imports CuPy: CuPy is probed with :func:`importlib.util.find_spec` and imported only when asked for.
@@ -38,6 +37,8 @@ from airflow_provider_portfolio.exceptions import InvalidInputError
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
+#: What ``device=None`` means.
+DEFAULT_DEVICE = "auto"
 
 
 class DeviceUnavailableError(InvalidInputError):
@@ -108,15 +109,6 @@ def _probe_cupy_uncached() -> tuple[ModuleType | None, str, str]:
     return cupy, device, ""
 
 
-def _configured_device() -> str:
-    try:
-        from airflow_provider_portfolio.config import get_option
-
-        return get_option("device")
-    except ImportError:  # Airflow not installed: plain-Python use of the domain code
-        return "auto"
-
-
 def _log_choice(requested: str, backend: Backend, why: str) -> None:
     key = (requested, backend.name, backend.device)
     with _LOG_LOCK:
@@ -133,11 +125,11 @@ def get_backend(device: str | None = None) -> Backend:
     """The array backend for ``device``.
 
     :param device: ``"auto"``, ``"cuda"``, ``"cpu"`` (case-insensitive), or ``None`` for
-        ``[portfolio] device``.
+        :data:`DEFAULT_DEVICE`.
     :raises DeviceUnavailableError: for ``"cuda"`` when CuPy is not installed or no GPU is visible.
     :raises InvalidInputError: for any other device name.
     """
-    raw = _configured_device() if device is None else device
+    raw = DEFAULT_DEVICE if device is None else device
     if not isinstance(raw, str):
         raise InvalidInputError(f"device must be one of {DEVICES}, got {raw!r}")
     requested = raw.strip().lower()
@@ -158,14 +150,25 @@ def get_backend(device: str | None = None) -> Backend:
 
 
 def _is_device_array(array: Any) -> bool:
+    """A CuPy array, or an ndarray subclass standing for device memory (it has CuPy's ``get()``)."""
+    if isinstance(array, np.ndarray):
+        return type(array) is not np.ndarray and callable(getattr(array, "get", None))
     return type(array).__module__.split(".")[0] == "cupy" and hasattr(array, "get")
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    """``array`` as a NumPy array on the host (a CuPy array is copied off the device)."""
+    """``array`` as a NumPy array on the host (a CuPy array is copied off the device).
+
+    This is the one explicit device-to-host transfer of the forecasting code: nothing in ``forecast/``
+    calls ``float()``, ``bool()``, ``int()``, ``.item()`` or ``numpy.asarray`` on a device array.
+    """
     if _is_device_array(array):
-        return array.get()
+        return np.asarray(array.get())
     return np.asarray(array)
+
+
+#: Alias of :func:`to_numpy`.
+to_host = to_numpy
 
 
 def asarray(backend: Backend, array: Any, dtype: Any = np.float64) -> Any:

@@ -19,13 +19,13 @@ correction):
 its interval is the spread of past returns around zero.
 
 Functions are written against an array module ``xp`` (``numpy`` or ``cupy``); outputs live on it.
+:class:`Forecast` and :func:`check_panel` live in :mod:`.base` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from statistics import NormalDist
 from types import ModuleType
 from typing import Any
@@ -33,59 +33,20 @@ from typing import Any
 import numpy
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.forecast.base import Forecast, check_panel
 
-
-@dataclass(frozen=True, eq=False)
-class Forecast:
-    """Point forecasts and a central interval, one row per symbol.
-
-    :param point: shape (symbols, horizon).
-    :param lower: lower bound of the central ``level`` interval, shape (symbols, horizon).
-    :param upper: upper bound, shape (symbols, horizon).
-    :param model: the model's name (``"drift"``, ``"ssa"``...).
-    :param level: the interval's nominal coverage.
-    """
-
-    point: Any
-    lower: Any
-    upper: Any
-    model: str
-    level: float = 0.9
-
-    @property
-    def horizon(self) -> int:
-        """Steps ahead."""
-        return int(self.point.shape[1])
-
-
-def check_panel(values: Any, *, xp: ModuleType = numpy, min_points: int = 2, name: str = "values",
-                finite: bool = True) -> Any:
-    """``values`` as a float64 (symbols, time) array of ``xp``, validated.
-
-    :param finite: reject NaN and infinite values (``False``: the caller handles them per row).
-    :raises InvalidInputError: when it is not 2-D, has no symbol, fewer than ``min_points`` points, or
-        (with ``finite``) a NaN or infinite value (named by row and column).
-    """
-    try:
-        array = xp.asarray(values, dtype=xp.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a numeric (symbols, time) array: {exc}") from exc
-    if array.ndim != 2:
-        raise InvalidInputError(f"{name} must be 2-D (symbols, time), got shape {tuple(array.shape)}")
-    if array.shape[0] < 1:
-        raise InvalidInputError(f"{name} has no symbol (shape {tuple(array.shape)})")
-    if array.shape[1] < min_points:
-        raise InvalidInputError(f"{name} needs at least {min_points} points per symbol, got {array.shape[1]}")
-    if not finite:
-        return array
-    ok = xp.isfinite(array)
-    if not bool(ok.all()):
-        rows, cols = (int(i) for i in xp.argwhere(~ok)[0])
-        count = int((~ok).sum())
-        raise InvalidInputError(
-            f"{name} must be finite: {count} NaN/inf value(s), first at row {rows}, column {cols}"
-        )
-    return array
+__all__ = [
+    "BASELINES",
+    "Forecast",
+    "check_horizon",
+    "check_panel",
+    "drift",
+    "historical_mean",
+    "interval",
+    "last_value",
+    "normal_quantile",
+    "zero_return",
+]
 
 
 def check_horizon(horizon: Any) -> int:

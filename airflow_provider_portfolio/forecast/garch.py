@@ -56,7 +56,8 @@ when ``max_iter`` is reached, or when the search finds no increase while the ste
 the only Python loops over data are over time, each step covering all symbols.
 
 Arrays live on the array module ``xp`` (``numpy`` or ``cupy``); special functions come from
-``scipy.special`` or ``cupyx.scipy.special``.
+``scipy.special`` or ``cupyx.scipy.special``. Decisions that need a value on the host (whether any symbol
+stopped, which rows are constant) read it back explicitly with :func:`.backend.to_numpy`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from typing import Any
 import numpy
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.forecast.backend import to_numpy
 from airflow_provider_portfolio.forecast.baselines import Forecast, check_horizon, check_panel, normal_quantile
 
 #: Fewer points per symbol are refused: with less, GARCH parameters are barely identified and the
@@ -105,16 +107,15 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _special(xp: ModuleType) -> ModuleType:
-    """``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy (``gammaln``, ``digamma``, ``polygamma``)."""
+    """``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy (``gammaln``, ``digamma``, ``polygamma``);
+    an array namespace that brings its own ``special`` (a test backend) uses it."""
     if xp is numpy:
         import scipy.special as special
+    elif getattr(xp, "special", None) is not None:
+        special = xp.special
     else:
         import cupyx.scipy.special as special
     return special
-
-
-def _to_host(array: Any) -> numpy.ndarray:
-    return numpy.asarray(array.get() if hasattr(array, "get") and not isinstance(array, numpy.ndarray) else array)
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,7 +175,7 @@ class GarchFit:
         if self.dist == "t":
             import scipy.special
 
-            nu = _to_host(self.nu)
+            nu = to_numpy(self.nu)
             q = scipy.special.stdtrit(nu, 0.5 + float(level) / 2.0) * numpy.sqrt((nu - 2.0) / nu)
             width = xp.asarray(q, dtype=xp.float64)[:, None] * sd
             model = "garch_t"
@@ -391,7 +392,7 @@ class _Model:
         ``d l / d alpha >= d l / d beta``, else ``a = 0``, so that ``p`` leaves 0 if either would rise."""
         xp = self.xp
         stuck = phi[:, 2] <= self.lo[2] + self.eps[2]
-        if not bool(xp.any(stuck)):
+        if not bool(to_numpy(xp.any(stuck))):
             return phi
         phi = phi.copy()
         phi[:, 1] = xp.where(stuck, xp.where(g[:, 1] >= g[:, 2], 1.0, 0.0), phi[:, 1])
@@ -587,7 +588,7 @@ def _optimise(model: _Model, data: _Data, max_iter: int, tol: float) -> tuple[An
         failed = ~done & ~accepted
         converged[active[done | (failed & concave & (dec <= _FAIL * threshold))]] = True
         stop = done | failed | broken
-        if bool(xp.any(stop)):
+        if bool(to_numpy(xp.any(stop))):
             gone, keep = xp.nonzero(stop)[0], xp.nonzero(~stop)[0]
             out_phi[active[gone]] = phi[gone]
             out_ll[active[gone]] = ll[gone]
@@ -626,8 +627,9 @@ def garch_fit(
     e = r - mu[:, None]
     scale = xp.sqrt(xp.mean(e * e, axis=1))
     flat = scale <= FLAT_RTOL * xp.max(xp.abs(r), axis=1)
-    if bool(xp.any(flat)):
-        rows = [int(i) for i in xp.nonzero(flat)[0]]
+    flat = to_numpy(flat)
+    if flat.any():
+        rows = [int(i) for i in numpy.flatnonzero(flat)]
         shown = ", ".join(str(i) for i in rows[:10]) + (f" (+{len(rows) - 10} more)" if len(rows) > 10 else "")
         raise InvalidInputError(f"returns has zero variance in row(s) {shown}: GARCH needs returns that vary")
     x2 = xp.ascontiguousarray((e / scale[:, None]).T ** 2)  # time-major, unit variance

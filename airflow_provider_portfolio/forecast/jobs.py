@@ -3,7 +3,8 @@
 The operators of ``operators/forecasting.py`` are thin wrappers of :func:`forecast_universe` and
 :func:`ensemble_universe`; the same calls work from a notebook or a container.
 
-:func:`forecast_universe`, for one model (a :class:`ModelSpec`):
+:func:`forecast_universe`, for one model of the registry (:mod:`.registry`: a name, or a configured
+:class:`~.base.Model` from ``get_model(name, **options)``) on the array backend of ``device``:
 
 1. Reads the symbols' stored bars of ``timeframe`` and keeps each symbol's last ``history`` closes. A
    symbol with a stored row that cannot be decoded (a close or a timestamp stored as text) is an error
@@ -28,15 +29,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, PortfolioError
-from airflow_provider_portfolio.forecast.backend import Backend, run_chunked, to_numpy
-from airflow_provider_portfolio.forecast.baselines import Forecast, check_horizon, normal_quantile
+from airflow_provider_portfolio.forecast.backend import NUMPY, Backend, get_backend
+from airflow_provider_portfolio.forecast.base import MIN_TRAIN, Fitted, Forecast, Model, kind
+from airflow_provider_portfolio.forecast.baselines import check_horizon, normal_quantile
 from airflow_provider_portfolio.forecast.evaluation import (
     backtest,
     calibrate,
@@ -44,6 +47,7 @@ from airflow_provider_portfolio.forecast.evaluation import (
     ensemble_weights,
     score,
 )
+from airflow_provider_portfolio.forecast.registry import get_model, target_of
 from airflow_provider_portfolio.market.params import is_crypto
 
 if TYPE_CHECKING:
@@ -53,157 +57,86 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Bars a backtest keeps for its shortest training window.
-MIN_TRAIN = 30
+__all__ = ["MIN_TRAIN", "ForecastReport", "OnBackend", "ensemble_universe", "forecast_universe", "future_bars",
+           "garch_spec", "resolve", "sarimax_spec", "ssa_family_spec"]
 
 
-@dataclass(frozen=True)
-class ModelOutput:
-    """What a model returns for a panel.
+# -- models -----------------------------------------------------------------------------------------------
 
-    :param forecast: point and band, (symbols, horizon).
-    :param variance: variance forecasts (symbols, horizon) for variance models, else ``None``.
-    :param errors: row -> reason for rows the model could not forecast (their values are NaN).
+
+@dataclass(frozen=True, eq=False)
+class OnBackend:
+    """A model pinned to one backend: :meth:`fit` ignores the backend it is given (what the deprecated
+    ``*_spec`` functions return; :func:`forecast_universe` uses its backend unless given a ``device``).
+
+    :param model: the model.
+    :param backend: where it computes.
     """
 
-    forecast: Forecast
-    variance: Any = None
-    errors: dict[int, str] = field(default_factory=dict)
+    model: Model
+    backend: Backend
+
+    name = property(lambda self: self.model.name)
+    target = property(lambda self: self.model.target)
+    min_points = property(lambda self: self.model.min_points)
+    params = property(lambda self: self.model.params)
+    engine = property(lambda self: self.model.engine)
+
+    def fit(self, panel: Any, backend: Backend | None = None) -> Fitted:
+        """Fit on the pinned backend."""
+        return self.model.fit(panel, self.backend)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model as a job runs it.
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
 
-    :param name: stored model name (``ssa``, ``garch``...).
-    :param target: ``log_close`` (level models) or ``log_return`` (variance models).
-    :param min_points: the fewest bars of a series the model accepts.
-    :param run: ``run(panel, horizon, level) -> ModelOutput``.
-    :param backend: ``numpy``, ``cupy`` or ``statsmodels``.
-    :param device: where it runs (``cpu``, ``cuda:0 (...)``).
-    :param params: the model's options, for the summary.
+
+def ssa_family_spec(method: str = "ssa", *, backend: Backend, window: int | None = None, rank: int | None = None,
+                    ar_order: int | None = None, chunk: int | None = None) -> OnBackend:
+    """Deprecated: ``get_model(method, window=..., ...)`` and ``forecast_universe(..., device=backend)``."""
+    _deprecated("ssa_family_spec()", "forecast.registry.get_model(method, ...)")
+    from airflow_provider_portfolio.forecast.models import SSAFamilyModel
+
+    return OnBackend(SSAFamilyModel(method, window=window, rank=rank, ar_order=ar_order, chunk=chunk), backend)
+
+
+def garch_spec(dist: str = "normal", *, backend: Backend) -> OnBackend:
+    """Deprecated: ``get_model("garch", dist=dist)`` and ``forecast_universe(..., device=backend)``."""
+    _deprecated("garch_spec()", "forecast.registry.get_model('garch', dist=...)")
+    return OnBackend(get_model("garch", dist=dist), backend)
+
+
+def sarimax_spec(order: Sequence[int] = (1, 0, 1), seasonal_order: Sequence[int] = (0, 0, 0, 0),
+                 trend: str | None = "c", *, processes: int | None = None, warm_start: bool = True) -> Model:
+    """Deprecated: ``get_model("sarimax", order=..., ...)``."""
+    _deprecated("sarimax_spec()", "forecast.registry.get_model('sarimax', ...)")
+    return get_model("sarimax", order=order, seasonal_order=seasonal_order, trend=trend, processes=processes,
+                     warm_start=warm_start)
+
+
+def resolve(spec: Model | str, device: str | Backend | None = None) -> tuple[Model, Backend]:
+    """The model (a registered name is looked up with its default options) and the backend it runs on.
+
+    :param device: a :class:`Backend`, or a device for :func:`.backend.get_backend` (``None``: the
+        model's pinned backend if any, else the default); models with their own ``engine`` run on NumPy.
+    :raises InvalidInputError: for an unknown model name or device.
+    :raises DeviceUnavailableError: for ``device="cuda"`` without CuPy or a GPU.
     """
-
-    name: str
-    target: str
-    min_points: int
-    run: Callable[[np.ndarray, int, float], ModelOutput]
-    backend: str
-    device: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        """The evaluation target kind: ``level`` or ``variance``."""
-        return "variance" if self.target == "log_return" else "level"
+    model = get_model(spec) if isinstance(spec, str) else spec
+    if isinstance(device, Backend):
+        return model, device
+    pinned = getattr(model, "backend", None)
+    if device is None and isinstance(pinned, Backend):
+        return model, pinned
+    if getattr(model, "engine", None) is not None:
+        return model, NUMPY
+    return model, get_backend(device)
 
 
-# -- model specs ------------------------------------------------------------------------------------------
-
-
-def ssa_family_spec(
-    method: str = "ssa",
-    *,
-    backend: Backend,
-    window: int | None = None,
-    rank: int | None = None,
-    ar_order: int | None = None,
-    chunk: int | None = None,
-) -> ModelSpec:
-    """SSA, SAMoSSA or mSSA on ``backend``.
-
-    ``ssa`` and ``samossa`` treat rows independently and run in row chunks that shrink on a GPU
-    out-of-memory error (:func:`.backend.run_chunked`); ``mssa`` fits one model to the whole panel.
-
-    :param method: ``ssa``, ``samossa`` or ``mssa``.
-    :param ar_order: SAMoSSA's residual AR order (``None``: its default).
-    :raises InvalidInputError: for an unknown method, or ``ar_order`` with another method.
-    """
-    from airflow_provider_portfolio.forecast import mssa, samossa, ssa
-
-    if method not in ("ssa", "samossa", "mssa"):
-        raise InvalidInputError(f"method must be 'ssa', 'samossa' or 'mssa', got {method!r}")
-    if ar_order is not None and method != "samossa":
-        raise InvalidInputError(f"ar_order applies to method='samossa' only, not {method!r}")
-    options: dict[str, Any] = {"window": window, "rank": rank}
-    if method == "samossa":
-        options["ar_order"] = samossa.DEFAULT_AR_ORDER if ar_order is None else ar_order
-
-    def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
-        if method == "mssa":
-            fc = mssa.mssa_fit_forecast(panel, horizon, level=level, xp=backend.xp, **options)
-            return ModelOutput(_host(fc))
-        fn = ssa.ssa_fit_forecast if method == "ssa" else samossa.samossa_fit_forecast
-
-        def rows(xp: Any, part: Any) -> tuple[Any, Any, Any]:
-            fc = fn(part, horizon, level=level, xp=xp, **options)
-            return fc.point, fc.lower, fc.upper
-
-        point, lower, upper = run_chunked(rows, panel, backend, chunk=chunk)
-        return ModelOutput(Forecast(point=point, lower=lower, upper=upper, model=method, level=level))
-
-    return ModelSpec(name=method, target="log_close", min_points=MIN_TRAIN, run=run, backend=backend.name,
-                     device=backend.device, params={"method": method, **options, "chunk": chunk})
-
-
-def garch_spec(dist: str = "normal", *, backend: Backend) -> ModelSpec:
-    """GARCH(1,1) of log returns with ``normal`` or ``t`` innovations on ``backend``."""
-    from airflow_provider_portfolio.forecast import garch
-
-    if dist not in ("normal", "t"):
-        raise InvalidInputError(f"dist must be 'normal' or 't', got {dist!r}")
-
-    def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
-        fit = garch.garch_fit(panel, dist=dist, xp=backend.xp)
-        fc = _host(fit.forecast(horizon, level=level))
-        stuck = np.flatnonzero(~to_numpy(fit.converged))
-        errors = {int(i): f"GARCH likelihood did not converge in {fit.iterations} iterations" for i in stuck}
-        return ModelOutput(fc, variance=to_numpy(fit.variance_forecast(horizon)), errors=errors)
-
-    return ModelSpec(name="garch" if dist == "normal" else "garch_t", target="log_return",
-                     min_points=garch.MIN_POINTS + 1, run=run, backend=backend.name, device=backend.device,
-                     params={"dist": dist})
-
-
-def sarimax_spec(
-    order: Sequence[int] = (1, 0, 1),
-    seasonal_order: Sequence[int] = (0, 0, 0, 0),
-    trend: str | None = "c",
-    *,
-    processes: int | None = None,
-    warm_start: bool = True,
-) -> ModelSpec:
-    """SARIMAX per symbol on CPU processes (statsmodels).
-
-    :param warm_start: start each fit from the parameters of the previous fit of the same symbol in
-        this job (the forecast's fit seeds the backtest's), which cuts optimiser iterations.
-    """
-    from airflow_provider_portfolio.forecast import sarimax
-
-    order, seasonal_order = tuple(order), tuple(seasonal_order)
-    minimum = sarimax.sarimax_min_points(order, seasonal_order)
-    # Fitted params per panel of symbols, keyed by the panel's first column: a backtest trains on
-    # prefixes of the same rows, so it finds the params of the forecast's fit; another group of
-    # symbols never does.
-    last_params: dict[bytes, list[Any]] = {}
-
-    def run(panel: np.ndarray, horizon: int, level: float) -> ModelOutput:
-        key = np.ascontiguousarray(panel[:, 0]).tobytes()
-        start = last_params.get(key) if warm_start else None
-        result = sarimax.sarimax_fit_forecast(panel, horizon, order=order, seasonal_order=seasonal_order,
-                                              trend=trend, level=level, start_params=start, processes=processes)
-        if warm_start:
-            last_params[key] = result.params
-        return ModelOutput(result.forecast, errors=dict(result.errors))
-
-    return ModelSpec(name="sarimax", target="log_close", min_points=max(MIN_TRAIN, minimum), run=run,
-                     backend="statsmodels", device="cpu",
-                     params={"order": list(order), "seasonal_order": list(seasonal_order), "trend": trend})
-
-
-def _host(fc: Forecast) -> Forecast:
-    return Forecast(point=to_numpy(fc.point), lower=to_numpy(fc.lower), upper=to_numpy(fc.upper), model=fc.model,
-                    level=fc.level)
+def _placement(model: Model, backend: Backend) -> tuple[str, str]:
+    """``(backend name, device)`` for rows and reports."""
+    engine = getattr(model, "engine", None)
+    return (engine, "cpu") if engine is not None else (backend.name, backend.device)
 
 
 # -- the job ----------------------------------------------------------------------------------------------
@@ -290,35 +223,35 @@ class _GroupResult:
     errors: dict[int, str]
 
 
-def _run_group(spec: ModelSpec, panel: np.ndarray, horizon: int, level: float, origins: int,
+def _run_group(model: Model, backend: Backend, panel: np.ndarray, horizon: int, level: float, origins: int,
                min_origins: int) -> _GroupResult:
-    out = spec.run(panel, horizon, level)
+    out = model.fit(panel, backend).forecast(horizon, level)
 
     def forecaster(train: np.ndarray, h: int) -> tuple[Forecast, Any]:
-        res = spec.run(train, h, level)
-        return res.forecast, res.variance
+        res = model.fit(train, backend).forecast(h, level)
+        return res, res.variance
 
     bt = backtest(panel, forecaster, horizon=horizon, origins=origins, min_train=MIN_TRAIN)
-    evaluation = score(bt, target=spec.kind, min_origins=min_origins)
-    fc = calibrate(out.forecast, calibration_factors(bt, level))
+    evaluation = score(bt, target=kind(model), min_origins=min_origins)
+    fc = calibrate(out, calibration_factors(bt, level))
     return _GroupResult(fc, out.variance, evaluation, dict(out.errors))
 
 
-def _run_isolated(spec: ModelSpec, panel: np.ndarray, horizon: int, level: float, origins: int,
+def _run_isolated(model: Model, backend: Backend, panel: np.ndarray, horizon: int, level: float, origins: int,
                   min_origins: int) -> list[tuple[int, _GroupResult | str, int]]:
     """Per row ``i``: ``(i, result, j)`` with ``j`` the row's index in ``result`` (the whole panel's, or
     its own when the panel failed and was retried row by row), or ``(i, error, 0)``."""
     try:
-        res = _run_group(spec, panel, horizon, level, origins, min_origins)
+        res = _run_group(model, backend, panel, horizon, level, origins, min_origins)
         return [(i, res, i) for i in range(panel.shape[0])]
     except (PortfolioError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
         if panel.shape[0] == 1:
             return [(0, f"{type(exc).__name__}: {exc}", 0)]
-        log.warning("%s failed on a panel of %d symbols (%s); running each symbol alone", spec.name,
+        log.warning("%s failed on a panel of %d symbols (%s); running each symbol alone", model.name,
                     panel.shape[0], exc)
     out: list[tuple[int, _GroupResult | str, int]] = []
     for i in range(panel.shape[0]):
-        _, single, _ = _run_isolated(spec, panel[i : i + 1], horizon, level, origins, min_origins)[0]
+        _, single, _ = _run_isolated(model, backend, panel[i : i + 1], horizon, level, origins, min_origins)[0]
         out.append((i, single, 0))
     return out
 
@@ -344,7 +277,7 @@ def future_bars(symbol: str, asof: Any, steps: int, timeframe: str, exchange: st
 def forecast_universe(
     store: PortfolioStore,
     symbols: Sequence[str],
-    spec: ModelSpec,
+    spec: Model | str,
     *,
     run_id: str,
     timeframe: str = "1Day",
@@ -354,12 +287,14 @@ def forecast_universe(
     origins: int = 10,
     min_origins: int = 3,
     exchange: str = "XNYS",
+    device: str | Backend | None = None,
 ) -> ForecastReport:
-    """Forecast ``symbols`` with ``spec`` from the store's bars and write forecasts and evaluations.
+    """Forecast ``symbols`` with a model from the store's bars and write forecasts and evaluations.
 
     :param store: a migrated store.
     :param symbols: validated tickers.
-    :param spec: the model (see the ``*_spec`` functions).
+    :param spec: the model: a registered name (default options) or a :class:`~.base.Model`
+        (``registry.get_model(name, **options)``).
     :param run_id: the run the rows belong to (a rerun with the same id replaces them).
     :param timeframe: bar timeframe.
     :param history: bars per symbol used at most (the latest).
@@ -368,7 +303,10 @@ def forecast_universe(
     :param origins: rolling origins of the backtest.
     :param min_origins: fewer origins than this labels a symbol ``insufficient_data``.
     :param exchange: calendar of equities, for ``target_ts``.
-    :raises InvalidInputError: for bad parameters (nothing is read or written).
+    :param device: ``auto``, ``cuda``, ``cpu`` or a :class:`~.backend.Backend`; ``None``: the model's
+        pinned backend, else :data:`.backend.DEFAULT_DEVICE` (this function reads no configuration).
+    :raises InvalidInputError: for bad parameters or an unknown model (nothing is read or written).
+    :raises DeviceUnavailableError: for ``device="cuda"`` without a GPU (nothing is read or written).
     :raises StoreError: when the store cannot be read or written (nothing is written). A corrupt stored
         row fails its symbol only: it is reported in :attr:`ForecastReport.failed`.
     """
@@ -378,17 +316,20 @@ def forecast_universe(
     horizon, level, history, origins = _check_common(horizon, level, history, origins)
     if not run_id:
         raise InvalidInputError("run_id must be a non-empty string")
+    model, backend = resolve(spec, device)
+    backend_name, device_name = _placement(model, backend)
+    target = model.target
     symbols = list(dict.fromkeys(symbols))
-    report = ForecastReport(model=spec.name, run_id=run_id, backend=spec.backend, device=spec.device)
+    report = ForecastReport(model=model.name, run_id=run_id, backend=backend_name, device=device_name)
     # a symbol with a corrupt stored row (a close or a timestamp stored as text) fails alone
     bars, corrupt = store.read_bars_checked(symbols, timeframe)
     for symbol, why in corrupt.items():
         report.failed[symbol] = f"unreadable bars in the store: {why}"
-        log.warning("%s: %s not forecast: %s", spec.name, symbol, why)
+        log.warning("%s: %s not forecast: %s", model.name, symbol, why)
     if corrupt:
         symbols = [s for s in symbols if s not in corrupt]
     # a return series is one bar shorter than its closes
-    need = spec.min_points + (1 if spec.kind == "variance" else 0)
+    need = model.min_points + (1 if kind(model) == "variance" else 0)
     usable = _series(bars, symbols, history, need, report.failed)
 
     by_length: dict[int, list[str]] = {}
@@ -400,9 +341,9 @@ def forecast_universe(
     targets: dict[tuple[str, Any], list[Any]] = {}
     for length, names in sorted(by_length.items()):
         logs = np.log(np.stack([usable[s][0] for s in names]))
-        panel = np.diff(logs, axis=1) if spec.kind == "variance" else logs
-        log.info("%s: %d symbol(s) x %d bars on %s", spec.name, len(names), panel.shape[1], spec.device)
-        for k, result, i in _run_isolated(spec, panel, horizon, level, origins, min_origins):
+        panel = np.diff(logs, axis=1) if kind(model) == "variance" else logs
+        log.info("%s: %d symbol(s) x %d bars on %s", model.name, len(names), panel.shape[1], device_name)
+        for k, result, i in _run_isolated(model, backend, panel, horizon, level, origins, min_origins):
             symbol = names[k]
             if isinstance(result, str):
                 report.failed[symbol] = result
@@ -421,20 +362,20 @@ def forecast_universe(
                 targets[calendar_key] = future_bars(symbol, asof, horizon, timeframe, exchange)
             for step in range(horizon):
                 forecast_rows.append({
-                    "run_id": run_id, "model": spec.name, "symbol": symbol, "timeframe": timeframe,
+                    "run_id": run_id, "model": model.name, "symbol": symbol, "timeframe": timeframe,
                     "step": step + 1, "asof": asof, "target_ts": targets[calendar_key][step],
-                    "target": spec.target, "point": float(fc.point[i, step]), "lower": float(fc.lower[i, step]),
+                    "target": target, "point": float(fc.point[i, step]), "lower": float(fc.lower[i, step]),
                     "upper": float(fc.upper[i, step]), "level": level,
                     "variance": None if result.variance is None else float(result.variance[i, step]),
-                    "backend": spec.backend, "device": spec.device,
+                    "backend": backend_name, "device": device_name,
                 })
             evaluation_rows.append({
-                "run_id": run_id, "model": spec.name, "symbol": symbol, "timeframe": timeframe, "asof": asof,
+                "run_id": run_id, "model": model.name, "symbol": symbol, "timeframe": timeframe, "asof": asof,
                 "horizon": horizon, "origins": ev.origins, "rmse": _num(ev.rmse[i]), "mae": _num(ev.mae[i]),
                 "directional_accuracy": _num(ev.directional_accuracy[i]), "coverage": _num(ev.coverage[i]),
                 "baseline": ev.baseline, "baseline_rmse": _num(ev.baseline_rmse[i]), "skill": _num(ev.skill[i]),
                 "label": ev.labels[i], "healthy": ev.labels[i] == "healthy", "weight": None,
-                "backend": spec.backend, "device": spec.device,
+                "backend": backend_name, "device": device_name,
             })
             report.forecast.append(symbol)
             report.labels[symbol] = ev.labels[i]
@@ -467,7 +408,8 @@ def ensemble_universe(
     trades on it. The ensemble is not backtested itself: its evaluation row carries the label and the
     fewest origins of its members; its metrics are NULL. Computed for all symbols at once.
 
-    :param models: model names already written for ``run_id`` (``log_close`` targets only).
+    :param models: model names already written for ``run_id`` (``log_close`` targets only): registered
+        names (:func:`.registry.models`), or names of models stored by another registration.
     :raises InvalidInputError: when ``models`` is empty or holds a variance model.
     """
     import pandas as pd
@@ -476,6 +418,9 @@ def ensemble_universe(
     models = list(dict.fromkeys(models))
     if not models or "ensemble" in models:
         raise InvalidInputError(f"models must name at least one component model (not 'ensemble'), got {models!r}")
+    returns = [m for m in models if target_of(m) == "log_return"]  # known to the registry: refused before reading
+    if returns:
+        raise InvalidInputError(f"the ensemble combines price-level models only; {returns} forecast returns")
     report = ForecastReport(model="ensemble", run_id=run_id, backend="numpy", device="cpu")
     fcs = store.read_forecasts(list(symbols), model=models, timeframe=timeframe, run_id=run_id)
     evs = store.read_evaluations(list(symbols), model=models, timeframe=timeframe, run_id=run_id)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.forecast.backend import to_numpy
 from airflow_provider_portfolio.forecast.baselines import (
     Forecast,
     check_horizon,
@@ -159,7 +160,7 @@ def mssa_fit(
     w, vecs = xp.linalg.eigh(cov)
     w = xp.maximum(w[::-1], 0.0)
     vecs = vecs[:, ::-1]
-    r = int(choose_rank(w[None, :], max_rank=max_rank, xp=xp)[0]) if rank is None else int(rank)
+    r = int(to_numpy(choose_rank(w[None, :], max_rank=max_rank, xp=xp))[0]) if rank is None else int(rank)
     basis = vecs[:, :r]
     denoised = basis @ (basis.T @ stacked)
     features = denoised[:-1].T  # (columns, L - 1)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, PortfolioError
+from airflow_provider_portfolio.forecast.backend import to_numpy
 from airflow_provider_portfolio.forecast.baselines import (
     Forecast,
     check_horizon,
@@ -184,8 +185,9 @@ def ssa_fit(
     # Linear recurrence from the leading eigenvectors.
     pi = basis[:, L - 1, :]
     nu2 = xp.sum(pi * pi, axis=1)
-    if bool(xp.any(nu2 >= 1.0 - VERTICALITY_TOL)):
-        bad = [int(i) for i in xp.nonzero(nu2 >= 1.0 - VERTICALITY_TOL)[0][:5]]
+    vertical = to_numpy(nu2 >= 1.0 - VERTICALITY_TOL)  # one explicit read-back of a flag per row
+    if vertical.any():
+        bad = [int(i) for i in numpy.flatnonzero(vertical)[:5]]
         raise SSAError(f"recurrent forecast undefined for row(s) {bad}: use a smaller rank or a larger window")
     lrr = xp.matmul(basis[:, : L - 1, :], pi[:, :, None])[:, :, 0] / (1.0 - nu2)[:, None]
 

@@ -11,8 +11,12 @@ always exists, so a copied DAG never waits on a missing pool) and ``[portfolio] 
 ``airflow pools set gpu_pool 1 "GPU forecasting"`` then ``AIRFLOW__PORTFOLIO__GPU_POOL=gpu_pool``
 (and ``AIRFLOW__PORTFOLIO__GPU_QUEUE`` for Celery/Kubernetes GPU workers). These are declared in the
 operators' signatures, so a DAG's ``default_args`` still win over the configuration. ``device``
-(``auto``/``cuda``/``cpu``, default ``[portfolio] device``) is resolved on the worker that runs the
-task: ``auto`` uses CuPy where a GPU is visible there.
+(``auto``/``cuda``/``cpu``, default ``[portfolio] device``) is read and resolved on the worker that runs
+the task (``auto`` uses CuPy where a GPU is visible there) and passed to the job: the forecasting code
+itself reads no configuration.
+
+Each operator takes its model from the forecast model registry
+(:mod:`airflow_provider_portfolio.forecast.registry`) by name.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from airflow_provider_portfolio.operators.templated import blank, maybe_json_lis
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_portfolio.forecast.jobs import ForecastReport, ModelSpec
+    from airflow_provider_portfolio.forecast.base import Model
+    from airflow_provider_portfolio.forecast.jobs import ForecastReport
 
 
 class _ForecastOperatorBase(BaseOperator):
-    """Shared parameters and the job outline; subclasses build their :class:`ModelSpec`.
+    """Shared parameters and the job outline; subclasses say which registered model they run.
 
     :param symbols: tickers (templated): a list, a JSON list string or a comma-separated string;
         ``None`` forecasts every symbol with bars of ``timeframe`` in the store.
@@ -85,25 +90,29 @@ class _ForecastOperatorBase(BaseOperator):
     def store_hook(self) -> PortfolioStoreHook:
         return PortfolioStoreHook(store_conn_id=self.store_conn_id or None)
 
-    def build_spec(self) -> ModelSpec:
-        """The model this operator runs."""
+    def build_model(self) -> Model:
+        """The model this operator runs, from the registry."""
         raise NotImplementedError
+
+    def resolved_device(self) -> str | None:
+        """The device passed to the job (``None``: the model runs on its own engine)."""
+        return None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.config import get_option
-        from airflow_provider_portfolio.forecast.jobs import forecast_universe
+        from airflow_provider_portfolio.forecast.jobs import forecast_universe, resolve
 
         self._check_failed_fraction()
-        spec = self.build_spec()
-        store = self.store_hook.get_conn()
-        store.migrate()
+        model, backend = resolve(self.build_model(), self.resolved_device())
+        store = self.store_hook.get_conn()  # the hook has migrated it
         symbols = self._resolve_symbols(store)
-        self.log.info("Forecasting %d symbol(s) with %s %s on %s (%s), store %s", len(symbols), spec.name,
-                      spec.params, spec.backend, spec.device, store.url)
+        engine = model.engine or f"{backend.name} ({backend.device})"
+        self.log.info("Forecasting %d symbol(s) with %s %s on %s, store %s", len(symbols), model.name,
+                      dict(model.params), engine, store.url)
         report = forecast_universe(
-            store, symbols, spec, run_id=context["run_id"], timeframe=self.timeframe, history=self.history,
+            store, symbols, model, run_id=context["run_id"], timeframe=self.timeframe, history=self.history,
             horizon=self.horizon, level=self.level, origins=self.origins, min_origins=self.min_origins,
-            exchange=self.exchange or get_option("default_exchange"),
+            exchange=self.exchange or get_option("default_exchange"), device=backend,
         )
         return self._finish(report, len(symbols))
 
@@ -165,10 +174,11 @@ class _GpuForecastOperator(_ForecastOperatorBase):
                          queue=queue or get_option("gpu_queue"), **kwargs)
         self.device = device
 
-    def backend(self) -> Any:
-        from airflow_provider_portfolio.forecast.backend import get_backend
+    def resolved_device(self) -> str | None:
+        """``device``, else ``[portfolio] device`` (read here, on the worker)."""
+        from airflow_provider_portfolio.config import get_option
 
-        return get_backend(self.device)
+        return self.device or get_option("device")
 
 
 class SSAForecastOperator(_GpuForecastOperator):
@@ -193,11 +203,14 @@ class SSAForecastOperator(_GpuForecastOperator):
         self.ar_order = ar_order
         self.chunk = chunk
 
-    def build_spec(self) -> ModelSpec:
-        from airflow_provider_portfolio.forecast.jobs import ssa_family_spec
+    def build_model(self) -> Model:
+        from airflow_provider_portfolio.exceptions import InvalidInputError
+        from airflow_provider_portfolio.forecast.models import SSA_METHODS
+        from airflow_provider_portfolio.forecast.registry import get_model
 
-        return ssa_family_spec(self.method, backend=self.backend(), window=self.window, rank=self.rank,
-                               ar_order=self.ar_order, chunk=self.chunk)
+        if self.method not in SSA_METHODS:
+            raise InvalidInputError(f"method must be 'ssa', 'samossa' or 'mssa', got {self.method!r}")
+        return get_model(self.method, window=self.window, rank=self.rank, ar_order=self.ar_order, chunk=self.chunk)
 
 
 class GarchForecastOperator(_GpuForecastOperator):
@@ -213,10 +226,10 @@ class GarchForecastOperator(_GpuForecastOperator):
         super().__init__(**kwargs)
         self.dist = dist
 
-    def build_spec(self) -> ModelSpec:
-        from airflow_provider_portfolio.forecast.jobs import garch_spec
+    def build_model(self) -> Model:
+        from airflow_provider_portfolio.forecast.registry import get_model
 
-        return garch_spec(self.dist, backend=self.backend())
+        return get_model("garch", dist=self.dist)
 
 
 class SarimaxForecastOperator(_ForecastOperatorBase):
@@ -242,11 +255,11 @@ class SarimaxForecastOperator(_ForecastOperatorBase):
         self.processes = processes
         self.warm_start = warm_start
 
-    def build_spec(self) -> ModelSpec:
-        from airflow_provider_portfolio.forecast.jobs import sarimax_spec
+    def build_model(self) -> Model:
+        from airflow_provider_portfolio.forecast.registry import get_model
 
-        return sarimax_spec(self.order, self.seasonal_order, self.trend, processes=self.processes,
-                            warm_start=self.warm_start)
+        return get_model("sarimax", order=self.order, seasonal_order=self.seasonal_order, trend=self.trend,
+                         processes=self.processes, warm_start=self.warm_start)
 
 
 class EnsembleForecastOperator(_ForecastOperatorBase):
@@ -269,8 +282,7 @@ class EnsembleForecastOperator(_ForecastOperatorBase):
         from airflow_provider_portfolio.forecast.jobs import ensemble_universe
 
         self._check_failed_fraction()
-        store = self.store_hook.get_conn()
-        store.migrate()
+        store = self.store_hook.get_conn()  # the hook has migrated it
         symbols = self._resolve_symbols(store)
         models = maybe_json_list(self.models)
         if isinstance(models, str):

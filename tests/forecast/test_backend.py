@@ -118,12 +118,21 @@ def test_unknown_device(device):
         get_backend(device)
 
 
-def test_none_reads_provider_config(monkeypatch):
-    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEVICE", "cpu")
-    assert get_backend() is NUMPY
-    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEVICE", "quantum")
-    with pytest.raises(InvalidInputError, match="quantum"):
-        get_backend(None)
+def test_none_is_auto_and_never_reads_provider_config(monkeypatch, no_gpu):
+    """The operators read ``[portfolio] device`` and pass it in; the backend itself reads nothing."""
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEVICE", "quantum")  # would raise if it were read
+    assert backend.DEFAULT_DEVICE == "auto"
+    assert get_backend() is NUMPY and get_backend(None) is NUMPY
+
+
+def test_backend_module_imports_neither_airflow_nor_the_config():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(backend))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and (m.startswith("airflow.") or m == "airflow" or m.endswith(".config"))}
 
 
 def test_choice_logged_once(caplog, no_gpu):

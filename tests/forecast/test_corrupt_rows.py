@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_portfolio.exceptions import StoreError
 from airflow_provider_portfolio.forecast.backend import NUMPY
-from airflow_provider_portfolio.forecast.jobs import forecast_universe, ssa_family_spec
+from airflow_provider_portfolio.forecast.jobs import forecast_universe
 from airflow_provider_portfolio.market.synthetic import SyntheticMarket
 from airflow_provider_portfolio.operators.forecasting import SSAForecastOperator
 from airflow_provider_portfolio.store import PortfolioStore
@@ -49,7 +49,7 @@ def corrupt(path, sql: str) -> str:
 def test_a_corrupt_row_rejects_its_symbol_and_the_others_are_forecast(path, sql, column, value):
     day = corrupt(path, sql)
     store = PortfolioStore.for_sqlite_file(path)
-    report = forecast_universe(store, SYMBOLS, ssa_family_spec("ssa", backend=NUMPY), run_id="r", history=200,
+    report = forecast_universe(store, SYMBOLS, "ssa", device=NUMPY, run_id="r", history=200,
                                origins=3)
     assert sorted(report.forecast) == ["AAPL", "SPY"]
     why = report.failed["MSFT"]
@@ -95,7 +95,7 @@ def test_other_reads_of_a_corrupt_timestamp_name_it(path):
 
 def test_a_corrupt_forecast_row_is_a_store_error_naming_it(path):
     store = PortfolioStore.for_sqlite_file(path)
-    forecast_universe(store, ["AAPL"], ssa_family_spec("ssa", backend=NUMPY), run_id="r", history=200, origins=3)
+    forecast_universe(store, ["AAPL"], "ssa", device=NUMPY, run_id="r", history=200, origins=3)
     with sqlite3.connect(path) as db:
         db.execute("UPDATE forecasts SET point = 'abc' WHERE symbol = 'AAPL' AND step = 2")
     with pytest.raises(StoreError, match=r"table forecasts, symbol AAPL: row \(run_id 'r'.*step 2\): column point holds "

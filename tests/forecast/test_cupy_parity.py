@@ -76,3 +76,27 @@ def test_chunked_run_on_the_gpu(cp):
         return fc.point
 
     assert_same(run_chunked(fn, LEVELS, backend, chunk=16), ssa_fit_forecast(LEVELS, 5).point, "chunked ssa")
+
+
+@pytest.mark.parametrize("name", ["drift", "garch", "garch_t", "historical_mean", "last_value", "mssa", "samossa", "ssa"])
+def test_registered_models(cp, name):
+    from airflow_provider_portfolio.forecast.backend import NUMPY
+    from airflow_provider_portfolio.forecast.base import kind
+    from airflow_provider_portfolio.forecast.registry import get_model
+
+    model = get_model(name)
+    panel = RETURNS if kind(model) == "variance" else LEVELS
+    cpu = model.fit(panel, NUMPY).forecast(5, 0.9)
+    gpu = get_model(name).fit(panel, get_backend("cuda")).forecast(5, 0.9)
+    for part in ("point", "lower", "upper", "variance"):
+        if getattr(cpu, part) is not None:
+            assert type(getattr(gpu, part)) is np.ndarray  # models hand back host arrays
+            assert_same(getattr(gpu, part), getattr(cpu, part), f"{name}.{part}")
+
+
+def test_every_array_model_is_covered():
+    from airflow_provider_portfolio.forecast.registry import get_model, models
+
+    array_models = {m for m in models() if get_model(m).engine is None}
+    covered = set(test_registered_models.pytestmark[0].args[1])
+    assert array_models == covered

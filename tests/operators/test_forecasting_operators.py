@@ -96,3 +96,42 @@ def test_bad_parameters(store, op, match):
     with pytest.raises(InvalidInputError, match=match):
         op.execute({"run_id": "r"})
     assert store.read_forecasts(SYMBOLS).empty
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SSAForecastOperator(task_id="ssa", store_conn_id="desk_store", symbols=["AAPL"], device="cpu",
+                                    history=200, origins=3),
+        lambda: EnsembleForecastOperator(task_id="ensemble", store_conn_id="desk_store", symbols=["AAPL"],
+                                         models="ssa", max_failed_fraction=1.0),
+    ],
+    ids=["model", "ensemble"],
+)
+def test_one_run_migrates_the_store_once(store, monkeypatch, make):
+    """The store hook hands out a migrated store: the operator must not migrate it again."""
+    calls = []
+    real = PortfolioStore.migrate
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.url)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PortfolioStore, "migrate", counting)
+    op = make()
+    if isinstance(op, EnsembleForecastOperator):
+        run(SSAForecastOperator(task_id="ssa", store_conn_id="desk_store", symbols=["AAPL"], device="cpu",
+                                history=200, origins=3))
+        calls.clear()
+    run(op)
+    assert len(calls) == 1
+
+
+def test_the_device_comes_from_the_provider_config(store, monkeypatch):
+    """``device=None`` reads ``[portfolio] device`` in the operator and passes it to the job."""
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEVICE", "cuda")
+    op = SSAForecastOperator(task_id="ssa", store_conn_id="desk_store", symbols=SYMBOLS, history=200, origins=3)
+    with pytest.raises(DeviceUnavailableError, match="device='cuda'"):
+        op.execute({"run_id": "r"})
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEVICE", "cpu")
+    assert run(op)["device"] == "cpu"
