@@ -26,17 +26,26 @@ def test_hook_modules_are_derived_from_the_connection_types():
 def test_sources_resolve_through_get_hook(add_connection, requests_mock, monkeypatch):
     from airflow.sdk.definitions.connection import Connection
 
+    try:  # Airflow 3.1 hands out the core Connection outside a task; later versions the SDK's
+        from airflow.models.connection import Connection as CoreConnection
+    except ImportError:
+        CoreConnection = Connection
     add_connection("alpaca_data", "alpaca", login=ALPACA_KEY_ID, password=ALPACA_SECRET)
     add_connection("av", "alphavantage", password=ALPHAVANTAGE_KEY)
     add_connection("fh", "finnhub", password=FINNHUB_KEY)
     asked = []
-    real = Connection.get_hook
 
-    def spy(self, *, hook_params=None):
-        asked.append(self.conn_id)
-        return real(self, hook_params=hook_params)
+    def spying(cls):
+        real = cls.get_hook
 
-    monkeypatch.setattr(Connection, "get_hook", spy)
+        def spy(self, *, hook_params=None):
+            asked.append(self.conn_id)
+            return real(self, hook_params=hook_params)
+
+        monkeypatch.setattr(cls, "get_hook", spy)
+
+    for cls in {Connection, CoreConnection}:
+        spying(cls)
     sources = resolve_sources(["fh", "synthetic", "av", "alpaca_data"], exchange="XNYS", seed=3)
     assert [type(s) for s in sources] == [FinnhubHook, SyntheticMarket, AlphaVantageHook, AlpacaHook]
     assert [s.name for s in sources if not isinstance(s, SyntheticMarket)] == ["fh", "av", "alpaca_data"]
