@@ -61,7 +61,7 @@ def universe_chunks(chunk: int = CHUNK) -> list[list[str]]:
 def portfolio_auto_trader():
     market_open = MarketHoursSensor(task_id="market_hours", exchange="{{ params.exchange }}", when_closed="skip")
     universe = task(universe_chunks, task_id="universe")()
-    trade = AutoTraderOperator.partial(
+    AutoTraderOperator.partial(
         task_id="auto_trader",
         timeframe="30Min",
         risk_limits={"max_order_notional": 10_000, "max_position_fraction": 0.10, "max_open_positions": 20,

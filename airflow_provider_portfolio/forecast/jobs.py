@@ -49,6 +49,7 @@ from airflow_provider_portfolio.forecast.evaluation import (
 )
 from airflow_provider_portfolio.forecast.registry import get_model, target_of
 from airflow_provider_portfolio.market.params import is_crypto
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -286,7 +287,7 @@ def forecast_universe(
     level: float = 0.9,
     origins: int = 10,
     min_origins: int = 3,
-    exchange: str = "XNYS",
+    exchange: str = DEFAULT_EXCHANGE,
     device: str | Backend | None = None,
 ) -> ForecastReport:
     """Forecast ``symbols`` with a model from the store's bars and write forecasts and evaluations.

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -27,11 +27,33 @@ from airflow_provider_portfolio.market.calendar import (
 from airflow_provider_portfolio.market.params import validate_symbols
 from airflow_provider_portfolio.market.quality import QualityRules, check_bars
 from airflow_provider_portfolio.market.sources import FailoverChain, MarketDataSource
-
-if TYPE_CHECKING:
-    from airflow_provider_portfolio.store import PortfolioStore
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE
 
 log = logging.getLogger(__name__)
+
+
+class BarStore(Protocol):
+    """What the ETL needs of a bar store (``PortfolioStore`` is one); the market never imports the store."""
+
+    #: The store's URL with any password hidden (named in the ETL's report).
+    url: str
+
+    def bar_timestamps(self, symbol: str, timeframe: str, start: Any = None, end: Any = None) -> pd.DatetimeIndex:
+        """Timestamps (UTC, ascending) of the stored bars of one symbol and timeframe, bounds inclusive."""
+        ...
+
+    def latest_bar_ts(self, symbols: list[str] | None, timeframe: str) -> dict[str, pd.Timestamp | None]:
+        """The latest stored bar timestamp per symbol (``None`` for a symbol without bars)."""
+        ...
+
+    def read_bars(self, symbols: list[str] | None = None, timeframe: str = "1Day", start: Any = None,
+                  end: Any = None) -> pd.DataFrame:
+        """Stored bars as a canonical bar frame sorted by (symbol, ts), bounds inclusive."""
+        ...
+
+    def upsert_bars(self, bars: pd.DataFrame) -> int:
+        """Insert or update bars on (symbol, timeframe, ts) in one transaction; the rows changed."""
+        ...
 
 MODES = ("incremental", "full")
 _PREVIOUS_WINDOW = pd.Timedelta(days=31)  # stored timestamps read first when looking for the bar before a hole
@@ -102,7 +124,7 @@ def last_closed_session(calendar: MarketCalendar, at: datetime) -> pd.Timestamp:
 
 
 def plan_missing_sessions(
-    store: PortfolioStore, symbol: str, sessions: pd.DataFrame, timeframe: str
+    store: BarStore, symbol: str, sessions: pd.DataFrame, timeframe: str
 ) -> pd.DatetimeIndex:
     """Sessions of ``sessions`` (as from :meth:`MarketCalendar.sessions`) that hold no bar in the store."""
     if sessions.empty:
@@ -123,7 +145,7 @@ def plan_missing_sessions(
     return pd.DatetimeIndex(sessions.index[missing])
 
 
-def previous_bar(store: PortfolioStore, symbol: str, timeframe: str, before: pd.Timestamp) -> pd.DataFrame:
+def previous_bar(store: BarStore, symbol: str, timeframe: str, before: pd.Timestamp) -> pd.DataFrame:
     """The last stored bar of ``symbol`` and ``timeframe`` dated before ``before``: a bar frame of one row, or empty.
 
     An incremental load after the last stored bar costs an indexed ``max(ts)`` and a one-row read. A batch
@@ -150,7 +172,7 @@ def previous_bar(store: PortfolioStore, symbol: str, timeframe: str, before: pd.
 
 
 def load_bars(
-    store: PortfolioStore,
+    store: BarStore,
     sources: Sequence[MarketDataSource],
     symbols: object,
     start: object,
@@ -158,7 +180,7 @@ def load_bars(
     *,
     timeframe: str = "1Day",
     mode: str = "incremental",
-    exchange: str = "XNYS",
+    exchange: str = DEFAULT_EXCHANGE,
     rules: QualityRules | None = None,
     now: datetime | None = None,
     calendar_for: Callable[[str], MarketCalendar] | None = None,

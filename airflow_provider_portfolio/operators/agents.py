@@ -115,6 +115,38 @@ class _Agent:
         return store.read_bars([self.config["symbol"]], self.config["timeframe"], data["first_bar"],
                                data["last_bar"])
 
+    def decide(self, data: Mapping[str, Any], technical: Mapping[str, Any],
+               sentiment: Mapping[str, Any]) -> dict[str, Any]:
+        """``make_decision``: the signals combined, the target sized (at the latest quote, with a real broker,
+        where a source has one; else the last close), the decision claimed for the bar, under the account's lock.
+
+        :param data: ``fetch_market_data``'s summary.
+        :param technical: ``analyze_technical``'s signal.
+        :param sentiment: ``analyze_sentiment``'s signal.
+        :raises AirflowSkipException: when another run already decided the bar.
+        """
+        from datetime import datetime
+
+        import pandas as pd
+
+        from airflow_provider_portfolio.market.sources import fetch_quotes
+        from airflow_provider_portfolio.trading.cycle import CycleReport, decide_step
+
+        symbol = self.config["symbol"]
+        _, ledger, broker = self.open()
+        report = CycleReport()
+        settings = self.settings()
+        bars = pd.concat([self.stored_bars(data), _bars_frame(data["forming"])], ignore_index=True)
+        quotes = fetch_quotes(self.sources(settings), [symbol])[0] if broker.kind != "simulated" else None
+        with self.lock(ledger, broker, settings):
+            mine = decide_step([symbol], bars, datetime.fromisoformat(data["now"]), broker=broker, ledger=ledger,
+                               **self.ids(), settings=settings, report=report,
+                               signals={"technical": _signal(technical), "sentiment": _signal(sentiment)},
+                               missing=data["missing"], quotes=quotes)
+        if symbol not in mine:
+            raise AirflowSkipException(f"{symbol}: the bar was already decided by another run")
+        return {**_decision_view(mine[symbol]), "start_of_day_equity": report.start_of_day_equity}
+
     def ids(self) -> dict[str, str]:
         run = get_current_context()["dag_run"]
         return {"dag_id": run.dag_id, "run_id": run.run_id}
@@ -286,26 +318,7 @@ def trading_agent_dag(
         def make_decision(data: dict[str, Any], technical: dict[str, Any], sentiment: dict[str, Any]) -> dict[str, Any]:
             """Combine the signals, size the target (at the latest quote where a source has one, with a real
             broker), and claim the decision for the bar."""
-            from datetime import datetime
-
-            import pandas as pd
-
-            from airflow_provider_portfolio.market.sources import fetch_quotes
-            from airflow_provider_portfolio.trading.cycle import CycleReport, decide_step
-
-            _, ledger, broker = agent.open()
-            report = CycleReport()
-            settings = agent.settings()
-            bars = pd.concat([agent.stored_bars(data), _bars_frame(data["forming"])], ignore_index=True)
-            quotes = fetch_quotes(agent.sources(settings), [symbol])[0] if broker.kind != "simulated" else None
-            with agent.lock(ledger, broker, settings):
-                mine = decide_step([symbol], bars, datetime.fromisoformat(data["now"]),
-                                   broker=broker, ledger=ledger, **agent.ids(), settings=settings, report=report,
-                                   signals={"technical": _signal(technical), "sentiment": _signal(sentiment)},
-                                   missing=data["missing"], quotes=quotes)
-            if symbol not in mine:
-                raise AirflowSkipException(f"{symbol}: the bar was already decided by another run")
-            return {**_decision_view(mine[symbol]), "start_of_day_equity": report.start_of_day_equity}
+            return agent.decide(data, technical, sentiment)
 
         @task
         def validate_risk(decided: dict[str, Any], market: dict[str, Any]) -> dict[str, Any]:

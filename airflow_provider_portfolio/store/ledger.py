@@ -1,8 +1,11 @@
 """The trading ledger in the portfolio store: decisions, orders, fills, positions, cash and equity.
 
-Plain Python over :class:`~airflow_provider_portfolio.store.repository.PortfolioStore` (never imports
-Airflow). Every method is one transaction; the ones that move money (:meth:`TradingLedger.fill`) change the
-order, the fill, the position and the cash together or not at all. Keys are the broker's own uniqueness
+Plain Python over the public API of the store's :class:`~airflow_provider_portfolio.store.database.Database`
+(never imports Airflow, nor the trading domain). The ledger keeps and reads rows; the accounting (what a fill does
+to a position and the cash, what a book is worth) is the trading domain's
+(:mod:`airflow_provider_portfolio.trading.accounting`), handed to :meth:`TradingLedger.fill` as its rule. Every
+method is one transaction; the ones that move money (:meth:`TradingLedger.fill`) change the order, the fill, the
+position and the cash together or not at all. Keys are the broker's own uniqueness
 (``account``, ``client_order_id``) and the decision's (``dag_id``, ``symbol``, ``timeframe``, ``bar_ts``,
 ``run_key``), so a repeated write (an Airflow retry, an overlapping run) can never add a second order or
 decision: it finds the first one.
@@ -16,7 +19,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select, update
 
@@ -26,13 +29,21 @@ from airflow_provider_portfolio.store import schema
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
+    from airflow_provider_portfolio.store.database import Database
     from airflow_provider_portfolio.store.repository import PortfolioStore
 
 log = logging.getLogger(__name__)
 
 _ROWS_PER_STATEMENT = 400
-#: Decimals positions are kept to (Alpaca trades fractional shares to 9 decimals; crypto steps are 1e-6).
-_QTY_DECIMALS = 9
+
+
+class FillRule(Protocol):
+    """What a fill does to a position and the cash (the trading domain's
+    :func:`~airflow_provider_portfolio.trading.accounting.apply_fill`): returns the position's new signed quantity,
+    its average price and the cash the fill moves."""
+
+    def __call__(self, qty: float, avg_price: float, *, side: str, fill_qty: float, price: float,
+                 commission: float) -> tuple[float, float, float]: ...
 
 
 def _now() -> datetime:
@@ -71,6 +82,27 @@ class FillResult:
     cash_after: float
 
 
+@dataclass(frozen=True)
+class BookFill:
+    """A stored fill, as the book needs it."""
+
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    commission: float
+
+
+@dataclass(frozen=True)
+class Book:
+    """A simulated account's book read in one transaction: ``cash``, every stored position by symbol (flat ones
+    included), and the ``fills`` asked for (oldest first)."""
+
+    cash: float
+    positions: dict[str, Position]
+    fills: list[BookFill]
+
+
 class TradingLedger:
     """Read and write the trading tables of a migrated store (schema version 3 or later).
 
@@ -79,6 +111,10 @@ class TradingLedger:
 
     def __init__(self, store: PortfolioStore) -> None:
         self.store = store
+
+    @property
+    def _db(self) -> Database:
+        return self.store.database
 
     def __repr__(self) -> str:
         return f"TradingLedger({self.store.url!r})"
@@ -103,7 +139,7 @@ class TradingLedger:
             conn.execute(insert(table).on_conflict_do_nothing(), rows[i:i + _ROWS_PER_STATEMENT])
 
     def _check_ready(self, conn: Connection) -> None:
-        version = self.store._version(conn)
+        version = self._db.version(conn)
         if version < 3:
             raise StoreError(f"store {self.store.url}: no trading tables (schema version {version}); "
                              "call migrate() first")
@@ -131,7 +167,7 @@ class TradingLedger:
                                          or not math.isfinite(initial_cash) or initial_cash <= 0):
             raise InvalidInputError(f"initial_cash must be a positive number, got {initial_cash!r}")
         now = _now()
-        with self.store._write(f"open account {account}") as conn:
+        with self._db.write(f"open account {account}") as conn:
             self._check_ready(conn)
             self._insert_ignore(conn, schema.accounts, [{
                 "account": account, "cash": initial_cash, "initial_cash": initial_cash,
@@ -145,7 +181,7 @@ class TradingLedger:
         :raises StoreError: when the account does not exist or has no book.
         """
         t = schema.accounts.c
-        with self.store._read(f"read account {account}") as conn:
+        with self._db.read(f"read account {account}") as conn:
             row = conn.execute(select(t.cash, t.initial_cash).where(t.account == account)).first()
         if row is None or row.cash is None:
             raise StoreError(f"store {self.store.url}: account {account!r} has no simulated book; open it first")
@@ -154,7 +190,7 @@ class TradingLedger:
     def positions(self, account: str) -> dict[str, Position]:
         """Open (non-zero) positions of a simulated account, by symbol."""
         t = schema.positions.c
-        with self.store._read(f"read the positions of {account}") as conn:
+        with self._db.read(f"read the positions of {account}") as conn:
             rows = conn.execute(select(schema.positions).where(t.account == account, t.qty != 0)).all()
         return {r.symbol: Position(r.symbol, float(r.qty), float(r.avg_price),
                                    None if r.mark_price is None else float(r.mark_price), r.mark_ts) for r in rows}
@@ -167,7 +203,7 @@ class TradingLedger:
         """
         t = schema.positions.c
         changed = 0
-        with self.store._write(f"mark the positions of {account}") as conn:
+        with self._db.write(f"mark the positions of {account}") as conn:
             held = {r.symbol: r.mark_ts for r in conn.execute(
                 select(t.symbol, t.mark_ts).where(t.account == account, t.qty != 0)).all()}
             for symbol, (price, ts) in prices.items():
@@ -193,14 +229,14 @@ class TradingLedger:
         prepared = [{**row, "bar_ts": _utc(row["bar_ts"]), "created_at": _utc(row["created_at"]),
                      "status": "pending_submit", "broker_order_id": None, "filled_qty": None,
                      "filled_avg_price": None, "reason": None, "updated_at": now} for row in rows]
-        with self.store._write(f"record {len(prepared)} order(s)") as conn:
+        with self._db.write(f"record {len(prepared)} order(s)") as conn:
             self._check_ready(conn)
             self._insert_ignore(conn, schema.orders, prepared)
 
     def order(self, account: str, client_order_id: str) -> dict[str, Any] | None:
         """The stored order, or ``None``."""
         t = schema.orders.c
-        with self.store._read(f"read order {client_order_id}") as conn:
+        with self._db.read(f"read order {client_order_id}") as conn:
             row = conn.execute(select(schema.orders).where(t.account == account,
                                                            t.client_order_id == client_order_id)).first()
         return None if row is None else dict(row._mapping)
@@ -217,7 +253,7 @@ class TradingLedger:
             where.append(t.created_at >= _utc(since))
         if symbols is not None:
             where.append(t.symbol.in_(sorted(set(symbols))))
-        with self.store._read(f"read the orders of {account}") as conn:
+        with self._db.read(f"read the orders of {account}") as conn:
             rows = conn.execute(select(schema.orders).where(*where).order_by(t.created_at, t.client_order_id)).all()
         return [dict(r._mapping) for r in rows]
 
@@ -225,7 +261,7 @@ class TradingLedger:
         """Orders of ``account`` settled as ``not_placed`` (the broker had none when asked) at or after ``since``
         (wall clock), oldest first: a request of a killed worker may still reach the broker after that answer."""
         t = schema.orders.c
-        with self.store._read(f"read the unplaced orders of {account}") as conn:
+        with self._db.read(f"read the unplaced orders of {account}") as conn:
             rows = conn.execute(select(schema.orders).where(t.account == account, t.status == "not_placed",
                                                             t.updated_at >= _utc(since))
                                 .order_by(t.updated_at, t.client_order_id)).all()
@@ -242,7 +278,7 @@ class TradingLedger:
                  t.status.not_in((*schema.TERMINAL_ORDER_STATES, "pending_submit"))]
         if exclude is not None:
             where.append(t.client_order_id != exclude)
-        with self.store._read(f"sum the open buy orders of {account}") as conn:
+        with self._db.read(f"sum the open buy orders of {account}") as conn:
             value = conn.execute(select(func.sum(t.qty * t.ref_price)).where(*where)).scalar()
         return float(value or 0.0)
 
@@ -256,7 +292,7 @@ class TradingLedger:
         exclude = sorted(set(exclude))
         if exclude:
             where.append(t.client_order_id.not_in(exclude))
-        with self.store._read(f"count the orders of {account}") as conn:
+        with self._db.read(f"count the orders of {account}") as conn:
             rows = conn.execute(select(t.symbol, func.count()).where(*where).group_by(t.symbol)).all()
         return {r[0]: int(r[1]) for r in rows}
 
@@ -268,7 +304,7 @@ class TradingLedger:
         if unknown:
             raise InvalidInputError(f"unknown order field(s) {sorted(unknown)}")
         t = schema.orders.c
-        with self.store._write(f"update order {client_order_id}") as conn:
+        with self._db.write(f"update order {client_order_id}") as conn:
             done = conn.execute(update(schema.orders).where(t.account == account, t.client_order_id == client_order_id)
                                 .values(**state, updated_at=_now())).rowcount
         if done != 1:
@@ -280,7 +316,7 @@ class TradingLedger:
         An order already past ``pending_submit`` is returned as it is: the broker's uniqueness of ids.
         """
         t = schema.orders.c
-        with self.store._write(f"accept order {client_order_id}") as conn:
+        with self._db.write(f"accept order {client_order_id}") as conn:
             conn.execute(update(schema.orders).where(t.account == account, t.client_order_id == client_order_id,
                                                      t.status == "pending_submit")
                          .values(status="new", broker_order_id=broker_order_id, filled_qty=0.0, updated_at=_now()))
@@ -291,18 +327,24 @@ class TradingLedger:
         return dict(row._mapping)
 
     def fill(self, account: str, client_order_id: str, *, price: float, commission: float,
-             bar_ts: datetime) -> FillResult | None:
+             bar_ts: datetime, rule: FillRule) -> FillResult | None:
         """Fill an open order whole at ``price``: order, fill, position and cash in one transaction.
 
+        The position's new quantity and average price and the cash moved are ``rule``'s, applied to the position
+        read (locked, on PostgreSQL) inside the transaction.
+
+        :param rule: the accounting of a fill (:func:`airflow_provider_portfolio.trading.accounting.apply_fill`;
+            the store never imports the trading domain, so it is handed in).
         :return: the fill, or ``None`` when the order is not open any more (already filled by another
             process): nothing is changed then.
+        :raises InvalidInputError: for a price or commission out of range.
         """
         if not (math.isfinite(price) and price > 0 and math.isfinite(commission) and commission >= 0):
             raise InvalidInputError(f"bad fill price {price!r} or commission {commission!r}")
         o, p, a = schema.orders.c, schema.positions.c, schema.accounts.c
         now = _now()
         bar_ts = _utc(bar_ts)
-        with self.store._write(f"fill order {client_order_id}") as conn:
+        with self._db.write(f"fill order {client_order_id}") as conn:
             # Claim the order first, by a conditional UPDATE: of two processes filling it at once (PostgreSQL,
             # read committed), the second waits for the first's row lock and then finds it filled.
             claimed = conn.execute(update(schema.orders).where(
@@ -314,7 +356,6 @@ class TradingLedger:
             order = conn.execute(select(schema.orders).where(o.account == account,
                                                              o.client_order_id == client_order_id)).first()
             qty = float(order.qty)
-            signed = qty if order.side == "buy" else -qty
             self._insert_ignore(conn, schema.fills, [{
                 "account": account, "client_order_id": client_order_id, "symbol": order.symbol, "side": order.side,
                 "qty": qty, "price": price, "commission": commission, "bar_ts": bar_ts, "filled_at": now}])
@@ -326,62 +367,64 @@ class TradingLedger:
             held = conn.execute(select(p.qty, p.avg_price, p.mark_ts).where(p.account == account,
                                                                             p.symbol == order.symbol)
                                 .with_for_update()).first()
-            old_qty, old_avg = float(held.qty), float(held.avg_price)
-            # Quantities are decimal (whole shares, crypto in 1e-6 steps): keep the position at the decimal sum of
-            # its fills, so an exit of the whole position is recognised as one (binary sums drift by an ulp).
-            new_qty = round(old_qty + signed, _QTY_DECIMALS)
-            if abs(new_qty) < 1e-9:
-                new_qty, new_avg = 0.0, 0.0
-            elif old_qty == 0 or (old_qty > 0) != (new_qty > 0):
-                new_avg = price  # opened, or flipped through zero: the open quantity is all at this price
-            elif abs(new_qty) > abs(old_qty):
-                new_avg = (abs(old_qty) * old_avg + qty * price) / abs(new_qty)
-            else:
-                new_avg = old_avg  # reduced: what is left keeps its price
-            values: dict[str, Any] = {"qty": new_qty, "avg_price": new_avg, "updated_at": now}
+            new_qty, new_avg, cash_delta = rule(float(held.qty), float(held.avg_price), side=order.side,
+                                                fill_qty=qty, price=price, commission=commission)
+            values: dict[str, Any] = {"qty": float(new_qty), "avg_price": float(new_avg), "updated_at": now}
             if held.mark_ts is None or held.mark_ts < bar_ts:  # a later mark stands
                 values.update(mark_price=price, mark_ts=bar_ts)
             conn.execute(update(schema.positions).where(p.account == account, p.symbol == order.symbol)
                          .values(**values))
-            cash_delta = -signed * price - commission
             conn.execute(update(schema.accounts).where(a.account == account)
-                         .values(cash=a.cash + cash_delta, updated_at=now))
+                         .values(cash=a.cash + float(cash_delta), updated_at=now))
             cash = conn.execute(select(a.cash).where(a.account == account)).scalar()
         return FillResult(client_order_id, order.symbol, order.side, qty, price, commission, float(cash))
 
     def fills(self, account: str) -> list[dict[str, Any]]:
         """All fills of ``account``, oldest first."""
         t = schema.fills.c
-        with self.store._read(f"read the fills of {account}") as conn:
+        with self._db.read(f"read the fills of {account}") as conn:
             rows = conn.execute(select(schema.fills).where(t.account == account)
                                 .order_by(t.filled_at, t.client_order_id)).all()
         return [dict(r._mapping) for r in rows]
 
     # -- equity -------------------------------------------------------------------------------------
-    def snapshot(self, account: str, ts: datetime, run_id: str, *, cash: float | None = None,
-                 equity: float | None = None) -> dict[str, float]:
+    def book(self, account: str, *, fills_from: datetime | None = None) -> Book:
+        """The book of a simulated account, read in one transaction: cash, every position (flat ones included)
+        and, with ``fills_from``, the fills of bars stamped at or after it.
+
+        :raises StoreError: when the account does not exist or has no book.
+        """
+        a, p, f = schema.accounts.c, schema.positions.c, schema.fills.c
+        with self._db.read(f"read the book of {account}") as conn:
+            cash = conn.execute(select(a.cash).where(a.account == account)).scalar()
+            if cash is None:
+                raise StoreError(f"store {self.store.url}: account {account!r} has no simulated book; open it first")
+            positions = {r.symbol: Position(r.symbol, float(r.qty), float(r.avg_price),
+                                            None if r.mark_price is None else float(r.mark_price), r.mark_ts)
+                         for r in conn.execute(select(schema.positions).where(p.account == account)).all()}
+            fills = [] if fills_from is None else [
+                BookFill(r.symbol, r.side, float(r.qty), float(r.price), float(r.commission))
+                for r in conn.execute(select(f.symbol, f.side, f.qty, f.price, f.commission)
+                                      .where(f.account == account, f.bar_ts >= _utc(fills_from))
+                                      .order_by(f.filled_at, f.client_order_id)).all()]
+        return Book(float(cash), positions, fills)
+
+    def snapshot(self, account: str, ts: datetime, run_id: str, *, cash: float, equity: float,
+                 positions_value: float | None = None) -> dict[str, float]:
         """Write the equity of ``account`` at ``ts`` (replacing an earlier snapshot at that instant).
 
-        For a simulated account (``cash`` and ``equity`` not given), cash comes from the book and the positions
-        are valued at their marks, both read in the same transaction that writes the row, so
-        ``cash + positions_value == equity`` holds exactly. A real broker's account gives its own ``cash`` and
-        ``equity``.
+        :param cash: the account's cash (a simulated book's, valued by the trading domain's accounting; a real
+            broker's own).
+        :param equity: its equity.
+        :param positions_value: the positions' value (default ``equity - cash``).
         """
         ts = _utc(ts)
-        with self.store._write(f"snapshot the equity of {account}") as conn:
-            if cash is None:
-                a, p = schema.accounts.c, schema.positions.c
-                cash = float(conn.execute(select(a.cash).where(a.account == account)).scalar())
-                rows = conn.execute(select(p.qty, p.mark_price, p.avg_price).where(p.account == account,
-                                                                                   p.qty != 0)).all()
-                value = float(sum(r.qty * (r.mark_price if r.mark_price is not None else r.avg_price) for r in rows))
-                equity = cash + value
-            elif equity is None:
-                raise InvalidInputError("give equity with cash")
-            else:
-                value = float(equity) - float(cash)
-            row = {"account": account, "ts": ts, "cash": float(cash), "positions_value": value,
-                   "equity": float(equity), "run_id": run_id, "created_at": _now()}
+        if cash is None or equity is None:
+            raise InvalidInputError("give equity with cash")
+        value = float(equity) - float(cash) if positions_value is None else float(positions_value)
+        row = {"account": account, "ts": ts, "cash": float(cash), "positions_value": value,
+               "equity": float(equity), "run_id": run_id, "created_at": _now()}
+        with self._db.write(f"snapshot the equity of {account}") as conn:
             # one upsert, not delete + insert: mapped chunks of a run snapshot the same instant concurrently
             insert = self._insert(schema.equity_curve, [row])
             conn.execute(insert.on_conflict_do_update(
@@ -392,53 +435,17 @@ class TradingLedger:
     def equity_curve(self, account: str) -> list[dict[str, Any]]:
         """The equity snapshots of ``account``, oldest first."""
         e = schema.equity_curve.c
-        with self.store._read(f"read the equity of {account}") as conn:
+        with self._db.read(f"read the equity of {account}") as conn:
             rows = conn.execute(select(schema.equity_curve).where(e.account == account).order_by(e.ts)).all()
         return [dict(r._mapping) for r in rows]
 
     def last_equity_at(self, account: str, instant: datetime) -> float | None:
         """Equity of the latest snapshot at or before ``instant``, or ``None``."""
         e = schema.equity_curve.c
-        with self.store._read(f"read the equity of {account}") as conn:
+        with self._db.read(f"read the equity of {account}") as conn:
             value = conn.execute(select(e.equity).where(e.account == account, e.ts <= _utc(instant))
                                  .order_by(e.ts.desc()).limit(1)).scalar()
         return None if value is None else float(value)
-
-    def equity_at(self, account: str, instant: datetime, prices: Mapping[str, float]) -> float:
-        """A simulated book's equity as it stood at ``instant`` (the previous session's close, for the daily
-        loss limit): today's cash and positions with the fills of bars stamped at or after ``instant`` undone,
-        each position valued at ``prices[symbol]`` (its price at ``instant``), else at its mark, else at its
-        average price.
-
-        :param prices: symbol -> price at ``instant`` (the close of its last bar ended by then).
-        """
-        instant = _utc(instant)
-        a, p, f = schema.accounts.c, schema.positions.c, schema.fills.c
-        with self.store._read(f"read the book of {account} at {instant.isoformat()}") as conn:
-            cash = conn.execute(select(a.cash).where(a.account == account)).scalar()
-            if cash is None:
-                raise StoreError(f"store {self.store.url}: account {account!r} has no simulated book; open it first")
-            held = {r.symbol: (float(r.qty), r.mark_price, float(r.avg_price)) for r in conn.execute(
-                select(p.symbol, p.qty, p.mark_price, p.avg_price).where(p.account == account)).all()}
-            later = conn.execute(select(f.symbol, f.side, f.qty, f.price, f.commission).where(
-                f.account == account, f.bar_ts >= instant)).all()
-        cash = float(cash)
-        qty = {s: q for s, (q, _, _) in held.items()}
-        for r in later:
-            signed = float(r.qty) if r.side == "buy" else -float(r.qty)
-            cash += signed * float(r.price) + float(r.commission)
-            qty[r.symbol] = qty.get(r.symbol, 0.0) - signed
-        value = 0.0
-        for symbol, q in qty.items():
-            q = round(q, _QTY_DECIMALS)
-            if not q:
-                continue
-            mark, avg = held.get(symbol, (0.0, None, None))[1:]
-            price = prices.get(symbol)
-            if price is None or not math.isfinite(price) or price <= 0:
-                price = mark if mark is not None else avg
-            value += q * float(price if price is not None else 0.0)
-        return cash + value
 
     # -- decisions ----------------------------------------------------------------------------------
     def claim_decisions(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -477,7 +484,7 @@ class TradingLedger:
         t = schema.trading_decisions.c
         keys = {(r["symbol"], r["timeframe"], r["bar_ts"], r["run_key"]) for r in prepared}
         out: dict[str, dict[str, Any]] = {}
-        with self.store._write(f"record {len(prepared)} decision(s)") as conn:
+        with self._db.write(f"record {len(prepared)} decision(s)") as conn:
             self._check_ready(conn)
             self._insert_ignore(conn, schema.trading_decisions, prepared)
             # This run's rows (index ix_trading_decisions_run), kept where the key is one asked for: a key
@@ -499,7 +506,7 @@ class TradingLedger:
             where.append(t.dag_id == dag_id)
         if run_id is not None:
             where.append(t.run_id == run_id)
-        with self.store._read("read decisions") as conn:
+        with self._db.read("read decisions") as conn:
             rows = conn.execute(select(schema.trading_decisions).where(*where).order_by(t.bar_ts, t.symbol)).all()
         out = []
         for r in rows:
@@ -516,7 +523,7 @@ class TradingLedger:
             return
         t = schema.trading_decisions.c
         now = _now()
-        with self.store._write(f"record {len(verdicts)} risk verdict(s)") as conn:
+        with self._db.write(f"record {len(verdicts)} risk verdict(s)") as conn:
             for v in verdicts:
                 conn.execute(update(schema.trading_decisions).where(
                     t.dag_id == dag_id, t.symbol == v["symbol"], t.timeframe == v["timeframe"],

@@ -109,14 +109,7 @@ def account_lock(store: PortfolioStore, account: str, *, owner: str = "", timeou
 
 def _sqlite_path(store: PortfolioStore) -> Path | None:
     """The SQLite store's database file, or ``None`` for an in-memory store."""
-    database = store._url.database or ""
-    if database.startswith("file:"):
-        database = database[len("file:"):].split("?", 1)[0]
-        if "mode=memory" in (store._url.database or ""):
-            return None
-    if database in ("", ":memory:"):
-        return None
-    return Path(database).expanduser().resolve()
+    return store.database.sqlite_file
 
 
 @contextlib.contextmanager
@@ -169,11 +162,11 @@ def _postgres_lock(store: PortfolioStore, account: str, owner: str, timeout_s: f
     from sqlalchemy import text
 
     key = advisory_key(account)
-    with store._errors(f"lock account {account}"):
+    with store.database.errors(f"lock account {account}"):
         conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     released = False
     try:
-        with store._errors(f"lock account {account}"):
+        with store.database.errors(f"lock account {account}"):
             conn.execute(text("SELECT set_config('application_name', :name, false)"),
                          {"name": f"portfolio cycle {owner}"[:63]})
 
@@ -193,7 +186,7 @@ def _postgres_lock(store: PortfolioStore, account: str, owner: str, timeout_s: f
         try:
             yield
         finally:
-            with store._errors(f"unlock account {account}"):
+            with store.database.errors(f"unlock account {account}"):
                 released = bool(conn.execute(text("SELECT pg_advisory_unlock(CAST(:key AS bigint))"), {"key": key}).scalar())
     finally:
         if released:

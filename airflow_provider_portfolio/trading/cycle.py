@@ -237,7 +237,8 @@ def _start_of_day_equity(state: Any, closed: pd.DataFrame, ends: np.ndarray, sym
     if state.start_of_day_equity is not None:
         return float(state.start_of_day_equity), reference
     if broker.kind == "simulated":
-        return ledger.equity_at(broker.account, reference, closes_at(closed, ends, reference)), reference
+        from airflow_provider_portfolio.trading.accounting import equity_at
+        return equity_at(ledger, broker.account, reference, closes_at(closed, ends, reference)), reference
     stored = ledger.last_equity_at(broker.account, reference)
     if stored is None:
         log.warning("%s: no equity known at %s: the daily loss limit measures from equity now", broker.account,

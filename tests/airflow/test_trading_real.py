@@ -122,7 +122,7 @@ def test_standalone_runs_the_auto_trader_through_its_sensor_and_mapped_chunks(tm
         tis = airflow.request("GET", f"{path}/{manual}/taskInstances")["task_instances"]
         states = sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)
         assert states == [("auto_trader", 0, "success"), ("auto_trader", 1, "success"),
-                          ("market_hours", -1, "success")], states
+                          ("market_hours", -1, "success"), ("universe", -1, "success")], states
         run_ids = {r["dag_run_id"] for r in runs}
     db = home / "portfolio" / "portfolio.db"
     rows = store_rows(db, "SELECT run_id, symbol, bar_ts, approved FROM trading_decisions")

@@ -13,7 +13,8 @@ from sqlalchemy import event
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
 from airflow_provider_portfolio.market.bars import BAR_COLUMNS, empty_bars, to_bar_frame
-from airflow_provider_portfolio.store import PortfolioStore, repository
+from airflow_provider_portfolio.store import PortfolioStore, codecs
+from airflow_provider_portfolio.store import bars as bar_table
 from tests.store.helpers import make_bars
 
 SYMBOLS = ["AAPL", "BRK.B", "BTC/USD", "A", "MSFT"]
@@ -112,8 +113,8 @@ def test_bar_timestamps_latest_and_counts(migrated):
 
 
 def test_many_symbols_and_batches(migrated, monkeypatch):
-    monkeypatch.setattr(repository, "BATCH_ROWS", 7)
-    monkeypatch.setattr(repository, "_SYMBOLS_PER_QUERY", 3)
+    monkeypatch.setattr(codecs, "BATCH_ROWS", 7)
+    monkeypatch.setattr(codecs, "SYMBOLS_PER_QUERY", 3)
     symbols = ["A", "AB", "ABC", "ABCD", "ABCDE", "BTC/USD", "BRK.B", "X"]
     bars = make_bars(symbols, 9)
     bars.loc[bars.symbol == "X", "source"] = "alphavantage"  # text fields of several lengths
@@ -199,8 +200,8 @@ def test_a_failure_midway_leaves_nothing(migrated, monkeypatch):
     migrated.upsert_bars(base)
     mixed = to_bar_frame(pd.concat([base.assign(close=base.close + 1), make_bars(["NVDA"], 5)]))
     if migrated.dialect == "sqlite":
-        monkeypatch.setattr(repository, "BATCH_ROWS", 4)
-        batches = repository._PreparedBars.sqlite_batches
+        monkeypatch.setattr(codecs, "BATCH_ROWS", 4)
+        batches = codecs._PreparedBars.sqlite_batches
 
         def failing(self, size):
             for i, batch in enumerate(batches(self, size)):
@@ -208,9 +209,9 @@ def test_a_failure_midway_leaves_nothing(migrated, monkeypatch):
                     batch[-1] = (*batch[-1][:3], None, *batch[-1][4:])  # NOT NULL violated in the database
                 yield batch
 
-        monkeypatch.setattr(repository._PreparedBars, "sqlite_batches", failing)
+        monkeypatch.setattr(codecs._PreparedBars, "sqlite_batches", failing)
     else:  # the UPDATE has run when the INSERT of the new keys fails
-        monkeypatch.setattr(repository, "_PG_INSERT_NEW", "SELECT 1/0")
+        monkeypatch.setattr(bar_table, "_PG_INSERT_NEW", "SELECT 1/0")
     with pytest.raises(StoreError, match="upsert bars"):
         migrated.upsert_bars(mixed)
     pd.testing.assert_frame_equal(migrated.read_bars(), base)
@@ -282,3 +283,24 @@ def test_a_forked_child_gets_its_own_engine(tmp_path):
     child.join(30)
     assert store.upsert_bars(make_bars(["MSFT"], 2)) == 2  # the parent's connections still work
     assert store.count_bars() == 5
+
+
+@pytest.mark.postgres
+def test_postgres_first_loads_and_appends_copy_straight_into_the_table(fresh_pg_url, monkeypatch):
+    store = PortfolioStore(fresh_pg_url)
+    store.migrate()
+    monkeypatch.setattr(bar_table, "_PG_CREATE_STAGE", "SELECT 1/0")  # the staged upsert would fail
+    bars = make_bars(["AAPL", "MSFT"], 10)
+    first, later = bars[bars.ts < bars.ts.unique()[6]], bars[bars.ts >= bars.ts.unique()[6]]
+    assert store.upsert_bars(first) == 12  # an empty table
+    assert store.upsert_bars(later) == 8  # after the stored range
+    assert store.upsert_bars(make_bars(["NVDA"], 10)) == 10  # a pair with nothing stored
+    pd.testing.assert_frame_equal(store.read_bars(), to_bar_frame(pd.concat([bars, make_bars(["NVDA"], 10)])))
+    # one stored key among new ones: the probe sees it and the (broken) staged upsert runs, writing nothing
+    overlap = to_bar_frame(pd.concat([make_bars(["TSLA"], 5), bars.iloc[[9]].assign(close=1.0)]))
+    with pytest.raises(StoreError, match="upsert bars"):
+        store.upsert_bars(overlap)
+    assert store.count_bars() == 30
+    monkeypatch.undo()
+    assert store.upsert_bars(overlap) == 6
+    store.dispose()

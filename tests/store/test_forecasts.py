@@ -10,23 +10,26 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
-from airflow_provider_portfolio.store import PortfolioStore, repository, schema
+from airflow_provider_portfolio.store import PortfolioStore, codecs, schema
+from airflow_provider_portfolio.store.forecasts import ForecastTables
 from tests.store.helpers import make_bars, make_evaluations, make_forecasts
 
 SYMBOLS = ["AAPL", "BRK.B", "BTC/USD", "MSFT"]
 MODELS = ["ssa", "garch", "last_value"]
 
+#: The dtype name of the store's text columns (``dtype="str"``: ``str`` on pandas 3, ``object`` before).
+_STR = str(pd.Series(["x"], dtype="str").dtype)
 FORECAST_DTYPES = {
-    "run_id": "str", "model": "str", "symbol": "str", "timeframe": "str", "step": "int64",
-    "asof": "datetime64[ns, UTC]", "target_ts": "datetime64[ns, UTC]", "target": "str", "point": "float64",
-    "lower": "float64", "upper": "float64", "level": "float64", "variance": "float64", "backend": "str",
-    "device": "str", "created_at": "datetime64[ns, UTC]",
+    "run_id": _STR, "model": _STR, "symbol": _STR, "timeframe": _STR, "step": "int64",
+    "asof": "datetime64[ns, UTC]", "target_ts": "datetime64[ns, UTC]", "target": _STR, "point": "float64",
+    "lower": "float64", "upper": "float64", "level": "float64", "variance": "float64", "backend": _STR,
+    "device": _STR, "created_at": "datetime64[ns, UTC]",
 }
 EVALUATION_DTYPES = {
-    "run_id": "str", "model": "str", "symbol": "str", "timeframe": "str", "asof": "datetime64[ns, UTC]",
+    "run_id": _STR, "model": _STR, "symbol": _STR, "timeframe": _STR, "asof": "datetime64[ns, UTC]",
     "horizon": "int64", "origins": "int64", "rmse": "float64", "mae": "float64",
-    "directional_accuracy": "float64", "coverage": "float64", "baseline": "str", "baseline_rmse": "float64",
-    "skill": "float64", "label": "str", "healthy": "bool", "weight": "float64", "backend": "str", "device": "str",
+    "directional_accuracy": "float64", "coverage": "float64", "baseline": _STR, "baseline_rmse": "float64",
+    "skill": "float64", "label": _STR, "healthy": "bool", "weight": "float64", "backend": _STR, "device": _STR,
     "created_at": "datetime64[ns, UTC]",
 }
 FORECAST_ORDER = ["symbol", "model", "timeframe", "asof", "run_id", "step"]
@@ -199,8 +202,8 @@ def test_filters_run_id_model_symbols_timeframe(migrated):
 
 
 def test_many_symbols_in_small_batches_and_query_chunks(migrated, monkeypatch):
-    monkeypatch.setattr(repository, "BATCH_ROWS", 7)
-    monkeypatch.setattr(repository, "_SYMBOLS_PER_QUERY", 3)
+    monkeypatch.setattr(codecs, "BATCH_ROWS", 7)
+    monkeypatch.setattr(codecs, "SYMBOLS_PER_QUERY", 3)
     symbols = ["A", "AB", "ABC", "ABCD", "ABCDE", "BTC/USD", "BRK.B", "X"]
     r1 = _stamp(_forecasts(symbols, run_id="r1", asof="2024-03-01"), "2024-03-01 22:00")
     r2 = _stamp(_forecasts(symbols[:5], run_id="r2", asof="2024-03-04", seed=1), "2024-03-04 22:00")
@@ -289,7 +292,7 @@ def test_a_failing_second_insert_leaves_nothing(migrated, monkeypatch):
     migrated.write_forecasts(base_fc, base_ev)
     fc = _forecasts(seed=5)
     ev = _evaluations(seed=5)
-    insert_rows = PortfolioStore._insert_rows
+    insert_rows = ForecastTables._insert_rows
 
     def insert_evaluations_twice(self, conn, rows):
         written = insert_rows(self, conn, rows)
@@ -297,7 +300,7 @@ def test_a_failing_second_insert_leaves_nothing(migrated, monkeypatch):
             insert_rows(self, conn, rows)  # the primary key refuses the same rows again
         return written
 
-    monkeypatch.setattr(PortfolioStore, "_insert_rows", insert_evaluations_twice)
+    monkeypatch.setattr(ForecastTables, "_insert_rows", insert_evaluations_twice)
     with pytest.raises(StoreError, match="could not write forecasts") as info:
         migrated.write_forecasts(fc, ev)
     assert "unique" in str(info.value).lower() or "duplicate" in str(info.value).lower()
@@ -307,15 +310,15 @@ def test_a_failing_second_insert_leaves_nothing(migrated, monkeypatch):
 def test_a_database_error_midway_through_an_insert_leaves_nothing(migrated, monkeypatch):
     base_fc, base_ev = _stamp(_forecasts(), "2024-03-01 22:00"), _stamp(_evaluations(), "2024-03-01 22:00")
     migrated.write_forecasts(base_fc, base_ev)
-    monkeypatch.setattr(repository, "BATCH_ROWS", 7)
-    insert_rows = PortfolioStore._insert_rows
+    monkeypatch.setattr(codecs, "BATCH_ROWS", 7)
+    insert_rows = ForecastTables._insert_rows
 
     def null_in_a_late_batch(self, conn, rows):
         if rows.table is schema.forecasts:
             rows.values["point"][-1] = None  # NOT NULL: the database refuses the last batch
         return insert_rows(self, conn, rows)
 
-    monkeypatch.setattr(PortfolioStore, "_insert_rows", null_in_a_late_batch)
+    monkeypatch.setattr(ForecastTables, "_insert_rows", null_in_a_late_batch)
     with pytest.raises(StoreError, match="could not write forecasts"):
         migrated.write_forecasts(_forecasts(seed=6), _evaluations(seed=6))
     _store_unchanged(migrated, base_fc, base_ev)

@@ -13,6 +13,7 @@ from sqlalchemy import event, func, select
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
 from airflow_provider_portfolio.store import PortfolioStore, schema
 from airflow_provider_portfolio.store.ledger import TradingLedger
+from airflow_provider_portfolio.trading.accounting import apply_fill, value_book
 
 ACCOUNT = "simulated:test"
 T0 = datetime(2024, 3, 4, 20, 0, tzinfo=timezone.utc)
@@ -40,7 +41,15 @@ def _accepted(ledger: TradingLedger, cid: str, symbol: str = "AAPL", side: str =
 def _fill(ledger: TradingLedger, cid: str, symbol: str, side: str, qty: float, price: float,
           commission: float = 0.0):
     _accepted(ledger, cid, symbol, side, qty)
-    return ledger.fill(ACCOUNT, cid, price=price, commission=commission, bar_ts=BAR + timedelta(days=1))
+    return ledger.fill(ACCOUNT, cid, price=price, commission=commission, bar_ts=BAR + timedelta(days=1), rule=apply_fill)
+
+
+def _snapshot(ledger: TradingLedger, ts, run_id: str) -> dict[str, float]:
+    """The simulated broker's snapshot: the book read in one transaction, valued by the accounting, written."""
+    book = ledger.book(ACCOUNT)
+    worth = value_book(book.cash, book.positions.values())
+    return ledger.snapshot(ACCOUNT, ts, run_id, cash=worth.cash, equity=worth.equity,
+                           positions_value=worth.positions_value)
 
 
 def _count(store: PortfolioStore, table) -> int:
@@ -55,7 +64,7 @@ def test_open_account_is_idempotent_and_keeps_the_cash(migrated):
     assert ledger.open_account("simulated:a", 1_000.0) == 1_000.0
     ledger.record_intents([{**_intent("c1"), "account": "simulated:a"}])
     ledger.accept("simulated:a", "c1", "b1")
-    ledger.fill("simulated:a", "c1", price=50.0, commission=1.0, bar_ts=BAR)
+    ledger.fill("simulated:a", "c1", price=50.0, commission=1.0, bar_ts=BAR, rule=apply_fill)
     assert ledger.cash("simulated:a") == (499.0, 1_000.0)
     assert ledger.open_account("simulated:a", 5_000.0) == 499.0  # exists: neither reset nor re-funded
     assert ledger.cash("simulated:a") == (499.0, 1_000.0)
@@ -160,7 +169,7 @@ def test_orders_per_symbol_counts_since_by_created_at_and_ignores_not_placed(led
 
 def test_fill_moves_order_fill_position_and_cash_together(ledger):
     _accepted(ledger, "c1", "AAPL", "buy", 10.0)
-    result = ledger.fill(ACCOUNT, "c1", price=101.5, commission=2.25, bar_ts=BAR + timedelta(days=1))
+    result = ledger.fill(ACCOUNT, "c1", price=101.5, commission=2.25, bar_ts=BAR + timedelta(days=1), rule=apply_fill)
     assert result is not None
     assert (result.symbol, result.side, result.qty, result.price, result.commission) == ("AAPL", "buy", 10.0, 101.5,
                                                                                           2.25)
@@ -180,7 +189,7 @@ def test_fill_moves_order_fill_position_and_cash_together(ledger):
 def test_second_fill_of_an_order_changes_nothing(ledger):
     _fill(ledger, "c1", "AAPL", "buy", 10.0, 100.0, commission=1.0)
     before = (ledger.cash(ACCOUNT), ledger.positions(ACCOUNT), ledger.fills(ACCOUNT), ledger.order(ACCOUNT, "c1"))
-    assert ledger.fill(ACCOUNT, "c1", price=50.0, commission=0.0, bar_ts=BAR + timedelta(days=2)) is None
+    assert ledger.fill(ACCOUNT, "c1", price=50.0, commission=0.0, bar_ts=BAR + timedelta(days=2), rule=apply_fill) is None
     after = (ledger.cash(ACCOUNT), ledger.positions(ACCOUNT), ledger.fills(ACCOUNT), ledger.order(ACCOUNT, "c1"))
     assert after == before
     assert _count(ledger.store, schema.fills) == 1
@@ -188,17 +197,17 @@ def test_second_fill_of_an_order_changes_nothing(ledger):
 
 def test_fill_refuses_orders_that_are_not_open(ledger):
     ledger.record_intents([_intent("pending")])  # never accepted by the broker: nothing to fill
-    assert ledger.fill(ACCOUNT, "pending", price=100.0, commission=0.0, bar_ts=BAR) is None
-    assert ledger.fill(ACCOUNT, "unknown", price=100.0, commission=0.0, bar_ts=BAR) is None
+    assert ledger.fill(ACCOUNT, "pending", price=100.0, commission=0.0, bar_ts=BAR, rule=apply_fill) is None
+    assert ledger.fill(ACCOUNT, "unknown", price=100.0, commission=0.0, bar_ts=BAR, rule=apply_fill) is None
     _accepted(ledger, "canceled")
     ledger.update_order(ACCOUNT, "canceled", status="canceled")
-    assert ledger.fill(ACCOUNT, "canceled", price=100.0, commission=0.0, bar_ts=BAR) is None
+    assert ledger.fill(ACCOUNT, "canceled", price=100.0, commission=0.0, bar_ts=BAR, rule=apply_fill) is None
     assert ledger.cash(ACCOUNT) == (10_000.0, 10_000.0) and ledger.positions(ACCOUNT) == {}
     assert ledger.fills(ACCOUNT) == [] and ledger.order(ACCOUNT, "pending")["status"] == "pending_submit"
     _accepted(ledger, "c1")
     for price, commission in ((0.0, 0.0), (-1.0, 0.0), (float("nan"), 0.0), (100.0, -1.0), (100.0, float("inf"))):
         with pytest.raises(InvalidInputError, match="bad fill price"):
-            ledger.fill(ACCOUNT, "c1", price=price, commission=commission, bar_ts=BAR)
+            ledger.fill(ACCOUNT, "c1", price=price, commission=commission, bar_ts=BAR, rule=apply_fill)
     assert ledger.order(ACCOUNT, "c1")["status"] == "new"
 
 
@@ -263,7 +272,7 @@ def test_the_close_of_the_fill_bar_replaces_the_fill_price_as_mark(ledger):
     assert ledger.positions(ACCOUNT)["AAPL"].mark_price == 104.0
     ledger.record_intents([_intent("c2", qty=5.0)])
     ledger.accept(ACCOUNT, "c2", "b2")
-    ledger.fill(ACCOUNT, "c2", price=98.0, commission=0.0, bar_ts=BAR)  # a fill on an earlier bar: the mark stands
+    ledger.fill(ACCOUNT, "c2", price=98.0, commission=0.0, bar_ts=BAR, rule=apply_fill)  # a fill on an earlier bar: the mark stands
     position = ledger.positions(ACCOUNT)["AAPL"]
     assert (position.qty, position.mark_price, position.mark_ts) == (15.0, 104.0, BAR + timedelta(days=1))
 
@@ -272,14 +281,14 @@ def test_snapshot_adds_up_and_replaces_at_the_same_instant(ledger):
     _fill(ledger, "c1", "AAPL", "buy", 10.0, 100.0, commission=1.0)
     _fill(ledger, "c2", "MSFT", "sell", 4.0, 50.0, commission=0.5)  # a short
     ledger.mark(ACCOUNT, {"AAPL": (103.0, BAR + timedelta(days=3)), "MSFT": (52.0, BAR + timedelta(days=3))})
-    first = ledger.snapshot(ACCOUNT, T0, "run-1")
+    first = _snapshot(ledger, T0, "run-1")
     cash = 10_000.0 - 1000.0 - 1.0 + 200.0 - 0.5
     assert first["cash"] == pytest.approx(cash, abs=1e-9)
     assert first["positions_value"] == pytest.approx(10 * 103.0 - 4 * 52.0, abs=1e-9)
     assert first["cash"] + first["positions_value"] == pytest.approx(first["equity"], abs=1e-9)
 
     _fill(ledger, "c3", "AAPL", "sell", 10.0, 104.0)  # the position closes; a second snapshot at the same instant
-    second = ledger.snapshot(ACCOUNT, pd.Timestamp(T0).tz_convert("America/New_York"), "run-1-retry")
+    second = _snapshot(ledger, pd.Timestamp(T0).tz_convert("America/New_York"), "run-1-retry")
     curve = ledger.equity_curve(ACCOUNT)
     assert len(curve) == 1
     assert curve[0]["ts"] == T0 and curve[0]["run_id"] == "run-1-retry"
@@ -297,7 +306,7 @@ def test_snapshot_adds_up_and_replaces_at_the_same_instant(ledger):
     assert ledger.last_equity_at(ACCOUNT, T0 + timedelta(seconds=1)) == pytest.approx(second["equity"])
     assert ledger.last_equity_at(ACCOUNT, T0 + timedelta(days=2)) == 7.5
     with pytest.raises(InvalidInputError, match="give equity with cash"):
-        ledger.snapshot(ACCOUNT, T0, "run-x", cash=5.0)
+        ledger.snapshot(ACCOUNT, T0, "run-x", cash=5.0, equity=None)
 
 
 # -- decisions ---------------------------------------------------------------------------------------------
@@ -418,7 +427,7 @@ def pg_book(fresh_pg_url):
 def test_concurrent_fills_of_one_order_fill_it_once(pg_book):
     store, ledger = pg_book
     _accepted(ledger, "c1", "AAPL", "buy", 10.0)
-    fill = lambda: ledger.fill(ACCOUNT, "c1", price=100.0, commission=1.0, bar_ts=BAR)  # noqa: E731
+    fill = lambda: ledger.fill(ACCOUNT, "c1", price=100.0, commission=1.0, bar_ts=BAR, rule=apply_fill)  # noqa: E731
     results = _race(store, ("UPDATE orders",), fill, fill)
     assert sum(r is not None for r in results) == 1
     assert ledger.cash(ACCOUNT)[0] == 10_000.0 - 1000.0 - 1.0
@@ -431,7 +440,7 @@ def test_concurrent_fills_of_one_symbol_add_up(pg_book):
     store, ledger = pg_book
     _accepted(ledger, "c1", "AAPL", "buy", 10.0)
     _accepted(ledger, "c2", "AAPL", "buy", 5.0)
-    results = _race(store, ("INSERT INTO positions", "SELECT positions"), *(lambda cid=cid: ledger.fill(ACCOUNT, cid, price=100.0, commission=0.0, bar_ts=BAR)
+    results = _race(store, ("INSERT INTO positions", "SELECT positions"), *(lambda cid=cid: ledger.fill(ACCOUNT, cid, price=100.0, commission=0.0, bar_ts=BAR, rule=apply_fill)
                           for cid in ("c1", "c2")))
     assert all(r is not None for r in results)
     assert ledger.positions(ACCOUNT)["AAPL"].qty == 15.0
@@ -442,7 +451,7 @@ def test_concurrent_fills_of_one_symbol_add_up(pg_book):
 def test_concurrent_snapshots_at_one_instant_both_succeed(pg_book):
     # mapped chunks of one run each end with a snapshot of the same account at the same instant
     store, ledger = pg_book
-    snap = lambda: ledger.snapshot(ACCOUNT, T0, "run-1")  # noqa: E731
+    snap = lambda: _snapshot(ledger, T0, "run-1")  # noqa: E731
     results = _race(store, ("DELETE FROM equity_curve", "INSERT INTO equity_curve"), snap, snap)
     assert results[0] == results[1] == {"cash": 10_000.0, "positions_value": 0.0, "equity": 10_000.0}
     assert len(ledger.equity_curve(ACCOUNT)) == 1
@@ -450,5 +459,35 @@ def test_concurrent_snapshots_at_one_instant_both_succeed(pg_book):
 
 def test_all_money_is_finite(ledger):
     _fill(ledger, "c1", "AAPL", "buy", 3.0, 33.3, commission=0.1)
-    snap = ledger.snapshot(ACCOUNT, T0, "r")
+    snap = _snapshot(ledger, T0, "r")
     assert all(math.isfinite(v) for v in snap.values())
+
+
+def test_fill_stores_what_its_rule_computes(ledger):
+    _accepted(ledger, "c1", "AAPL", "buy", 10.0)
+    seen = []
+
+    def rule(qty, avg_price, *, side, fill_qty, price, commission):
+        seen.append((qty, avg_price, side, fill_qty, price, commission))
+        return 7.0, 12.5, -3.0
+
+    result = ledger.fill(ACCOUNT, "c1", price=100.0, commission=1.5, bar_ts=BAR, rule=rule)
+    assert seen == [(0.0, 0.0, "buy", 10.0, 100.0, 1.5)]  # the position as stored, and the fill
+    position = ledger.positions(ACCOUNT)["AAPL"]
+    assert (position.qty, position.avg_price) == (7.0, 12.5)
+    assert result.cash_after == ledger.cash(ACCOUNT)[0] == 10_000.0 - 3.0
+
+
+def test_book_reads_cash_every_position_and_the_fills_from_a_bar(ledger):
+    _fill(ledger, "c1", "AAPL", "buy", 10.0, 100.0, commission=1.0)  # bar BAR + 1 day
+    _accepted(ledger, "c2", "MSFT", "buy", 2.0)
+    ledger.fill(ACCOUNT, "c2", price=50.0, commission=0.0, bar_ts=BAR + timedelta(days=3), rule=apply_fill)
+    _accepted(ledger, "c3", "MSFT", "sell", 2.0)
+    ledger.fill(ACCOUNT, "c3", price=55.0, commission=0.0, bar_ts=BAR + timedelta(days=4), rule=apply_fill)  # MSFT is flat again
+    book = ledger.book(ACCOUNT)
+    assert book.cash == pytest.approx(10_000.0 - 1001.0 - 100.0 + 110.0, abs=1e-9) and book.fills == []
+    assert {s: p.qty for s, p in book.positions.items()} == {"AAPL": 10.0, "MSFT": 0.0}  # flat ones included
+    later = ledger.book(ACCOUNT, fills_from=BAR + timedelta(days=3)).fills
+    assert [(f.symbol, f.side, f.qty, f.price) for f in later] == [("MSFT", "buy", 2.0, 50.0), ("MSFT", "sell", 2.0, 55.0)]
+    with pytest.raises(StoreError, match="no simulated book"):
+        ledger.book("simulated:never-opened")

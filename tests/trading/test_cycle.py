@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.trading.accounting import apply_fill
 from airflow_provider_portfolio.trading.brokers import BrokerRejectedError, OrderStateUnknownError
 from airflow_provider_portfolio.trading.cycle import (
     CycleSettings,
@@ -352,7 +353,7 @@ def test_a_fractional_position_built_by_several_fills_can_be_closed(broker, ledg
                                 "symbol": "BTC/USD", "side": "buy", "qty": qty, "ref_price": 300.0,
                                 "bar_ts": BAR1 - pd.Timedelta(days=2), "created_at": at("2024-03-01")}])
         ledger.accept(broker.account, cid, cid)
-        ledger.fill(broker.account, cid, price=300.0, commission=0.0, bar_ts=BAR1 - pd.Timedelta(days=1))
+        ledger.fill(broker.account, cid, price=300.0, commission=0.0, bar_ts=BAR1 - pd.Timedelta(days=1), rule=apply_fill)
     report = cycle(broker, ledger, market, at(DAY1), "run-1", symbols=["BTC/USD"], news=bearish(["BTC/USD"]))
     assert report.rejected == {}
     [exit_order] = ledger.orders(broker.account, open_only=True)

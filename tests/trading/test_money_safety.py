@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_portfolio.exceptions import AccountLockedError
+from airflow_provider_portfolio.trading.accounting import apply_fill
 from airflow_provider_portfolio.trading.brokers import BrokerRejectedError, OrderRequest
 from airflow_provider_portfolio.trading.brokers.simulated import SimulatedBroker
 from airflow_provider_portfolio.trading.cycle import CycleSettings, run_cycle
@@ -101,7 +102,7 @@ def _hold(ledger, broker, symbol, fraction, price, bar_ts):
                             "run_id": "seed", "symbol": symbol, "side": "buy", "qty": qty, "ref_price": price,
                             "bar_ts": bar_ts, "created_at": bar_ts}])
     ledger.accept(broker.account, f"seed-{symbol}", "sim-seed")
-    ledger.fill(broker.account, f"seed-{symbol}", price=price, commission=0.0, bar_ts=bar_ts)
+    ledger.fill(broker.account, f"seed-{symbol}", price=price, commission=0.0, bar_ts=bar_ts, rule=apply_fill)
     return qty
 
 

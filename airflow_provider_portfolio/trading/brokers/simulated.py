@@ -7,8 +7,10 @@ timestamp (a daily bar is stamped at midnight UTC, its open exists at 09:30 New 
 fills at that day's open; an intraday order fills at the open of the bar that starts as it is placed or after, at ``open * (1 + slippage)`` for buys and ``open * (1 - slippage)`` for sells,
 with a commission of ``commission_per_order + commission_bps * notional / 10,000``. Fills happen when a
 later cycle sees that bar (:meth:`SimulatedBroker.sync`), so nothing fills on a price the trader could not
-have known. Cash, positions and the equity curve live in the ledger; equity is cash plus the positions
-valued at their last marks. A client order id names one order forever, as at a real broker. The book is a
+have known. Cash, positions and the equity curve live in the ledger; the accounting is
+:mod:`~airflow_provider_portfolio.trading.accounting`'s: fills move positions and cash by
+:func:`~airflow_provider_portfolio.trading.accounting.apply_fill`, and equity is cash plus the positions valued at
+their last marks (:func:`~airflow_provider_portfolio.trading.accounting.value_book`). A client order id names one order forever, as at a real broker. The book is a
 cash account: a buy beyond buying power is refused when submitted, and canceled at its fill when its cost
 there exceeds the cash.
 
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.params import is_crypto
+from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE
+from airflow_provider_portfolio.trading.accounting import apply_fill, value_book
 from airflow_provider_portfolio.trading.brokers import (
     AccountSnapshot,
     AssetInfo,
@@ -87,7 +91,7 @@ class SimulatedBroker:
         return self.commission_per_order + self.commission_bps * abs(notional) / 10_000.0
 
     def sync(self, bars: pd.DataFrame, *, closed: pd.DataFrame | None = None,
-             skip_run: tuple[str, str] | None = None, exchange: str = "XNYS") -> list[OrderState]:
+             skip_run: tuple[str, str] | None = None, exchange: str = DEFAULT_EXCHANGE) -> list[OrderState]:
         """Fill open orders at the open of their fill bar in ``bars`` (see the module docstring); mark positions
         at the last closes of ``closed`` (default ``bars``).
 
@@ -136,7 +140,7 @@ class SimulatedBroker:
                                               None, why))
                     continue
             result = self.ledger.fill(self.account, order["client_order_id"], price=price, commission=commission,
-                                      bar_ts=row["ts"])
+                                      bar_ts=row["ts"], rule=apply_fill)
             if result is not None:
                 log.info("simulated fill: %s %s %g at %.4f (commission %.2f), cash %.2f", result.side, result.symbol,
                          result.qty, result.price, result.commission, result.cash_after)
@@ -150,12 +154,12 @@ class SimulatedBroker:
         return changed
 
     def account_state(self) -> AccountSnapshot:
-        cash, _ = self.ledger.cash(self.account)
-        positions = self.ledger.positions(self.account)
-        value = sum(p.qty * (p.mark_price if p.mark_price is not None else p.avg_price) for p in positions.values())
+        book = self.ledger.book(self.account)
+        worth = value_book(book.cash, book.positions.values())
         reserved = self.ledger.reserved_cash(self.account)
-        return AccountSnapshot(equity=cash + value, cash=cash, buying_power=max(cash - reserved, 0.0),
-                               start_of_day_equity=None, positions={s: p.qty for s, p in positions.items()})
+        return AccountSnapshot(equity=worth.equity, cash=worth.cash, buying_power=max(worth.cash - reserved, 0.0),
+                               start_of_day_equity=None,
+                               positions={s: p.qty for s, p in book.positions.items() if p.qty})
 
     def assets(self, symbols: Sequence[str]) -> dict[str, AssetInfo]:
         out = {}
@@ -197,4 +201,8 @@ class SimulatedBroker:
                           order["filled_avg_price"], order["reason"])
 
     def snapshot(self, ts: datetime, run_id: str) -> dict[str, Any]:
-        return self.ledger.snapshot(self.account, ts, run_id)
+        """Write the book's equity at ``ts``: cash and the positions at their marks, as read in one transaction."""
+        book = self.ledger.book(self.account)
+        worth = value_book(book.cash, book.positions.values())
+        return self.ledger.snapshot(self.account, ts, run_id, cash=worth.cash, equity=worth.equity,
+                                    positions_value=worth.positions_value)

@@ -1,0 +1,44 @@
+"""Airflow-only twin of ``example_dags/portfolio_daily_etl.py``: the same cron string, Airflow's ``Asset``
+for the provider's ``DAILY_BARS`` and a ``@task`` for ``PortfolioETLOperator`` (no provider import)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+DAILY_BARS = Asset(name="portfolio_daily_bars", uri="portfolio://store/bars/1Day", group="portfolio")
+DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
+
+
+@dag(
+    dag_id="portfolio_daily_etl",
+    schedule="15 5 * * 1-5",
+    start_date=pendulum.datetime(2024, 1, 1, tz="America/New_York"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(hours=2),
+    },
+    tags=["portfolio", "etl"],
+    doc_md=__doc__,
+)
+def portfolio_daily_etl():
+    @task(outlets=[DAILY_BARS])
+    def load_daily_bars(symbols: str, timeframe: str, history_sessions: int) -> dict[str, Any]:
+        return {"symbols": symbols}
+
+    load_daily_bars(
+        symbols="{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + "') }}",
+        timeframe="1Day",
+        history_sessions=252,
+    )
+
+
+portfolio_daily_etl_dag = portfolio_daily_etl()
