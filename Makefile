@@ -31,6 +31,8 @@ demo: venv
 # simulated months (marker 'month': `make test-month`); about 7 minutes. CI runs all three.
 test: venv system-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -m "not month and not slow"
 
 # A real Airflow: db migrate, `airflow dags test`, `airflow standalone` with the example DAGs, the Connections UI
@@ -58,6 +60,7 @@ test-lowest: system-deps
 		tests/trading/test_alpaca_broker.py tests/trading/test_fault_matrix.py
 
 bench: venv system-deps
+	$(UV) pip install --python $(VENV)/bin/python -q -e ".[bench]"
 	$(VENV)/bin/python bench/bench_store.py
 	$(VENV)/bin/python bench/bench_import.py
 	$(VENV)/bin/python bench/bench_synthetic.py

@@ -292,6 +292,7 @@ class _Model:
         if nu is None:
             return -0.5 * (length * _LOG_2PI + logs + rest), carry
         sp = self.special
+        assert sp is not None and k is not None  # nu is set only for the Student t, which loads its specials
         const = sp.gammaln(0.5 * (nu + 1.0)) - sp.gammaln(0.5 * nu) - 0.5 * xp.log(math.pi * k)
         return length * const - 0.5 * logs - 0.5 * (nu + 1.0) * rest, carry
 
@@ -375,6 +376,7 @@ class _Model:
         hess[:, 2, 2] += 2.0 * first[5]
         if nu is not None:
             sp = self.special
+            assert sp is not None  # nu is set only for the Student t, which loads its specials
             half = 0.5 * (nu + 1.0)
             c1 = 0.5 * sp.digamma(half) - 0.5 * sp.digamma(0.5 * nu) - 0.5 / k
             c2 = 0.25 * sp.polygamma(1, half) - 0.25 * sp.polygamma(1, 0.5 * nu) + 0.5 / (k * k)
@@ -422,7 +424,7 @@ class _Model:
             hs[:, 3, 3] += 2.0 * nu * nu * nu * g[:, 3]  # d2 nu / d eta2 = 2 nu^3
         return gs, hs
 
-    def direction(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any]:
+    def direction(self, phi: Any, g: Any, hess: Any) -> tuple[Any, Any, Any]:
         """Projected Newton direction (n, k), its decrement ``g . step`` (n,) and whether the Hessian of the
         free parameters is negative definite (n,), in search parameters."""
         xp = self.xp

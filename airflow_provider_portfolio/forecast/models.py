@@ -50,7 +50,7 @@ class SSAFamilyModel:
 
     target = "log_close"
     min_points = MIN_TRAIN
-    engine = None
+    engine: str | None = None  # as the Model protocol declares it
 
     def __init__(self, method: str = "ssa", *, window: int | None = None, rank: int | None = None,
                  ar_order: int | None = None, chunk: int | None = None) -> None:
@@ -107,7 +107,7 @@ class GarchModel:
 
     target = "log_return"
     min_points = garch.MIN_POINTS + 1
-    engine = None
+    engine: str | None = None  # as the Model protocol declares it
 
     def __init__(self, dist: str = "normal") -> None:
         if dist not in ("normal", "t"):
@@ -145,7 +145,7 @@ class SarimaxModel:
 
     name = "sarimax"
     target = "log_close"
-    engine = "statsmodels"
+    engine: str | None = "statsmodels"
 
     def __init__(self, order: Sequence[int] = (1, 0, 1), seasonal_order: Sequence[int] = (0, 0, 0, 0),
                  trend: str | None = "c", *, processes: int | None = None, warm_start: bool = True) -> None:
@@ -189,7 +189,7 @@ class BaselineModel:
 
     target = "log_close"
     min_points = 2
-    engine = None
+    engine: str | None = None  # as the Model protocol declares it
 
     def __init__(self, method: str = "last_value") -> None:
         if method not in BASELINE_MODELS:

@@ -64,7 +64,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 
@@ -163,6 +163,10 @@ def _is_int(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | np.integer)
 
 
+@overload
+def _check_order(value: Any, size: Literal[3], name: str) -> tuple[int, int, int]: ...
+@overload
+def _check_order(value: Any, size: Literal[4], name: str) -> tuple[int, int, int, int]: ...
 def _check_order(value: Any, size: int, name: str) -> tuple[int, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != size:
         raise InvalidInputError(f"{name} must be a tuple of {size} non-negative integers, got {value!r}")
@@ -376,6 +380,7 @@ def _run_pool(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     if lost:
+        assert first is not None  # every lost chunk recorded its exception
         what = "a worker process died" if isinstance(first, BrokenProcessPool) else "a worker chunk failed"
         raise PortfolioError(
             f"SARIMAX: {what} ({_reason(first)}); {lost} of {indices.size} row(s) lost, no partial result returned"

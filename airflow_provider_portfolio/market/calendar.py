@@ -174,7 +174,7 @@ def parse_session_date(value: object, param: str = "date") -> pd.Timestamp:
 def _instant_ns(value: object, param: str) -> int:
     """A tz-aware instant as int64 nanoseconds since the epoch (UTC)."""
     try:
-        ts = pd.Timestamp(value)  # type: ignore[arg-type]
+        ts = pd.Timestamp(value)
     except (ValueError, TypeError):
         raise InvalidInputError(f"{param} must be a timezone-aware datetime, got {value!r}") from None
     if ts is pd.NaT:

@@ -91,9 +91,10 @@ def to_ns(value: object, param: str = "at", *, naive_is_utc: bool = False) -> in
         value = value.replace(tzinfo=UTC)
     elif not is_aware(value):
         ensure_utc(value, param)  # raises the one message
+    assert isinstance(value, datetime)  # ensure_utc raised for anything else
     # utctimetuple() converts to UTC alike for datetime, pandas.Timestamp and pendulum's DateTime.
-    seconds = calendar.timegm(value.utctimetuple())  # type: ignore[union-attr]
-    return seconds * _NS_PER_S + value.microsecond * 1000 + int(getattr(value, "nanosecond", 0) or 0)  # type: ignore[union-attr]
+    seconds = calendar.timegm(value.utctimetuple())
+    return seconds * _NS_PER_S + value.microsecond * 1000 + int(getattr(value, "nanosecond", 0) or 0)
 
 
 def from_ns(ns: int) -> datetime:

@@ -267,7 +267,7 @@ class TradingWindows:
             return days, opens, closes, opens, closes
         pre, post = opens.copy(), closes.copy()
         for i, (d, o, c) in enumerate(zip(days.tolist(), opens.tolist(), closes.tolist())):
-            pre[i], post[i] = _extended_year(self._source, from_ns(d).year).get(d, (o, c))  # type: ignore[arg-type]
+            pre[i], post[i] = _extended_year(self._source, from_ns(d).year).get(d, (o, c))
         return days, opens, closes, np.minimum(pre, opens), np.maximum(post, closes)
 
     def window_bounds(self, first: object, last: object) -> tuple[np.ndarray, ...]:

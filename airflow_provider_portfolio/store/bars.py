@@ -129,6 +129,7 @@ class BarTable:
                     if not self._has_bars(conn):
                         raise StoreError(f"store {self.url}: no bars table; call migrate() first")
                     raw = conn.connection.driver_connection
+                    assert raw is not None  # the DBAPI connection of an open transaction
                     if self.dialect == "postgresql":
                         return self._pg_upsert(raw, prepared)
                     before = raw.total_changes
@@ -320,7 +321,7 @@ class BarTable:
             values_us = conn.execute(stmt).scalars().all() if self._has_bars(conn) else []
         us, bad = _decode(values_us, "ts")
         if bad is not None:
-            self._corrupt_ts(symbol, timeframe, [values_us[i] for i in np.flatnonzero(bad)])
+            self._corrupt_ts(symbol, timeframe, [values_us[i] for i in np.flatnonzero(bad).tolist()])
         return pd.DatetimeIndex((us * 1000).view("datetime64[ns]"), name="ts").tz_localize("UTC")
 
     def _corrupt_ts(self, symbol: str, timeframe: str, values: list[Any]) -> NoReturn:
@@ -350,9 +351,9 @@ class BarTable:
                 for group in _chunks(wanted) if ready else []:
                     req = self._symbol_rows(group)
                     # max(ts) (not of an expression of ts): one backward index seek per symbol
-                    latest = (select(func.max(b.ts)).where(b.symbol == req.c.symbol, b.timeframe == tf)
+                    max_ts = (select(func.max(b.ts)).where(b.symbol == req.c.symbol, b.timeframe == tf)
                               .scalar_subquery())
-                    out.update(conn.execute(select(req.c.symbol, self._ts_us(latest))).all())
+                    out.update(conn.execute(select(req.c.symbol, self._ts_us(max_ts))).all())
         present = [(s, us) for s, us in out.items() if us is not None]
         decoded, bad = _decode([us for _, us in present], "ts")
         if bad is not None:
@@ -380,7 +381,7 @@ class BarTable:
                 return 0
             for group in groups:
                 where = conds if group is None else [*conds, b.symbol.in_(group)]
-                total += int(conn.execute(select(func.count()).select_from(schema.bars).where(*where)).scalar())
+                total += int(conn.execute(select(func.count()).select_from(schema.bars).where(*where)).scalar_one())
         return total
 
 

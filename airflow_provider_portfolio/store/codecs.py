@@ -387,7 +387,9 @@ class _PreparedRows:
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             code = int(codes[first])
-            self._fail(name, first, "is missing" if code < 0 else problems[code], col.iloc[first])
+            problem = "is missing" if code < 0 else problems[code]
+            assert problem is not None  # ``bad`` marks missing values and those with a problem
+            self._fail(name, first, problem, col.iloc[first])
         return np.array([str(u) for u in uniques] + [""], dtype=object)[codes].tolist()  # plain str, not np.str_
 
     @staticmethod

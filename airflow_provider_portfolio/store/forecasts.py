@@ -132,6 +132,7 @@ class ForecastTables:
         quote = conn.dialect.identifier_preparer.quote
         names = ", ".join(quote(c.name) for c in rows.table.columns)
         raw = conn.connection.driver_connection
+        assert raw is not None  # the DBAPI connection of an open transaction
         cur = raw.cursor()
         try:
             if self.dialect == "postgresql":

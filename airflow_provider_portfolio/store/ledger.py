@@ -124,7 +124,7 @@ class TradingLedger:
         if self.store.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]  # the other dialect's Insert, alike for on_conflict_do_*
         return insert(table).values(rows)
 
     def _insert_ignore(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -134,7 +134,7 @@ class TradingLedger:
         if self.store.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]  # the other dialect's Insert, alike for on_conflict_do_*
         for i in range(0, len(rows), _ROWS_PER_STATEMENT):
             conn.execute(insert(table).on_conflict_do_nothing(), rows[i:i + _ROWS_PER_STATEMENT])
 
@@ -355,6 +355,7 @@ class TradingLedger:
                 return None
             order = conn.execute(select(schema.orders).where(o.account == account,
                                                              o.client_order_id == client_order_id)).first()
+            assert order is not None  # claimed by the UPDATE above, in this transaction
             qty = float(order.qty)
             self._insert_ignore(conn, schema.fills, [{
                 "account": account, "client_order_id": client_order_id, "symbol": order.symbol, "side": order.side,
@@ -367,6 +368,7 @@ class TradingLedger:
             held = conn.execute(select(p.qty, p.avg_price, p.mark_ts).where(p.account == account,
                                                                             p.symbol == order.symbol)
                                 .with_for_update()).first()
+            assert held is not None  # inserted above when missing, in this transaction
             new_qty, new_avg, cash_delta = rule(float(held.qty), float(held.avg_price), side=order.side,
                                                 fill_qty=qty, price=price, commission=commission)
             values: dict[str, Any] = {"qty": float(new_qty), "avg_price": float(new_avg), "updated_at": now}
@@ -377,6 +379,8 @@ class TradingLedger:
             conn.execute(update(schema.accounts).where(a.account == account)
                          .values(cash=a.cash + float(cash_delta), updated_at=now))
             cash = conn.execute(select(a.cash).where(a.account == account)).scalar()
+            if cash is None:  # raised inside the transaction: the fill is undone whole
+                raise StoreError(f"store {self.store.url}: account {account!r} has no simulated book; open it first")
         return FillResult(client_order_id, order.symbol, order.side, qty, price, commission, float(cash))
 
     def fills(self, account: str) -> list[dict[str, Any]]:
@@ -422,15 +426,15 @@ class TradingLedger:
         if cash is None or equity is None:
             raise InvalidInputError("give equity with cash")
         value = float(equity) - float(cash) if positions_value is None else float(positions_value)
-        row = {"account": account, "ts": ts, "cash": float(cash), "positions_value": value,
-               "equity": float(equity), "run_id": run_id, "created_at": _now()}
+        money = {"cash": float(cash), "positions_value": value, "equity": float(equity)}
+        row = {"account": account, "ts": ts, **money, "run_id": run_id, "created_at": _now()}
         with self._db.write(f"snapshot the equity of {account}") as conn:
             # one upsert, not delete + insert: mapped chunks of a run snapshot the same instant concurrently
             insert = self._insert(schema.equity_curve, [row])
             conn.execute(insert.on_conflict_do_update(
                 index_elements=["account", "ts"],
                 set_={k: insert.excluded[k] for k in ("cash", "positions_value", "equity", "run_id", "created_at")}))
-        return {k: row[k] for k in ("cash", "positions_value", "equity")}
+        return money
 
     def equity_curve(self, account: str) -> list[dict[str, Any]]:
         """The equity snapshots of ``account``, oldest first."""
@@ -489,9 +493,9 @@ class TradingLedger:
             self._insert_ignore(conn, schema.trading_decisions, prepared)
             # This run's rows (index ix_trading_decisions_run), kept where the key is one asked for: a key
             # another run holds is not among them, a key this run holds from an earlier try is.
-            rows = conn.execute(select(schema.trading_decisions).where(
+            stored = conn.execute(select(schema.trading_decisions).where(
                 t.dag_id == dag_ids.pop(), t.run_id == run_ids.pop())).all()
-            for r in rows:
+            for r in stored:
                 if (r.symbol, r.timeframe, r.bar_ts, r.run_key) in keys:
                     item = dict(r._mapping)
                     item["signals"] = json.loads(item["signals"])

@@ -211,6 +211,20 @@ def test_fill_refuses_orders_that_are_not_open(ledger):
     assert ledger.order(ACCOUNT, "c1")["status"] == "new"
 
 
+@pytest.mark.parametrize("account", ["alpaca:paper", "simulated:never-opened"])
+def test_fill_in_an_account_without_a_book_fails_and_changes_nothing(migrated, account):
+    """A fill needs the account's cash: without a simulated book it is refused whole, order and position untouched."""
+    ledger = TradingLedger(migrated)
+    if account.startswith("alpaca:"):
+        ledger.open_account(account, None)
+    ledger.record_intents([{**_intent("c1"), "account": account}])
+    ledger.accept(account, "c1", "b1")
+    with pytest.raises(StoreError, match=f"account '{account}' has no simulated book"):
+        ledger.fill(account, "c1", price=100.0, commission=1.0, bar_ts=BAR, rule=apply_fill)
+    assert ledger.order(account, "c1")["status"] == "new"
+    assert ledger.fills(account) == [] and _count(migrated, schema.positions) == 0
+
+
 def test_position_open_add_reduce_close_and_flip(ledger):
     cash = 10_000.0
     steps = [  # (side, qty, price, commission) -> expected (qty, avg_price) after

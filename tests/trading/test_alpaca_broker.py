@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import requests
 
-from airflow_provider_portfolio.exceptions import InvalidInputError
+from airflow_provider_portfolio.exceptions import InvalidInputError, VendorError
 from airflow_provider_portfolio.hooks.alpaca import AlpacaHook
 from airflow_provider_portfolio.market.synthetic import SyntheticMarket
 from airflow_provider_portfolio.store.ledger import TradingLedger
@@ -656,6 +656,25 @@ def test_account_state(make_broker, alpaca):
     assert make_broker().account_state().positions == {"AAPL": 10.0, "TSLA": -5.0}
     alpaca.mock.get(f"{PAPER}/positions", json=[])
     assert make_broker().account_state().positions == {}
+
+
+@pytest.mark.parametrize("field", ["equity", "cash", "buying_power"])
+@pytest.mark.parametrize("value", [None, "", "NaN", "n/a"])
+def test_account_state_without_a_money_field_fails_naming_it(make_broker, alpaca, field, value):
+    """A money field Alpaca leaves out (or sends as no number) is an error naming it, never a silent 0 or NaN."""
+    alpaca.mock.get(f"{PAPER}/account", json={**load("account.json"), field: value})
+    with pytest.raises(VendorError, match=rf"alpaca_paper.*without a usable {field} \({value!r}\)"):
+        make_broker().account_state()
+
+
+def test_a_cycle_on_an_account_without_equity_sends_nothing(cycle, ledger, alpaca):
+    account = load("account.json")
+    del account["equity"]
+    alpaca.mock.get(f"{PAPER}/account", json=account)
+    with pytest.raises(VendorError, match="without a usable equity"):
+        cycle("run-1")
+    assert alpaca.posts() == Counter() and alpaca.orders == {}
+    assert ledger.orders("alpaca:alpaca_paper") == []
 
 
 def test_crypto_position_is_matched_to_its_pair(cycle, ledger, alpaca):

@@ -54,6 +54,18 @@ def _number(value: Any, default: float | None = None) -> float | None:
     return number if math.isfinite(number) else default
 
 
+def _money(account: dict[str, Any], field: str, conn_id: str) -> float:
+    """The account's ``field`` (``equity``, ``cash``, ``buying_power``) as a finite float.
+
+    :raises VendorError: when Alpaca left it out or sent no number: a cycle must not size orders on a guess.
+    """
+    number = _number(account.get(field))
+    if number is None:
+        raise VendorError(f"Alpaca answered the account without a usable {field} ({account.get(field)!r}): "
+                          "nothing can be sized or risk-checked without it", conn_id=conn_id)
+    return number
+
+
 class AlpacaBroker:
     """Alpaca through its API (see the module docstring).
 
@@ -124,11 +136,10 @@ class AlpacaBroker:
             if str(p.get("side") or "").lower() == "short" and qty > 0:
                 qty = -qty
             positions[str(p["symbol"])] = qty
-        equity = _number(account.get("equity"), float("nan"))
         return AccountSnapshot(
-            equity=equity,
-            cash=_number(account.get("cash"), float("nan")),
-            buying_power=_number(account.get("buying_power"), float("nan")),
+            equity=_money(account, "equity", self.api.name),
+            cash=_money(account, "cash", self.api.name),
+            buying_power=_money(account, "buying_power", self.api.name),
             start_of_day_equity=_number(account.get("last_equity")),
             positions=positions,
         )
