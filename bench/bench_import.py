@@ -61,7 +61,8 @@ import airflow.sdk
 t1, c1 = time.perf_counter(), time.process_time()
 with_sdk = sorted(m for m in sys.modules if m.startswith("airflow_provider_portfolio"))
 modules = []
-for path in sorted(pathlib.Path(%(folder)r).glob("*.py")):
+sys.path.insert(0, %(folder)r)  # as Airflow puts the dags folder on sys.path: a DAG file may import a helper
+for path in sorted(p for p in pathlib.Path(%(folder)r).glob("*.py") if not p.name.startswith("_")):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

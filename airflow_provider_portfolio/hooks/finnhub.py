@@ -243,22 +243,9 @@ class FinnhubHook(VendorHook):
     def get_bars(
         self, symbols: str | Sequence[str], start: date | datetime, end: date | datetime, timeframe: str = "1Day"
     ) -> pd.DataFrame:
-        """Bars of one symbol or of a list: the :class:`~airflow_provider_portfolio.market.sources.BarSource` call.
-
-        Finnhub serves one symbol a call, so a list is asked symbol by symbol (:meth:`bars_of`) through
-        :meth:`VendorHook.bars_in_batches`: a symbol that fails fails alone, and a rate limit (or a refused
-        key, or the vendor unavailable) stops the loop, the remaining symbols failing with that reason and no
-        more calls spent.
-
-        :param symbols: one ticker or pair, a list, or a comma-separated string (checked before any call).
-        :raises PartialBarsError: when some symbols were served and others failed.
-        :raises VendorError: (and subclasses) when every symbol failed for one reason (one symbol asked).
-        """
-        from airflow_provider_portfolio.market.params import validate_symbols
-
-        names = validate_symbols(symbols)
-        return self.bars_in_batches([[name] for name in names],
-                                    lambda batch: self.bars_of(batch[0], start, end, timeframe))
+        """Bars of one symbol or of a list (the ``BarSource`` call): Finnhub serves one symbol a call, so a list
+        is asked symbol by symbol (:meth:`VendorHook.bars_symbol_by_symbol` over :meth:`bars_of`)."""
+        return self.bars_symbol_by_symbol(symbols, start, end, timeframe)
 
     def bars_of(
         self, symbol: str, start: date | datetime, end: date | datetime, timeframe: str = "1Day"

@@ -447,6 +447,23 @@ class VendorHook(BaseHook):
 
     # --- many symbols ---------------------------------------------------------------------------
 
+    def bars_symbol_by_symbol(self, symbols: str | Sequence[str], start: Any, end: Any,
+                              timeframe: str) -> pd.DataFrame:
+        """The :class:`~airflow_provider_portfolio.market.sources.BarSource` call of a vendor that serves one
+        symbol a call (its ``bars_of(symbol, start, end, timeframe)``): a list is asked symbol by symbol through
+        :meth:`bars_in_batches`, so a symbol that fails fails alone, and a rate limit (or a refused key, or the
+        vendor unavailable) stops the loop, the remaining symbols failing with that reason, no more calls spent.
+
+        :param symbols: one ticker or pair, a list, or a comma-separated string (checked before any call).
+        :raises PartialBarsError: when some symbols were served and others failed.
+        :raises VendorError: (and subclasses) when every symbol failed for one reason (one symbol asked).
+        """
+        from airflow_provider_portfolio.market.params import validate_symbols
+
+        names = validate_symbols(symbols)
+        bars_of = getattr(self, "bars_of")
+        return self.bars_in_batches([[name] for name in names], lambda batch: bars_of(batch[0], start, end, timeframe))
+
     def bars_in_batches(self, batches: Sequence[Sequence[str]],
                         fetch: Callable[[list[str]], pd.DataFrame]) -> pd.DataFrame:
         """Bars of many symbols, one ``fetch`` per batch (one symbol, or one multi-symbol request), as one frame.
