@@ -18,12 +18,13 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select, update
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
+from airflow_provider_portfolio.market.timeutil import ensure_utc, utc_now
 from airflow_provider_portfolio.store import schema
 
 if TYPE_CHECKING:
@@ -46,16 +47,12 @@ class FillRule(Protocol):
                  commission: float) -> tuple[float, float, float]: ...
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+_now = utc_now
 
 
 def _utc(value: Any) -> datetime:
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInputError(f"expected a tz-aware datetime, got {value!r}")
-    return value.astimezone(timezone.utc)
+    """An instant stored by the ledger: an aware ``datetime`` (a ``pandas.Timestamp`` as a plain one) in UTC."""
+    return ensure_utc(value.to_pydatetime() if hasattr(value, "to_pydatetime") else value, "instant")
 
 
 @dataclass(frozen=True)

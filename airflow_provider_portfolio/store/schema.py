@@ -89,10 +89,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from airflow_provider_portfolio.market.timeutil import EPOCH
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class UtcTimestamp(TypeDecorator):
@@ -119,7 +120,7 @@ class UtcTimestamp(TypeDecorator):
             value = value.replace(tzinfo=timezone.utc)
         if dialect.name == "postgresql":
             return value
-        delta = value - _EPOCH
+        delta = value - EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
@@ -127,7 +128,7 @@ class UtcTimestamp(TypeDecorator):
             return None
         if isinstance(value, datetime):
             return value.astimezone(timezone.utc)
-        return _EPOCH + timedelta(microseconds=int(value))
+        return EPOCH + timedelta(microseconds=int(value))
 
 
 def _KeyText(length: int) -> Any:  # noqa: N802 - reads like a type
