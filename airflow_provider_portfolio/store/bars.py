@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -37,9 +37,7 @@ from airflow_provider_portfolio.store.codecs import (
     _ts_us,
     _utc,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_portfolio.store.database import Database
+from airflow_provider_portfolio.store.database import TableGroup
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +87,11 @@ _PG_UPSERT = (
 _PG_ATTEMPTS = 4
 
 
-class BarTable:
+class BarTable(TableGroup):
     """The ``bars`` table of a :class:`~airflow_provider_portfolio.store.database.Database`.
 
     :param database: the store's database.
     """
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    @property
-    def url(self) -> str:
-        return self.database.url
-
-    @property
-    def dialect(self) -> str:
-        return self.database.dialect
 
     def _has_bars(self, conn: Any) -> bool:
         return self.database.has_table(conn, schema.bars.name)

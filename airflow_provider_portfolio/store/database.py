@@ -386,3 +386,20 @@ def _set_wal(cur: sqlite3.Cursor, timeout_s: float) -> None:
         time.sleep(pause)
         pause = min(pause * 2, 0.5)
 
+
+class TableGroup:
+    """Tables of one :class:`Database` read and written together (the bars; the forecasts and evaluations).
+
+    :param database: the store's database.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @property
+    def url(self) -> str:
+        return self.database.url
+
+    @property
+    def dialect(self) -> str:
+        return self.database.dialect

@@ -31,11 +31,11 @@ from airflow_provider_portfolio.store.codecs import (
     _symbol_list,
     _ts_us,
 )
+from airflow_provider_portfolio.store.database import TableGroup
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from airflow_provider_portfolio.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,12 @@ log = logging.getLogger(__name__)
 _FORECAST_LOCK_KEY = 0x666F7265636173  # "forecas"
 
 
-class ForecastTables:
+class ForecastTables(TableGroup):
     """The ``forecasts`` and ``model_evaluations`` tables of a
     :class:`~airflow_provider_portfolio.store.database.Database`.
 
     :param database: the store's database.
     """
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    @property
-    def url(self) -> str:
-        return self.database.url
-
-    @property
-    def dialect(self) -> str:
-        return self.database.dialect
 
     def _has_forecasts(self, conn: Connection) -> bool:
         return self.database.has_table(conn, schema.forecasts.name)
