@@ -27,20 +27,23 @@ BROKER_MEMBERS = ("name", "is_live", "get_account", "get_positions", "get_asset"
 BAR_MEMBERS = ("name", "get_bars")
 
 
-def connection_hook(conn: Any, *, serves: str, types: Sequence[str],
-                    hook_params: Mapping[str, Any] | None = None) -> Any:
+def connection_hook(conn: Any, *, serves: str, members: Sequence[str], hook_params: Mapping[str, Any] | None = None,
+                    hint: str = "") -> Any:
     """``conn.get_hook(hook_params=...)``: the hook Airflow's providers declare for the connection's type.
 
     :param conn: the Airflow connection.
     :param serves: what the caller wants of it, for messages (``"market data"``, ``"a broker"``).
-    :param types: the connection types that serve it, for messages.
+    :param members: what a hook serving it has: the connection types whose hooks have them are named in the
+        message (looked up only when there is one to write).
     :param hook_params: keyword arguments of the hook besides its conn id.
+    :param hint: a last alternative the message offers (``"or use 'synthetic'"``).
     :raises InvalidInputError: naming the connection and its type when no installed provider declares a hook
         for the type, or the hook cannot be built with ``hook_params``.
     """
     try:
         return conn.get_hook(hook_params=dict(hook_params or {}))
     except Exception as err:  # Airflow's "Unknown hook type", an import error, a hook without those params
+        types = [*provider_types(members), *([hint] if hint else [])]
         raise InvalidInputError(
             f"connection {conn.conn_id!r} has type {conn.conn_type!r}, which serves no {serves} "
             f"({type(err).__name__}: {err}); connection types serving {serves}: {', '.join(types) or 'none'}"
@@ -93,20 +96,19 @@ def resolve_broker_api(conn_id: str, *, allow_live: bool = False) -> BrokerAPI:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         raise InvalidInputError(f"broker connection {conn_id!r} does not exist") from None
-    types = provider_types(BROKER_MEMBERS)
     try:
         hook = conn.get_hook(hook_params={"allow_live": bool(allow_live)})
         lacks = missing_members(hook, BROKER_MEMBERS)
     except TypeError:  # a hook that takes no allow_live: build it plainly, to say what it lacks
-        hook = connection_hook(conn, serves="broker API", types=types)
+        hook = connection_hook(conn, serves="broker API", members=BROKER_MEMBERS)
         lacks = missing_members(hook, BROKER_MEMBERS) or ["allow_live"]
     except Exception:  # no hook for the type: the message names the connection and type
-        hook = connection_hook(conn, serves="broker API", types=types)
+        hook = connection_hook(conn, serves="broker API", members=BROKER_MEMBERS)
         lacks = missing_members(hook, BROKER_MEMBERS)
     if lacks or not isinstance(hook, BrokerAPI):
         raise InvalidInputError(
             f"broker connection {conn_id!r} has type {conn.conn_type!r}, whose hook {type(hook).__name__} is no "
             f"broker API (it lacks {', '.join(lacks) or 'a member of BrokerAPI'}); broker connection types: "
-            f"{', '.join(types) or 'none'}"
+            f"{', '.join(provider_types(BROKER_MEMBERS)) or 'none'}"
         )
     return hook

@@ -121,17 +121,29 @@ def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[B
             conn = BaseHook.get_connection(name)
         except AirflowNotFoundException:
             raise InvalidInputError(f"source {name!r} is neither 'synthetic' nor an existing connection id") from None
-        types = provider_types(BAR_MEMBERS)
-        hook = connection_hook(conn, serves="market data", types=[*types, "or use 'synthetic'"])
+        hook = connection_hook(conn, serves="market data", members=BAR_MEMBERS, hint="or use 'synthetic'")
         if not isinstance(hook, BarSource):
             lacks = missing_members(hook, BAR_MEMBERS)
             raise InvalidInputError(
                 f"connection {name!r} has type {conn.conn_type!r}, which serves no market data: its hook "
                 f"{type(hook).__name__} has no bars (it lacks {', '.join(lacks) or 'a member of BarSource'}); "
-                f"connection types serving market data: {', '.join(types)}; or use 'synthetic'"
+                f"connection types serving market data: {', '.join(provider_types(BAR_MEMBERS))}; or use 'synthetic'"
             )
         resolved.append(hook)
     return resolved
+
+
+def data_sources(names: Sequence[str] | None, *, exchange: str) -> list[BarSource]:
+    """The sources an operator or agent reads: ``names`` (``"synthetic"`` or connection ids, in failover order;
+    ``None``: :func:`default_sources`) resolved by :func:`resolve_sources`, the synthetic market seeded with
+    ``[portfolio] synthetic_seed``.
+
+    :raises InvalidInputError: for a bad list, a missing connection or one whose type serves no bars.
+    """
+    from airflow_provider_portfolio.config import get_option
+
+    chosen = validate_source_names(list(names)) if names else default_sources()
+    return resolve_sources(chosen, exchange=exchange, seed=int(get_option("synthetic_seed")))
 
 
 def __getattr__(name: str) -> object:

@@ -58,15 +58,20 @@ class _Agent:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
 
+    def store(self) -> Any:
+        """The portfolio store (migrated)."""
+        from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+
+        return PortfolioStoreHook(store_conn_id=self.config["store_conn_id"]).get_conn()
+
     def open(self) -> tuple[Any, Any, Any]:
         """(store, ledger, broker)."""
         import logging
 
-        from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
         from airflow_provider_portfolio.operators.trading import resolve_broker
         from airflow_provider_portfolio.store.ledger import TradingLedger
 
-        store = PortfolioStoreHook(store_conn_id=self.config["store_conn_id"]).get_conn()
+        store = self.store()
         ledger = TradingLedger(store)
         broker = resolve_broker(self.config["broker_conn_id"], ledger, allow_live=self.config["allow_live"],
                                 simulated=self.config["simulated"], log=logging.getLogger("airflow.task"))
@@ -101,18 +106,20 @@ class _Agent:
 
     def sources(self, settings: Any) -> list[Any]:
         """The market-data sources of the agent, resolved (connection ids through their hooks)."""
-        from airflow_provider_portfolio.operators.trading import data_sources
+        from airflow_provider_portfolio.hooks.market_data import data_sources
 
-        return data_sources(self.config["sources"], settings.exchange)
+        return data_sources(self.config["sources"], exchange=settings.exchange)
 
-    def stored_bars(self, data: Mapping[str, Any]) -> Any:
-        """The closed bars ``fetch_market_data`` stored for this run (the store's rows of its range)."""
+    def stored_bars(self, data: Mapping[str, Any], store: Any = None) -> Any:
+        """The closed bars ``fetch_market_data`` stored for this run (the store's rows of its range).
+
+        :param store: the store when the caller has it open (else it is opened here, without a broker).
+        """
         from airflow_provider_portfolio.market.bars import empty_bars
 
         if not data["bars"]:
             return empty_bars()
-        store, _, _ = self.open()
-        return store.read_bars([self.config["symbol"]], self.config["timeframe"], data["first_bar"],
+        return (store or self.store()).read_bars([self.config["symbol"]], self.config["timeframe"], data["first_bar"],
                                data["last_bar"])
 
     def decide(self, data: Mapping[str, Any], technical: Mapping[str, Any],
@@ -133,10 +140,10 @@ class _Agent:
         from airflow_provider_portfolio.trading.cycle import CycleReport, decide_step
 
         symbol = self.config["symbol"]
-        _, ledger, broker = self.open()
+        store, ledger, broker = self.open()
         report = CycleReport()
         settings = self.settings()
-        bars = pd.concat([self.stored_bars(data), _bars_frame(data["forming"])], ignore_index=True)
+        bars = pd.concat([self.stored_bars(data, store), _bars_frame(data["forming"])], ignore_index=True)
         quotes = fetch_quotes(self.sources(settings), [symbol])[0] if broker.kind != "simulated" else None
         with self.lock(ledger, broker, settings):
             mine = decide_step([symbol], bars, datetime.fromisoformat(data["now"]), broker=broker, ledger=ledger,
@@ -274,7 +281,7 @@ def trading_agent_dag(
 
             settings = agent.settings()
             now = datetime.fromisoformat(market["now"])
-            store, _, _ = agent.open()
+            store = agent.store()
             inputs = fetch_inputs(agent.sources(settings), [symbol], now, settings, news=False)
             started = started_bars(inputs.bars, now, settings.exchange)  # a daily bar starts at its session's open
             closed = closed_bars(started, now, timeframe, settings.exchange)

@@ -102,11 +102,7 @@ class PortfolioETLOperator(BaseOperator):
 
         from airflow_provider_portfolio.config import get_option
         from airflow_provider_portfolio.exceptions import InvalidInputError
-        from airflow_provider_portfolio.hooks.market_data import (
-            default_sources,
-            resolve_sources,
-            validate_source_names,
-        )
+        from airflow_provider_portfolio.hooks.market_data import data_sources, default_sources, validate_source_names
         from airflow_provider_portfolio.market.calendar import MarketCalendar, parse_session_date
         from airflow_provider_portfolio.market.etl import last_closed_session, load_bars
         from airflow_provider_portfolio.market.params import parse_instant, validate_symbols
@@ -136,7 +132,7 @@ class PortfolioETLOperator(BaseOperator):
             window = calendar.sessions(end - pd.Timedelta(days=2 * history + 30), end)
             start = window.index[-min(history, len(window))]
 
-        sources = resolve_sources(source_names, exchange=exchange, seed=int(get_option("synthetic_seed")))
+        sources = data_sources(source_names, exchange=exchange)
         store = self.store_hook.get_conn()
         self.log.info(
             "Loading %s bars of %d symbol(s) for %s..%s (%s) from %s into %s",

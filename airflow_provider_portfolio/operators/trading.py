@@ -117,19 +117,6 @@ def cycle_settings(*, timeframe: str, weights: Mapping[str, float], risk_limits:
                          exchange=exchange or get_option("default_exchange"), **options)
 
 
-def data_sources(source_names: Sequence[str] | None, exchange: str) -> list[Any]:
-    """The market-data source objects for ``source_names`` (``"synthetic"`` or connection ids, in failover
-    order; ``None``: the default data connections that exist, else the synthetic market).
-
-    :raises InvalidInputError: for a bad list, a missing connection or one whose type serves no bars.
-    """
-    from airflow_provider_portfolio.config import get_option
-    from airflow_provider_portfolio.hooks.market_data import default_sources, resolve_sources, validate_source_names
-
-    names = validate_source_names(list(source_names)) if source_names else default_sources()
-    return resolve_sources(names, exchange=exchange, seed=int(get_option("synthetic_seed")))
-
-
 def parse_as_of(as_of: Any) -> datetime | None:
     """A cycle's ``as_of`` (templated) as an aware UTC instant; ``None`` when not given (``None``, ``""`` or the
     text ``"None"`` a template renders for nothing).
@@ -304,7 +291,7 @@ class AutoTraderOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.exceptions import PortfolioError
-        from airflow_provider_portfolio.hooks.market_data import validate_source_names
+        from airflow_provider_portfolio.hooks.market_data import data_sources, validate_source_names
         from airflow_provider_portfolio.market.params import validate_symbols
         from airflow_provider_portfolio.store.ledger import TradingLedger
         from airflow_provider_portfolio.trading.session import trade_universe
@@ -321,7 +308,7 @@ class AutoTraderOperator(BaseOperator):
             allow_live=self.allow_live, log=self.log,
             simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
                        "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
-        sources = data_sources(names, settings.exchange)
+        sources = data_sources(names, exchange=settings.exchange)
         now = cycle_instant(context, broker, as_of)
         dag_run = context["dag_run"]
         self.log.info("Trading cycle at %s: %d symbol(s), %s bars from %s, broker %s, kill switch %s",

@@ -141,3 +141,36 @@ def test_quote_prices_names_why_a_quote_is_not_used():
     assert prices == {"A": 101.0}
     assert "max_abs_return 0.2" in refused["B"] and "before the last closed bar ended" in refused["C"]
     assert "no last close" in refused["D"]
+
+
+# The quote rule on each kind of bar: daily above; here 30-minute bars inside the NYSE session (the last closed
+# bar ended at 15:00, the cycle runs at 15:10) and hourly bars of a crypto pair on a Sunday night (24/7).
+BAR_KINDS = {
+    "30min": ("AAPL", "30Min", at("2024-06-04", 15, 10), timedelta(minutes=15)),
+    "crypto-24/7": ("BTC/USD", "1Hour", at("2024-06-09", 3, 20, tz="UTC"), timedelta(minutes=30)),
+}
+
+
+@pytest.mark.parametrize("kind", BAR_KINDS)
+@pytest.mark.parametrize(("case", "used"), [("live", True), ("back-fill", False), ("stale", False),
+                                            ("bad-tick", False)])
+def test_the_quote_rule_on_intraday_and_crypto_bars(tmp_path, kind, case, used):
+    from airflow_provider_portfolio.market.timing import closed_bars
+
+    symbol, timeframe, now, before_last_end = BAR_KINDS[kind]
+    closed = closed_bars(history(SyntheticMarket(seed=7), [symbol], now, days=30, timeframe=timeframe), now,
+                         timeframe)
+    close = float(closed["close"].iloc[-1])
+    stamp = {"live": now - timedelta(seconds=30), "back-fill": now + timedelta(hours=3),
+             "stale": now - before_last_end, "bad-tick": now - timedelta(seconds=30)}[case]
+    quote = Quote(symbol, close * (1.9 if case == "bad-tick" else 1.01), stamp, "alpaca")
+    store = new_store(tmp_path / "q.db")
+    ledger = TradingLedger(store)
+    settings = CycleSettings(timeframe=timeframe, weights={"technical": 0.4, "sentiment": 0.6}, min_score=0.05,
+                             limits=RiskLimits(min_confidence=0.3))
+    trade_universe([symbol], store=store, sources=[QuotingDesk(headlines({symbol: 0.9}, now), {symbol: quote})],
+                   broker=SimulatedBroker(ledger), now=now, dag_id="desk", run_id="r1", settings=settings,
+                   quotes=True)
+    [decision] = ledger.decisions("desk", "r1")
+    assert decision["action"] == "buy", decision
+    assert decision["price"] == pytest.approx(quote.price if used else close)
