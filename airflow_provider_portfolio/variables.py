@@ -1,0 +1,63 @@
+"""The provider's Airflow Variables: every ``portfolio.*`` setting a DAG reads, with its documented default.
+
+Variables hold what a desk changes while it runs (the universe, the kill switch, the health thresholds);
+deployment-wide settings live in the ``[portfolio]`` config section (:mod:`airflow_provider_portfolio.config`).
+``python -m airflow_provider_portfolio setup`` creates the Variables that are missing with these defaults and
+never overwrites one a user set. Readers go through :func:`get_variable`, so an unset Variable means its
+default everywhere. Importing this module costs nothing: Airflow is imported inside the function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The universe of the example DAGs when ``portfolio.default_tickers`` is unset.
+DEFAULT_TICKERS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "SPY", "QQQ", "IWM", "BTC/USD"]
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """A ``portfolio.*`` Variable: its name, its default (as stored, text) and what it does."""
+
+    name: str
+    default: str
+    description: str
+
+
+#: Every Variable the provider reads, by name.
+VARIABLES: dict[str, VariableSpec] = {
+    spec.name: spec
+    for spec in (
+        VariableSpec(
+            "portfolio.default_tickers",
+            ",".join(DEFAULT_TICKERS),
+            "The desk's universe: a JSON list or comma-separated tickers (crypto pairs as BTC/USD). Read when a "
+            "task runs, never at parse time.",
+        ),
+        VariableSpec(
+            "portfolio.kill_switch",
+            "active",
+            "active: trade normally; reduce_only: only orders that shrink a position; halted: no orders at all. "
+            "Anything else, or an unreadable Variable, trades as halted.",
+        ),
+        VariableSpec(
+            "portfolio.health_thresholds",
+            "{}",
+            "JSON object overriding the monitoring thresholds (see the README, 'Health monitoring'); {} keeps "
+            "the documented defaults. A malformed value fails the monitoring task naming the key.",
+        ),
+    )
+}
+
+
+def get_variable(name: str) -> str:
+    """Variable ``name`` as text, its documented default when unset.
+
+    :param name: a key of :data:`VARIABLES`.
+    :raises KeyError: for a Variable the provider does not declare.
+    """
+    spec = VARIABLES[name]
+    from airflow.sdk import Variable
+
+    value = Variable.get(name, default=None)
+    return spec.default if value is None else str(value)
