@@ -57,6 +57,7 @@ test-lowest: system-deps
 	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
 	$(LOWEST_VENV)/bin/python -m pytest -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables \
+		tests/notifications tests/test_setup_command.py tests/test_pool_policy.py tests/test_metrics.py tests/test_lineage.py \
 		tests/trading/test_alpaca_broker.py tests/trading/test_fault_matrix.py
 
 bench: venv system-deps

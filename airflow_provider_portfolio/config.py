@@ -39,9 +39,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "Array device for forecasting: 'auto' (CuPy when a GPU is visible), 'cuda' or 'cpu'.",
     ),
     "gpu_pool": (
-        "default_pool",
-        "Airflow pool for GPU-capable forecasting tasks. The default pool always exists, so a "
-        "copied DAG never waits on a missing pool; create one slot per GPU and name it here.",
+        "gpu_pool",
+        "Airflow pool for GPU-capable forecasting tasks, one slot per GPU (python -m "
+        "airflow_provider_portfolio setup creates gpu_pool). Where the pool does not exist, the "
+        "provider's cluster policy runs the task in default_pool, so a copied DAG never waits on it.",
     ),
     "gpu_queue": (
         "default",
@@ -70,6 +71,29 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "10 s; 5 unanswered probes drop it), so a dead server or network never leaves a task waiting "
         "forever. 0 turns keepalives off. Extra 'keepalives_idle' overrides it.",
     ),
+    "pool_fallback": (
+        "True",
+        "Run a task whose provider pool (gpu_pool, database_pool, api_pool, trading_pool) does not exist in "
+        "default_pool instead of leaving it unscheduled (a cluster policy). To call it, Airflow creates task "
+        "instances one by one, as it does for any airflow_local_settings hook (on Airflow 3.3 a task's display name "
+        "is then set only when it runs). False: no fallback; create the pools with python -m "
+        "airflow_provider_portfolio setup.",
+    ),
+    "notify_smtp_conn_id": (
+        "",
+        "SMTP connection (Airflow's SMTP provider, type smtp) that notifications (task failures, RED health, "
+        "missed deadlines) are mailed through, to notify_email_to; the sender is the connection's from_email, "
+        "else [email] from_email. Empty, or a connection that does not exist: no mail.",
+    ),
+    "notify_email_to": (
+        "",
+        "Comma-separated recipients of the notification mails (with notify_smtp_conn_id).",
+    ),
+    "notify_slack_conn_id": (
+        "",
+        "Slack incoming-webhook connection (type slackwebhook; needs the 'slack' extra) that notifications are "
+        "posted to. With neither channel configured, notifications are logged at WARNING.",
+    ),
 }
 
 #: Declared type of the options that are not strings (``get_provider_info`` declares the rest as strings).
@@ -78,6 +102,7 @@ OPTION_TYPES: dict[str, str] = {
     "store_statement_timeout": "float",
     "store_connect_timeout": "float",
     "store_keepalives_idle": "float",
+    "pool_fallback": "boolean",
 }
 
 EXECUTION_MODES = ("synthetic", "live")

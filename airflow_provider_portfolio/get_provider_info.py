@@ -144,9 +144,12 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_portfolio.operators.etl",
                     "airflow_provider_portfolio.operators.forecasting",
                     "airflow_provider_portfolio.operators.trading",
+                    "airflow_provider_portfolio.operators.environment",
+                    "airflow_provider_portfolio.operators.monitoring",
                 ],
             }
         ],
+        "notifications": ["airflow_provider_portfolio.notifications.PortfolioNotifier"],
         "config": {
             SECTION: {
                 "description": "Provider-wide defaults of airflow-provider-portfolio.",

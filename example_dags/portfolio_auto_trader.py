@@ -16,6 +16,13 @@ Without a broker connection it trades the simulated broker (its book is in the p
 ``reduce_only``). The universe comes from Variable ``portfolio.default_tickers`` (a JSON list or
 comma-separated; unset: the list below), read by the ``universe`` task when the run starts, never at parse time;
 the run's param ``exchange`` picks the calendar the sensor watches.
+
+Before trading, ``desk_gate`` reads the store: it skips the cycle (reason in its log and XCom) when today's
+environment check (``portfolio_env_sanity`` or ``portfolio_master``) failed, when the latest health report
+(``portfolio_monitoring``) is RED, or when the universe's daily bars are stale (a closed session missing past
+its due time). A report that does not exist at all only logs here (``require=[]``), so this DAG also runs alone;
+with the master and monitoring deployed, remove ``require=[]`` to trade only when every check vouches for the
+desk. A cycle not done within 5 minutes of its run's start notifies (a deadline alert), as does a failed task.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from airflow_provider_portfolio.notifications import PortfolioNotifier, trader_cycle_deadline
+from airflow_provider_portfolio.operators.monitoring import DeskGateOperator
 from airflow_provider_portfolio.operators.trading import AutoTraderOperator
+from airflow_provider_portfolio.pools import TRADING_POOL
 from airflow_provider_portfolio.sensors.market_hours import MarketHoursSensor
 
 #: The universe when Variable ``portfolio.default_tickers`` is not set.
@@ -53,13 +63,16 @@ def universe_chunks(chunk: int = CHUNK) -> list[list[str]]:
     catchup=False,
     max_active_runs=1,
     # A stuck cycle fails well before the next run is due (every 30 minutes); its retry never doubles an order.
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=15)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=15),
+                  "on_failure_callback": PortfolioNotifier()},
+    deadline=trader_cycle_deadline(),
     params={"exchange": Param("XNYS", type="string", description="calendar the market-hours sensor watches")},
     tags=["portfolio", "example", "trading"],
     doc_md=__doc__,
 )
 def portfolio_auto_trader():
     market_open = MarketHoursSensor(task_id="market_hours", exchange="{{ params.exchange }}", when_closed="skip")
+    desk_gate = DeskGateOperator(task_id="desk_gate", exchange="{{ params.exchange }}", require=[])
     universe = task(universe_chunks, task_id="universe")()
     AutoTraderOperator.partial(
         task_id="auto_trader",
@@ -68,8 +81,9 @@ def portfolio_auto_trader():
                      "daily_loss_limit": 0.03, "min_confidence": 0.25},
         max_trades_per_day=40,
         max_active_tis_per_dagrun=1,
+        pool=TRADING_POOL,
     ).expand(symbols=universe)
-    market_open >> universe
+    market_open >> desk_gate >> universe
 
 
 portfolio_auto_trader_dag = portfolio_auto_trader()

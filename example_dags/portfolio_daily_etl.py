@@ -13,7 +13,10 @@ over chunks (see the README, "Large universes").
 
 Runs weekdays at 05:15 New York time and loads the last closed session; a run triggered by hand
 (no logical date) loads the last session closed before it was triggered. Each successful run updates
-the Asset ``portfolio_daily_bars``, which schedules ``portfolio_forecast``.
+the Asset ``portfolio_daily_bars``, which schedules ``portfolio_forecast``. A run not done by 06:00 New York
+notifies (a deadline alert), as does a failed task (``[portfolio] notify_*``: SMTP, Slack, else the log). The task
+runs in pool ``api_pool`` (``python -m airflow_provider_portfolio setup`` creates it; where it does not exist the
+task runs in ``default_pool``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import pendulum
 from airflow.sdk import dag
 
 from airflow_provider_portfolio.assets import DAILY_BARS
+from airflow_provider_portfolio.notifications import PortfolioNotifier, daily_etl_deadline
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
+from airflow_provider_portfolio.pools import API_POOL
 
 DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
 
@@ -44,7 +49,10 @@ DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
         # A first load of a year of bars through rate-limited vendors takes a while; a stuck one must not
         # hold its worker slot until the next morning.
         "execution_timeout": timedelta(hours=2),
+        "on_failure_callback": PortfolioNotifier(),
     },
+    # Done by 06:00 New York: the 05:15 schedule + 45 minutes.
+    deadline=daily_etl_deadline(),
     tags=["portfolio", "etl"],
     doc_md=__doc__,
 )
@@ -54,6 +62,7 @@ def portfolio_daily_etl():
         symbols="{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + "') }}",
         timeframe="1Day",
         history_sessions=252,
+        pool=API_POOL,
         # Success updates the asset that schedules portfolio_forecast.
         outlets=[DAILY_BARS],
     )

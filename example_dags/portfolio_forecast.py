@@ -9,12 +9,13 @@ Tasks (each reads bars from the store and writes forecasts and evaluations back;
 summaries): ``ssa``, ``samossa`` and ``mssa`` (the SSA family), ``garch`` (volatility), ``sarimax``
 (statsmodels on CPU processes) and ``ensemble``, which combines this run's price-level forecasts of
 the models that beat the naive baseline in their backtest, weighted by inverse backtest MSE. The
-ensemble runs when the models are done even if one failed (it uses the models present).
+ensemble runs when the models are done even if one failed (it uses the models present); it updates the Asset
+``portfolio_forecasts``. A failed task notifies (``[portfolio] notify_*``: SMTP, Slack, else the log).
 
 GPU: the SSA-family and GARCH tasks run in ``[portfolio] gpu_pool`` on ``[portfolio] gpu_queue`` and
-use CuPy where the worker has a GPU. The defaults (``default_pool``, ``default``) work on any Airflow.
-To dedicate GPUs, create a pool with one slot per GPU, ``airflow pools set gpu_pool 1 "GPU forecasting"``,
-and set ``AIRFLOW__PORTFOLIO__GPU_POOL=gpu_pool`` (the pool must exist before the tasks are queued).
+use CuPy where the worker has a GPU. The defaults (``gpu_pool``, ``default``) work on any Airflow:
+``python -m airflow_provider_portfolio setup`` creates ``gpu_pool`` (one slot per GPU), and where it does not
+exist the provider's cluster policy runs the tasks in ``default_pool``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag
 
-from airflow_provider_portfolio.assets import DAILY_BARS
+from airflow_provider_portfolio.assets import DAILY_BARS, FORECASTS
+from airflow_provider_portfolio.notifications import PortfolioNotifier
 from airflow_provider_portfolio.operators.forecasting import (
     EnsembleForecastOperator,
     GarchForecastOperator,
@@ -42,7 +44,8 @@ SYMBOLS = "{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + 
     start_date=pendulum.datetime(2024, 1, 1, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=1)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=1),
+                  "on_failure_callback": PortfolioNotifier()},
     tags=["portfolio", "forecast"],
     doc_md=__doc__,
 )
@@ -60,6 +63,7 @@ def portfolio_forecast():
         models=["ssa", "samossa", "mssa", "sarimax"],
         symbols=SYMBOLS,
         trigger_rule="all_done",
+        outlets=[FORECASTS],
     )
 
 

@@ -40,7 +40,7 @@ def default_sources() -> list[str]:
     """
     from airflow_provider_portfolio.config import execution_mode
 
-    found = [conn_id for conn_id in DEFAULT_DATA_CONNECTIONS if _connection_exists(conn_id)]
+    found = [conn_id for conn_id in DEFAULT_DATA_CONNECTIONS if connection_exists(conn_id)]
     if not found and execution_mode() == "live":
         raise InvalidInputError(
             "no sources given, no default data connection exists "
@@ -57,7 +57,8 @@ def default_sources() -> list[str]:
     return chosen
 
 
-def _connection_exists(conn_id: str) -> bool:
+def connection_exists(conn_id: str) -> bool:
+    """Whether connection ``conn_id`` exists (anywhere Airflow looks: secrets backends, env, the database)."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import BaseHook
 

@@ -12,6 +12,7 @@ from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -103,10 +104,12 @@ class PortfolioETLOperator(BaseOperator):
         from airflow_provider_portfolio.config import get_option
         from airflow_provider_portfolio.exceptions import InvalidInputError
         from airflow_provider_portfolio.hooks.market_data import data_sources, default_sources, validate_source_names
+        from airflow_provider_portfolio.lineage import source_vendors
         from airflow_provider_portfolio.market.calendar import MarketCalendar, parse_session_date
         from airflow_provider_portfolio.market.etl import last_closed_session, load_bars
         from airflow_provider_portfolio.market.params import parse_instant, validate_symbols
         from airflow_provider_portfolio.market.quality import QualityRules
+        from airflow_provider_portfolio.metrics import emit_etl
 
         # Bad input fails here, before the store is opened or anything fetched.
         symbols = validate_symbols(maybe_json_list(self.symbols))
@@ -133,6 +136,7 @@ class PortfolioETLOperator(BaseOperator):
             start = window.index[-min(history, len(window))]
 
         sources = data_sources(source_names, exchange=exchange)
+        self._lineage_vendors = source_vendors(sources)
         store = self.store_hook.get_conn()
         self.log.info(
             "Loading %s bars of %d symbol(s) for %s..%s (%s) from %s into %s",
@@ -150,6 +154,7 @@ class PortfolioETLOperator(BaseOperator):
             rules=QualityRules(max_abs_return=self.max_abs_return),
         )
         summary = report.to_dict()
+        emit_etl(summary)
         self.log.info("Wrote %d row(s); failed: %s", report.rows_written, report.failed or "none")
         if report.failed_fraction > self.max_failed_fraction:
             details = "; ".join(f"{s}: {summary['symbols'][s]['error']}" for s in report.failed)
@@ -158,3 +163,9 @@ class PortfolioETLOperator(BaseOperator):
                 f"(max_failed_fraction={self.max_failed_fraction}): {details}"
             )
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the vendors read -> the store's ``bars`` (see :mod:`airflow_provider_portfolio.lineage`)."""
+        from airflow_provider_portfolio.lineage import etl_lineage
+
+        return etl_lineage(self.store_hook.url, getattr(self, "_lineage_vendors", ()), str(self.timeframe))

@@ -5,11 +5,11 @@ evaluations back in one transaction (:func:`..forecast.jobs.forecast_universe`),
 summary. Data never travels through XCom.
 
 GPU routing: :class:`SSAForecastOperator` and :class:`GarchForecastOperator` take ``pool``,
-``pool_slots`` and ``queue`` with defaults from ``[portfolio] gpu_pool`` (``default_pool``, which
-always exists, so a copied DAG never waits on a missing pool) and ``[portfolio] gpu_queue``
-(``default``). To give forecasting its GPUs, create a pool with one slot per GPU and name it:
-``airflow pools set gpu_pool 1 "GPU forecasting"`` then ``AIRFLOW__PORTFOLIO__GPU_POOL=gpu_pool``
-(and ``AIRFLOW__PORTFOLIO__GPU_QUEUE`` for Celery/Kubernetes GPU workers). These are declared in the
+``pool_slots`` and ``queue`` with defaults from ``[portfolio] gpu_pool`` (``gpu_pool``, one slot per GPU:
+``python -m airflow_provider_portfolio setup`` creates it; where it does not exist the provider's cluster
+policy runs the task in ``default_pool``, so a copied DAG never waits on a missing pool) and
+``[portfolio] gpu_queue`` (``default``; set ``AIRFLOW__PORTFOLIO__GPU_QUEUE`` for Celery/Kubernetes GPU
+workers). These are declared in the
 operators' signatures, so a DAG's ``default_args`` still win over the configuration. ``device``
 (``auto``/``cuda``/``cpu``, default ``[portfolio] device``) is read and resolved on the worker that runs
 the task (``auto`` uses CuPy where a GPU is visible there) and passed to the job: the forecasting code
@@ -31,6 +31,7 @@ from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_provider_portfolio.forecast.base import Model
@@ -58,6 +59,8 @@ class _ForecastOperatorBase(BaseOperator):
 
     template_fields: Sequence[str] = ("symbols", "timeframe", "store_conn_id")
     ui_color = "#cfe2f3"
+    #: The store tables the job reads, for OpenLineage.
+    lineage_inputs: Sequence[str] = ("bars",)
 
     def __init__(
         self,
@@ -136,7 +139,10 @@ class _ForecastOperatorBase(BaseOperator):
         return validate_symbols(maybe_json_list(self.symbols))
 
     def _finish(self, report: ForecastReport, asked: int) -> dict[str, Any]:
+        from airflow_provider_portfolio.metrics import emit_forecast
+
         summary = report.to_dict()
+        emit_forecast(summary)
         self.log.info("%s: %d symbol(s) forecast (%s), %d forecast and %d evaluation row(s) written in %.2f s",
                       report.model, len(report.forecast), summary["labels"] or "no labels", report.forecast_rows,
                       report.evaluation_rows, report.seconds)
@@ -148,6 +154,12 @@ class _ForecastOperatorBase(BaseOperator):
             raise RuntimeError(f"{len(report.failed)} of {asked} symbol(s) could not be forecast "
                                f"(max_failed_fraction={self.max_failed_fraction}): {details}")
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: ``lineage_inputs`` -> ``forecasts`` and ``model_evaluations`` of the store."""
+        from airflow_provider_portfolio.lineage import forecast_lineage
+
+        return forecast_lineage(self.store_hook.url, self.lineage_inputs)
 
 
 class _GpuForecastOperator(_ForecastOperatorBase):
@@ -273,6 +285,7 @@ class EnsembleForecastOperator(_ForecastOperatorBase):
     """
 
     template_fields: Sequence[str] = (*_ForecastOperatorBase.template_fields, "models")
+    lineage_inputs: Sequence[str] = ("forecasts", "model_evaluations")
 
     def __init__(self, *, models: Sequence[str] = ("ssa", "samossa", "mssa", "sarimax"), **kwargs: Any) -> None:
         super().__init__(**kwargs)

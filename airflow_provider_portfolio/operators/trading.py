@@ -15,6 +15,7 @@ from airflow_provider_portfolio.operators.templated import blank, maybe_json_lis
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_provider_portfolio.store.ledger import TradingLedger
@@ -292,7 +293,9 @@ class AutoTraderOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.exceptions import PortfolioError
         from airflow_provider_portfolio.hooks.market_data import data_sources, validate_source_names
+        from airflow_provider_portfolio.lineage import source_vendors
         from airflow_provider_portfolio.market.params import validate_symbols
+        from airflow_provider_portfolio.metrics import emit_cycle
         from airflow_provider_portfolio.store.ledger import TradingLedger
         from airflow_provider_portfolio.trading.session import trade_universe
 
@@ -309,6 +312,7 @@ class AutoTraderOperator(BaseOperator):
             simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
                        "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
         sources = data_sources(names, exchange=settings.exchange)
+        self._lineage_vendors = source_vendors(sources)
         now = cycle_instant(context, broker, as_of)
         dag_run = context["dag_run"]
         self.log.info("Trading cycle at %s: %d symbol(s), %s bars from %s, broker %s, kill switch %s",
@@ -322,8 +326,17 @@ class AutoTraderOperator(BaseOperator):
                       len(report.rejected), len(report.submitted), len(report.broker_rejected), report.equity)
         for symbol, why in report.rejected.items():
             self.log.info("risk rejected %s: %s", symbol, why)
+        result = {**report.to_dict(), "account": broker.account, "as_of": now.isoformat(), "symbols": len(symbols)}
+        emit_cycle(result)
         if report.unknown:
             raise PortfolioError(
                 f"{len(report.unknown)} order(s) in an unknown state ({'; '.join(f'{s}: {w}' for s, w in report.unknown.items())}). "
                 "Everything else is recorded; the retry looks these orders up by client_order_id before sending anything")
-        return {**report.to_dict(), "account": broker.account, "as_of": now.isoformat(), "symbols": len(symbols)}
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the vendors' bars and the stored forecasts -> decisions, orders, fills and equity."""
+        from airflow_provider_portfolio.lineage import trader_lineage
+
+        return trader_lineage(self.store_hook.url, getattr(self, "_lineage_vendors", ()), str(self.timeframe),
+                              forecasts=not blank(self.forecast_model))

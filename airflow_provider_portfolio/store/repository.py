@@ -6,7 +6,8 @@ A facade over the store's parts, each with one job:
   transactions (:meth:`Database.read` / :meth:`Database.write`), schema migrations, driver errors;
 - :mod:`~airflow_provider_portfolio.store.codecs`: frames checked and encoded for the drivers, rows decoded;
 - :mod:`~airflow_provider_portfolio.store.bars`: idempotent bar upserts on (symbol, timeframe, ts), bar reads;
-- :mod:`~airflow_provider_portfolio.store.forecasts`: forecasts and model evaluations, replaced per run key.
+- :mod:`~airflow_provider_portfolio.store.forecasts`: forecasts and model evaluations, replaced per run key;
+- :mod:`~airflow_provider_portfolio.store.health`: the desk's health reports, and the check of the store itself.
 
 The trading ledger (:mod:`~airflow_provider_portfolio.store.ledger`) runs on :attr:`PortfolioStore.database`.
 Every driver failure surfaces as :class:`StoreError` naming the store by its password-hidden URL.
@@ -29,10 +30,16 @@ from airflow_provider_portfolio.store.database import (
     Database,
 )
 from airflow_provider_portfolio.store.forecasts import ForecastTables
+from airflow_provider_portfolio.store.health import DEFAULT_HISTORY_LIMIT, HealthTables, check_store
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
     import pandas as pd
     from sqlalchemy.engine import Engine
+
+    from airflow_provider_portfolio.store.health import HealthRecord, StoreCheck
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_KEEPALIVES_IDLE_S", "DEFAULT_LOCK_TIMEOUT_S",
            "DEFAULT_STATEMENT_TIMEOUT_S", "PortfolioStore"]
@@ -70,6 +77,7 @@ class PortfolioStore:
                                  keepalives_idle_s=keepalives_idle_s)
         self._bars = BarTable(self.database)
         self._forecasts = ForecastTables(self.database)
+        self._health = HealthTables(self.database)
         #: The URL with the password hidden: safe to log.
         self.url: str = self.database.url
         #: ``"sqlite"`` or ``"postgresql"``.
@@ -159,6 +167,24 @@ class PortfolioStore:
                          latest: bool = True) -> pd.DataFrame:
         return self._forecasts.read_evaluations(symbols, model, timeframe, run_id, latest)
 
+    # -- health reports and the store's own check ---------------------------------------------------
+    def append_health_report(self, report: Mapping[str, Any], *, dag_id: str | None = None,
+                             run_id: str | None = None) -> None:
+        return self._health.append(report, dag_id=dag_id, run_id=run_id)
+
+    def latest_health_report(self, kind: str, *, since: datetime | None = None,
+                             until: datetime | None = None) -> HealthRecord | None:
+        return self._health.latest(kind, since=since, until=until)
+
+    def health_history(self, kind: str, since: datetime | None = None, limit: int = DEFAULT_HISTORY_LIMIT, *,
+                       until: datetime | None = None) -> list[HealthRecord]:
+        return self._health.history(kind, since, limit, until=until)
+
+    def check_store(self, *, full: bool = False) -> StoreCheck:
+        """Reach the store, read its schema version and check its integrity; never raises for a store that cannot
+        be reached (see :func:`~airflow_provider_portfolio.store.health.check_store`)."""
+        return check_store(self.database, full=full)
+
 
 # The facade's methods carry the documentation of the parts that do the work.
 for _name, _part in (("schema_version", Database), ("migrate", Database), ("upsert_bars", BarTable),
@@ -166,6 +192,9 @@ for _name, _part in (("schema_version", Database), ("migrate", Database), ("upse
                      ("latest_bar_ts", BarTable), ("count_bars", BarTable), ("write_forecasts", ForecastTables),
                      ("read_forecasts", ForecastTables), ("read_evaluations", ForecastTables)):
     getattr(PortfolioStore, _name).__doc__ = getattr(_part, _name).__doc__
+for _name, _method in (("append_health_report", HealthTables.append), ("latest_health_report", HealthTables.latest),
+                       ("health_history", HealthTables.history)):
+    getattr(PortfolioStore, _name).__doc__ = _method.__doc__
 for _name in ("busy_timeout_s", "lock_timeout_s", "statement_timeout_s", "connect_timeout_s", "keepalives_idle_s"):
     getattr(PortfolioStore, _name).__doc__ = f"``{_name}`` of the store's database (see :class:`PortfolioStore`)."
-del _name, _part
+del _name, _part, _method

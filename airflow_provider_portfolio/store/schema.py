@@ -60,6 +60,15 @@ Tables (latest version):
     ``signals`` (JSON: name -> score, confidence, reason); the risk verdict ``approved``, ``risk_rule``,
     ``risk_reason``; the ``client_order_id`` of the order it sent; ``created_at``, ``updated_at``.
 
+``health_reports`` (migration 4)
+    One row per (``kind``, ``ts``, ``dag_id``, ``run_id``): a health report of the desk made at the instant
+    ``ts``; ``kind`` is ``monitoring`` (the hourly health report) or ``environment`` (env sanity). ``level`` is
+    the report's ``GREEN``, ``YELLOW`` or ``RED``; ``checks`` the JSON text of the whole report
+    (``HealthReport.to_dict()``: ``kind``, ``ts``, ``level``, ``failed`` and every check with its ``value``,
+    ``threshold``, ``level`` and ``message``); ``summary`` its one line; ``dag_id`` and ``run_id`` the Airflow run
+    that made it (``''`` for none); ``created_at`` when it was written. A re-run of the same run at the same
+    instant replaces its row. The primary key, led by (``kind``, ``ts``), finds the latest reports of a kind.
+
 Adding a migration: append a :class:`Migration` with the next version to :data:`MIGRATIONS`; its
 ``apply`` receives a connection inside the migration transaction (lock held) and emits DDL. Once a
 version is released its DDL is frozen: a later change to a table is a new migration, and the table
@@ -341,6 +350,32 @@ TERMINAL_ORDER_STATES: tuple[str, ...] = ("filled", "canceled", "expired", "reje
                                           "replaced")
 
 
+def _health_reports_table(meta: MetaData) -> Table:
+    # Shape of ``health_reports`` as created by migration 4 (and still the latest shape).
+    return Table(
+        "health_reports",
+        meta,
+        Column("kind", _KeyText(32), nullable=False),
+        Column("ts", UtcTimestamp(), nullable=False),
+        Column("dag_id", _KeyText(250), nullable=False),
+        Column("run_id", _KeyText(250), nullable=False),
+        Column("level", String(8), nullable=False),
+        Column("checks", Text(), nullable=False),
+        Column("summary", Text(), nullable=False),
+        Column("created_at", UtcTimestamp(), nullable=False),
+        PrimaryKeyConstraint("kind", "ts", "dag_id", "run_id", name="pk_health_reports"),
+        sqlite_with_rowid=False,
+    )
+
+
+#: Health reports keyed by (kind, ts, dag_id, run_id).
+health_reports = _health_reports_table(metadata)
+#: Allowed values of ``health_reports.kind``.
+HEALTH_REPORT_KINDS: tuple[str, ...] = ("monitoring", "environment")
+#: Allowed values of ``health_reports.level``, best first.
+HEALTH_LEVELS: tuple[str, ...] = ("GREEN", "YELLOW", "RED")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One forward step of the schema.
@@ -370,12 +405,17 @@ def _v3_create_trading(conn: Connection) -> None:
         table.create(conn)
 
 
+def _v4_create_health_reports(conn: Connection) -> None:
+    _health_reports_table(MetaData()).create(conn)
+
+
 #: Forward migrations in order; append new ones at the end.
 MIGRATIONS: list[Migration] = [
     Migration(1, "create bars", _v1_create_bars),
     Migration(2, "create forecasts and model_evaluations", _v2_create_forecasts),
     Migration(3, "create the trading ledger: accounts, positions, orders, fills, equity_curve, trading_decisions",
               _v3_create_trading),
+    Migration(4, "create health_reports", _v4_create_health_reports),
 ]
 
 

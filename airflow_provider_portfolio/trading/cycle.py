@@ -285,7 +285,9 @@ def decide_step(
     forming, bad_open = forming_opens(started[~done], bars, refused, settings)
     refused.update(bad_open)
     started = pd.concat([bars, forming], ignore_index=True) if not forming.empty else bars
-    report.synced += len(broker.sync(started, closed=bars, skip_run=(dag_id, run_id), exchange=settings.exchange))
+    changed = broker.sync(started, closed=bars, skip_run=(dag_id, run_id), exchange=settings.exchange)
+    report.synced += len(changed)
+    report.fills += sum(state.status == "filled" for state in changed)
 
     panels = panels_of(bars, symbols, LOOKBACK_BARS)
     last_close = panels["close"][:, -1]
@@ -545,6 +547,7 @@ def execute_step(mine: Mapping[str, dict[str, Any]], now: datetime, *, broker: B
         ledger.update_order(broker.account, cid, status=answer.status, broker_order_id=answer.broker_order_id,
                             filled_qty=answer.filled_qty, filled_avg_price=answer.filled_avg_price)
         report.submitted.append(cid)
+        report.fills += answer.status == "filled"
         log.info("order %s: %s %g %s at ~%.4f -> %s", cid, d["action"], d["order_qty"], d["symbol"], d["price"],
                  answer.status)
     if refused:

@@ -102,6 +102,7 @@ class CycleReport:
     broker_rejected: dict[str, str] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
     synced: int = 0
+    fills: int = 0
     equity: dict[str, float] = field(default_factory=dict)
     start_of_day_equity: float | None = None
     loss_reference: str | None = None
@@ -110,7 +111,7 @@ class CycleReport:
         return {
             "decided": self.decided, "skipped": len(self.skipped), "holds": self.holds, "errors": self.errors,
             "risk_rejected": self.rejected, "submitted": len(self.submitted), "broker_rejected": self.broker_rejected,
-            "unknown": self.unknown, "synced_orders": self.synced, "equity": self.equity,
+            "unknown": self.unknown, "synced_orders": self.synced, "fills": self.fills, "equity": self.equity,
             "start_of_day_equity": self.start_of_day_equity, "loss_reference": self.loss_reference,
         }
 

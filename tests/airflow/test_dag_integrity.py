@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from airflow_provider_portfolio.pools import POOLS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +28,7 @@ def dagbag(path):
 
 
 HEAVY = ["pandas", "numpy", "scipy", "statsmodels", "arch", "alpaca", "finnhub", "alpha_vantage",
-         "pandas_market_calendars", "cupy"]
+         "pandas_market_calendars", "cupy", "openlineage", "slack_sdk", "aiosmtpd"]
 
 
 def test_example_dags_import_without_errors_or_warnings():
@@ -39,8 +42,9 @@ def test_example_dags_import_without_errors_or_warnings():
     for dag in bag.dags.values():
         assert dag.tags, f"{dag.dag_id} has no tags"
         for t in dag.tasks:
-            # No task may wait on a pool a fresh Airflow lacks.
-            assert t.pool == "default_pool", f"{dag.dag_id}.{t.task_id} uses pool {t.pool!r}"
+            # Only the provider's pools (setup creates them; the cluster policy runs a task whose pool is missing
+            # in default_pool) or Airflow's own.
+            assert t.pool in {"default_pool", *POOLS}, f"{dag.dag_id}.{t.task_id} uses pool {t.pool!r}"
 
 
 def test_daily_etl_shape():
@@ -81,7 +85,7 @@ def test_forecast_dag_shape_and_asset_schedule():
     assert ensemble.trigger_rule == "all_done"
     for task_id in ("ssa", "samossa", "mssa", "garch"):
         t = fc.get_task(task_id)
-        assert (t.pool, t.pool_slots, t.queue) == ("default_pool", 1, "default"), task_id
+        assert (t.pool, t.pool_slots, t.queue) == ("gpu_pool", 1, "default"), task_id
 
 
 def test_gpu_routing_comes_from_config_and_default_args_win():
@@ -116,7 +120,9 @@ def test_trading_dag_shapes():
     assert "*/30 7-19 * * 1-5" in repr(trader.timetable.summary) or "*/30 7-19" in trader.timetable.summary
     auto = trader.get_task("auto_trader")
     assert auto.upstream_task_ids == {"universe"}  # Variable portfolio.default_tickers, read when a run starts
-    assert trader.get_task("universe").upstream_task_ids == {"market_hours"}
+    assert trader.get_task("universe").upstream_task_ids == {"desk_gate"}
+    assert trader.get_task("desk_gate").upstream_task_ids == {"market_hours"}
+    assert auto.partial_kwargs.get("pool", getattr(auto, "pool", None)) == "trading_pool"
     assert type(auto).__name__ == "MappedOperator" and auto.max_active_tis_per_dagrun == 1
     assert trader.get_task("market_hours").when_closed == "skip"
     core = bag.dags["portfolio_auto_trader_core"]
@@ -152,3 +158,34 @@ def test_the_auto_traders_universe_comes_from_the_variable(monkeypatch):
         module.universe_chunks()
     monkeypatch.delenv("AIRFLOW_VAR_PORTFOLIO.DEFAULT_TICKERS")
     assert sum(module.universe_chunks(), []) == module.UNIVERSE
+
+
+def test_desk_dag_shapes_schedules_deadlines_and_assets():
+    bag = dagbag(EXAMPLE_DAGS)
+    crons = {"portfolio_master": "0 5 * * 1-5", "portfolio_env_sanity": "0 5 * * 1-5",
+             "portfolio_monitoring": "5 * * * *", "portfolio_daily_etl": "15 5 * * 1-5"}
+    for dag_id, cron in crons.items():
+        dag = bag.dags[dag_id]
+        timetable = dag.timetable
+        assert cron in (getattr(timetable, "expression", None) or timetable.summary), dag_id
+        assert str(getattr(timetable, "timezone", None) or timetable._timezone) == "America/New_York", dag_id
+    master = bag.dags["portfolio_master"]
+    assert {t: master.get_task(t).upstream_task_ids for t in master.task_ids} == {
+        "env_sanity": set(), "daily_etl": {"env_sanity"}, "monitoring": {"daily_etl"}}
+    assert [o.name for o in master.get_task("daily_etl").outlets] == ["portfolio_daily_bars"]
+    assert master.get_task("monitoring").trigger_rule == "all_done"
+    forecast = bag.dags["portfolio_forecast"]
+    assert [o.name for o in forecast.get_task("ensemble").outlets] == ["portfolio_forecasts"]
+    # Deadline alerts: the ETL by 06:00 New York (logical date + 45 min / + 60 min for the 05:00 master), the
+    # trader's cycle within 5 minutes and monitoring within 10 of their start.
+    expected = {"portfolio_daily_etl": timedelta(minutes=45), "portfolio_master": timedelta(minutes=60),
+                "portfolio_auto_trader": timedelta(minutes=5), "portfolio_monitoring": timedelta(minutes=10)}
+    for dag_id, interval in expected.items():
+        deadline = bag.dags[dag_id].deadline
+        alerts = deadline if isinstance(deadline, list) else [deadline]
+        assert [a.interval for a in alerts] == [interval], dag_id
+    for dag_id in ("portfolio_master", "portfolio_env_sanity", "portfolio_monitoring", "portfolio_daily_etl",
+                   "portfolio_forecast", "portfolio_auto_trader"):
+        dag = bag.dags[dag_id]
+        callbacks = [t.on_failure_callback for t in dag.tasks]
+        assert all(cb for cb in callbacks), dag_id

@@ -94,7 +94,7 @@ def test_ledger_on_a_version_2_store_asks_for_migrate(store, monkeypatch):
     with pytest.raises(StoreError, match=r"call migrate\(\) first"):
         ledger.claim_decisions([_decision("AAPL", "run-1")])
     monkeypatch.undo()
-    assert store.migrate() == schema.latest_version() == 3
+    assert store.migrate() == schema.latest_version() >= 3
     assert ledger.open_account(ACCOUNT, 1_000.0) == 1_000.0
 
 

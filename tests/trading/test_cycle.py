@@ -503,3 +503,13 @@ def test_a_month_of_simulated_trading_reconciles_at_every_step(broker, ledger, m
 
 def _symbols(client_order_ids, ledger, broker):
     return {o["symbol"] for o in ledger.orders(broker.account) if o["client_order_id"] in client_order_ids}
+
+
+def test_the_cycle_report_counts_the_fills_the_ledger_recorded(broker, ledger, market):
+    first = cycle(broker, ledger, market, at(DAY1), "run-1", news=bullish())
+    assert len(first.submitted) == 4 and first.fills == 0  # the simulated broker fills on a later bar, never at once
+    assert ledger.fills(broker.account) == []
+    second = cycle(broker, ledger, market, at(DAY2), "run-2")  # its sync fills day 1's orders at DAY2's open
+    assert second.fills == 4 == len(ledger.fills(broker.account)) and second.to_dict()["fills"] == 4
+    retry = cycle(broker, ledger, market, at(DAY2), "run-2")  # nothing fills twice
+    assert retry.fills == 0 and first.fills + second.fills + retry.fills == len(ledger.fills(broker.account))
