@@ -1,5 +1,7 @@
 """Airflow-only twin of ``example_dags/portfolio_daily_etl.py``: the same cron string, Airflow's ``Asset``
-for the provider's ``DAILY_BARS`` and a ``@task`` for ``PortfolioETLOperator`` (no provider import)."""
+for the provider's ``DAILY_BARS``, a ``@task`` for ``PortfolioETLOperator`` in the same pool, a plain
+``on_failure_callback`` for ``PortfolioNotifier()`` and Airflow's ``DeadlineAlert`` (the logical date + 45 minutes)
+for ``daily_etl_deadline()`` (no provider import)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from _desk import API_POOL, DAILY_BARS, deadline, on_failure
+from airflow.sdk import dag, task
 
-DAILY_BARS = Asset(name="portfolio_daily_bars", uri="portfolio://store/bars/1Day", group="portfolio")
 DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
 
 
@@ -25,12 +27,15 @@ DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=2),
+        "on_failure_callback": on_failure,
     },
+    deadline=deadline(timedelta(minutes=45), reference="logical_date",
+                      what="daily ETL done by 06:00 (scheduled 05:15)"),
     tags=["portfolio", "etl"],
     doc_md=__doc__,
 )
 def portfolio_daily_etl():
-    @task(outlets=[DAILY_BARS])
+    @task(pool=API_POOL, outlets=[DAILY_BARS])
     def load_daily_bars(symbols: str, timeframe: str, history_sessions: int) -> dict[str, Any]:
         return {"symbols": symbols}
 

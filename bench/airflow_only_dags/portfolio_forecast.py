@@ -1,5 +1,7 @@
 """Airflow-only twin of ``example_dags/portfolio_forecast.py``: scheduled on Airflow's ``Asset`` for the
-provider's ``DAILY_BARS``, a ``@task`` for each forecasting operator (no provider import)."""
+provider's ``DAILY_BARS``, a ``@task`` for each forecasting operator (the SSA family and GARCH in the default
+``[portfolio] gpu_pool`` and ``gpu_queue``), Airflow's ``Asset`` for ``FORECASTS`` as the ensemble's outlet and a
+plain ``on_failure_callback`` for ``PortfolioNotifier()`` (no provider import)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, dag, task
-
-DAILY_BARS = Asset(name="portfolio_daily_bars", uri="portfolio://store/bars/1Day", group="portfolio")
-DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
-SYMBOLS = "{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + "') }}"
+from _desk import DAILY_BARS, FORECASTS, GPU_POOL, GPU_QUEUE, SYMBOLS, on_failure
+from airflow.sdk import dag, task
 
 
 @dag(
@@ -20,12 +19,13 @@ SYMBOLS = "{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + 
     start_date=pendulum.datetime(2024, 1, 1, tz="America/New_York"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=1)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=1),
+                  "on_failure_callback": on_failure},
     tags=["portfolio", "forecast"],
     doc_md=__doc__,
 )
 def portfolio_forecast():
-    @task
+    @task(pool=GPU_POOL, queue=GPU_QUEUE)
     def ssa(method: str, symbols: str, timeframe: str, history: int, horizon: int) -> dict[str, Any]:
         return {"method": method}
 
@@ -33,11 +33,11 @@ def portfolio_forecast():
     def sarimax(symbols: str, timeframe: str, history: int, horizon: int) -> dict[str, Any]:
         return {"method": "sarimax"}
 
-    @task
+    @task(pool=GPU_POOL, queue=GPU_QUEUE)
     def garch(symbols: str, timeframe: str, history: int, horizon: int) -> dict[str, Any]:
         return {"method": "garch"}
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", outlets=[FORECASTS])
     def ensemble(models: list[str], symbols: str) -> dict[str, Any]:
         return {"models": models}
 
