@@ -79,6 +79,13 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "is then set only when it runs). False: no fallback; create the pools with python -m "
         "airflow_provider_portfolio setup.",
     ),
+    "deadline_alerts": (
+        "False",
+        "Attach the example DAGs' deadline alerts (daily ETL done by 06:00 New York, an auto-trader cycle within 5 "
+        "minutes, monitoring within 10), which notify when missed. Off by default: `airflow dags test` of a DAG "
+        "with a deadline fails on Airflow 3.1.8 and 3.3.2 (apache/airflow#58949, #73428) although the scheduler "
+        "runs it well; turn it on where the scheduler runs the DAGs.",
+    ),
     "notify_smtp_conn_id": (
         "",
         "SMTP connection (Airflow's SMTP provider, type smtp) that notifications (task failures, RED health, "
@@ -103,6 +110,7 @@ OPTION_TYPES: dict[str, str] = {
     "store_connect_timeout": "float",
     "store_keepalives_idle": "float",
     "pool_fallback": "boolean",
+    "deadline_alerts": "boolean",
 }
 
 EXECUTION_MODES = ("synthetic", "live")
@@ -119,6 +127,21 @@ def get_option(name: str) -> str:
 
     value = conf.get(SECTION, name, fallback=default)
     return default if value is None or str(value).strip() == "" else str(value).strip()
+
+
+def get_flag(name: str) -> bool:
+    """``[portfolio] <name>``, a boolean option, as Airflow spells booleans (``True``/``False``, ``1``/``0``...).
+
+    :raises InvalidInputError: naming the option, for another value.
+    """
+    from airflow_provider_portfolio.exceptions import InvalidInputError
+
+    value = get_option(name).lower()
+    if value in ("true", "t", "1", "yes", "on"):
+        return True
+    if value in ("false", "f", "0", "no", "off"):
+        return False
+    raise InvalidInputError(f"[{SECTION}] {name} must be True or False, got {value!r}")
 
 
 def execution_mode() -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import html
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -491,6 +491,21 @@ def deadline_alert(interval: timedelta, *, reference: str = "queued", what: str)
 
     return DeadlineAlert(reference=getattr(DeadlineReference, DEADLINE_REFERENCES[reference]), interval=interval,
                          callback=AsyncCallback(deadline_missed, kwargs={"what": what.strip()}))
+
+
+def configured_deadline(factory: Callable[..., DeadlineAlert], /, **options: Any) -> DeadlineAlert | None:
+    """``factory(**options)`` when ``[portfolio] deadline_alerts`` is on, else ``None`` (``DAG(deadline=None)``: no
+    alert). The example DAGs declare their deadlines this way: off by default, since ``airflow dags test`` of a DAG
+    with a deadline fails on Airflow 3.1.8 and 3.3.2 (apache/airflow#58949, #73428) while the scheduler runs it
+    well.
+
+    :param factory: :func:`daily_etl_deadline`, :func:`trader_cycle_deadline`, :func:`monitoring_deadline` or any
+        function returning a ``DeadlineAlert``.
+    :raises InvalidInputError: for a ``[portfolio] deadline_alerts`` that is not a boolean.
+    """
+    from airflow_provider_portfolio.config import get_flag
+
+    return factory(**options) if get_flag("deadline_alerts") else None
 
 
 def daily_etl_deadline(*, scheduled_at: time = time(5, 15), done_by: time = time(6, 0),

@@ -111,9 +111,9 @@ def _enable_hook() -> None:
     try:
         import airflow.settings as settings
 
-        from airflow_provider_portfolio.config import get_option
+        from airflow_provider_portfolio.config import get_flag
 
-        if get_option("pool_fallback").lower() in ("false", "0", "no", "off"):
+        if not get_flag("pool_fallback"):
             return
     except Exception:  # not where Airflow runs: nothing to enable
         return

@@ -22,7 +22,8 @@ environment check (``portfolio_env_sanity`` or ``portfolio_master``) failed, whe
 (``portfolio_monitoring``) is RED, or when the universe's daily bars are stale (a closed session missing past
 its due time). A report that does not exist at all only logs here (``require=[]``), so this DAG also runs alone;
 with the master and monitoring deployed, remove ``require=[]`` to trade only when every check vouches for the
-desk. A cycle not done within 5 minutes of its run's start notifies (a deadline alert), as does a failed task.
+desk. A cycle not done within 5 minutes of its run's start notifies (a deadline alert, with ``[portfolio]
+deadline_alerts = True``), as does a failed task.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from airflow_provider_portfolio.notifications import PortfolioNotifier, trader_cycle_deadline
+from airflow_provider_portfolio.notifications import PortfolioNotifier, configured_deadline, trader_cycle_deadline
 from airflow_provider_portfolio.operators.monitoring import DeskGateOperator
 from airflow_provider_portfolio.operators.trading import AutoTraderOperator
 from airflow_provider_portfolio.pools import TRADING_POOL
@@ -65,14 +66,15 @@ def universe_chunks(chunk: int = CHUNK) -> list[list[str]]:
     # A stuck cycle fails well before the next run is due (every 30 minutes); its retry never doubles an order.
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=15),
                   "on_failure_callback": PortfolioNotifier()},
-    deadline=trader_cycle_deadline(),
+    deadline=configured_deadline(trader_cycle_deadline),
     params={"exchange": Param("XNYS", type="string", description="calendar the market-hours sensor watches")},
     tags=["portfolio", "example", "trading"],
     doc_md=__doc__,
 )
 def portfolio_auto_trader():
     market_open = MarketHoursSensor(task_id="market_hours", exchange="{{ params.exchange }}", when_closed="skip")
-    desk_gate = DeskGateOperator(task_id="desk_gate", exchange="{{ params.exchange }}", require=[])
+    # The gate judges the universe's daily bars on [portfolio] default_exchange (crypto pairs on 24/7).
+    desk_gate = DeskGateOperator(task_id="desk_gate", require=[])
     universe = task(universe_chunks, task_id="universe")()
     AutoTraderOperator.partial(
         task_id="auto_trader",

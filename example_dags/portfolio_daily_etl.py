@@ -14,7 +14,7 @@ over chunks (see the README, "Large universes").
 Runs weekdays at 05:15 New York time and loads the last closed session; a run triggered by hand
 (no logical date) loads the last session closed before it was triggered. Each successful run updates
 the Asset ``portfolio_daily_bars``, which schedules ``portfolio_forecast``. A run not done by 06:00 New York
-notifies (a deadline alert), as does a failed task (``[portfolio] notify_*``: SMTP, Slack, else the log). The task
+notifies (a deadline alert, with ``[portfolio] deadline_alerts = True``), as does a failed task (``[portfolio] notify_*``: SMTP, Slack, else the log). The task
 runs in pool ``api_pool`` (``python -m airflow_provider_portfolio setup`` creates it; where it does not exist the
 task runs in ``default_pool``).
 """
@@ -27,7 +27,7 @@ import pendulum
 from airflow.sdk import dag
 
 from airflow_provider_portfolio.assets import DAILY_BARS
-from airflow_provider_portfolio.notifications import PortfolioNotifier, daily_etl_deadline
+from airflow_provider_portfolio.notifications import PortfolioNotifier, configured_deadline, daily_etl_deadline
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 from airflow_provider_portfolio.pools import API_POOL
 
@@ -51,8 +51,8 @@ DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
         "execution_timeout": timedelta(hours=2),
         "on_failure_callback": PortfolioNotifier(),
     },
-    # Done by 06:00 New York: the 05:15 schedule + 45 minutes.
-    deadline=daily_etl_deadline(),
+    # Done by 06:00 New York (the 05:15 schedule + 45 minutes), with [portfolio] deadline_alerts = True.
+    deadline=configured_deadline(daily_etl_deadline),
     tags=["portfolio", "etl"],
     doc_md=__doc__,
 )

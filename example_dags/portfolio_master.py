@@ -16,7 +16,8 @@ The trader (``portfolio_auto_trader``, every 30 minutes in market hours) runs on
 the daily bars are stale, with the reason in its log and XCom. Each DAG also runs alone: trigger any of them by
 hand. With this DAG enabled, pause ``portfolio_env_sanity`` and ``portfolio_daily_etl`` (it runs both).
 
-A run not done by 06:00 New York notifies (a deadline alert), as does any failed task.
+A run not done by 06:00 New York notifies (a deadline alert, with ``[portfolio] deadline_alerts = True``), as does
+any failed task.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pendulum
 from airflow.sdk import dag
 
 from airflow_provider_portfolio.assets import DAILY_BARS, ENVIRONMENT_REPORT, HEALTH_REPORT
-from airflow_provider_portfolio.notifications import PortfolioNotifier, daily_etl_deadline
+from airflow_provider_portfolio.notifications import PortfolioNotifier, configured_deadline, daily_etl_deadline
 from airflow_provider_portfolio.operators.environment import EnvSanityOperator
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 from airflow_provider_portfolio.operators.monitoring import MonitoringOperator
@@ -45,7 +46,7 @@ SYMBOLS = "{{ var.value.get('portfolio.default_tickers', '" + VARIABLES["portfol
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                   "execution_timeout": timedelta(hours=2), "on_failure_callback": PortfolioNotifier()},
-    deadline=daily_etl_deadline(scheduled_at=time(5, 0)),
+    deadline=configured_deadline(daily_etl_deadline, scheduled_at=time(5, 0)),
     tags=["portfolio", "master"],
     doc_md=__doc__,
 )

@@ -9,7 +9,7 @@ store's ``health_reports`` (the trader's desk gate skips trading while the lates
 
 RED notifies through ``[portfolio] notify_*`` (SMTP, Slack; else the log). Set ``reduce_only_on_red=True`` below
 to also switch Variable ``portfolio.kill_switch`` from ``active`` to ``reduce_only`` on RED. A run not done
-within 10 minutes of its start notifies (a deadline alert).
+within 10 minutes of its start notifies (a deadline alert, with ``[portfolio] deadline_alerts = True``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pendulum
 from airflow.sdk import dag
 
 from airflow_provider_portfolio.assets import HEALTH_REPORT
-from airflow_provider_portfolio.notifications import PortfolioNotifier, monitoring_deadline
+from airflow_provider_portfolio.notifications import PortfolioNotifier, configured_deadline, monitoring_deadline
 from airflow_provider_portfolio.operators.monitoring import MonitoringOperator
 from airflow_provider_portfolio.pools import DATABASE_POOL
 
@@ -33,7 +33,7 @@ from airflow_provider_portfolio.pools import DATABASE_POOL
     max_active_runs=1,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=10),
                   "on_failure_callback": PortfolioNotifier()},
-    deadline=monitoring_deadline(),
+    deadline=configured_deadline(monitoring_deadline),
     tags=["portfolio", "monitoring"],
     doc_md=__doc__,
 )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
-from airflow_provider_portfolio.operators.gating import SkipMixin, skip_downstream
+from airflow_provider_portfolio.operators.gating import SkipMixin, run_instant, skip_downstream
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from airflow_provider_portfolio.desk.health import Check
     from airflow_provider_portfolio.store import PortfolioStore
 
-#: How Airflow's config spells a boolean.
-_BOOLEANS = ("true", "false", "t", "f", "1", "0")
 #: What Airflow accepts as a connection id (its ``RE_SANITIZE_CONN_ID`` and 250 characters at most).
 _CONN_ID = re.compile(r"^[\w#!()\-.:/\\]{1,250}$")
 
@@ -91,7 +89,6 @@ class EnvSanityOperator(BaseOperator, SkipMixin):
         return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from datetime import datetime, timezone
 
         from airflow_provider_portfolio.config import get_option
         from airflow_provider_portfolio.desk.environment import (
@@ -112,7 +109,7 @@ class EnvSanityOperator(BaseOperator, SkipMixin):
         store, store_error = self._open_store()
         try:
             report = check_environment(
-                now=datetime.now(timezone.utc), store=store, store_error=store_error,
+                now=run_instant(context), store=store, store_error=store_error,
                 exchange=str(self.exchange).strip() if not blank(self.exchange) else get_option("default_exchange"),
                 kill_switch=self._kill_switch(), disk_paths=self._disk_paths(store),
                 min_free_bytes=min_free_bytes, min_free_fraction=min_free_fraction,
@@ -144,6 +141,7 @@ class EnvSanityOperator(BaseOperator, SkipMixin):
             return
         dag_run = context.get("dag_run")
         try:
+            store.migrate()  # a fresh store: the check opened it without migrating, to report its real version
             store.append_health_report(result, dag_id=getattr(dag_run, "dag_id", None),
                                        run_id=getattr(dag_run, "run_id", None))
         except StoreError as err:
@@ -178,6 +176,7 @@ class EnvSanityOperator(BaseOperator, SkipMixin):
             OPTIONS,
             SECTION,
             execution_mode,
+            get_flag,
             get_option,
             get_seconds,
         )
@@ -188,8 +187,8 @@ class EnvSanityOperator(BaseOperator, SkipMixin):
             value = get_option(name)
             if OPTION_TYPES.get(name) == "float":
                 get_seconds(name, positive=name == "store_connect_timeout")
-            elif OPTION_TYPES.get(name) == "boolean" and value.lower() not in _BOOLEANS:
-                return f"must be True or False, got {value!r}"
+            elif OPTION_TYPES.get(name) == "boolean":
+                get_flag(name)
             elif name == "execution_mode":
                 execution_mode()
             elif name == "device" and value.lower() not in DEVICES:

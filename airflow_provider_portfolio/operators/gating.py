@@ -7,6 +7,7 @@ gate's log and XCom.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 try:  # Airflow >= 3.2
@@ -17,7 +18,20 @@ except ImportError:  # Airflow 3.1: the standard provider's, which raises the sa
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
 
-__all__ = ["SkipMixin", "skip_downstream"]
+__all__ = ["SkipMixin", "run_instant", "skip_downstream"]
+
+
+def run_instant(context: Context) -> datetime:
+    """The instant a run judges the desk at: its ``data_interval_end`` (or ``run_after``), so a scheduled run judges
+    now and a back-fill judges what was known then (the environment check, monitoring and the desk gate alike);
+    the wall clock outside a run."""
+    dag_run = context.get("dag_run")
+    reference = context.get("data_interval_end") or getattr(dag_run, "run_after", None)
+    if reference is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(reference, datetime):  # pendulum and pandas instants are datetimes; anything else: ISO text
+        reference = datetime.fromisoformat(str(reference))
+    return reference.astimezone(timezone.utc)
 
 
 def skip_downstream(task: BaseOperator, context: Context, result: dict[str, Any], why: str) -> None:

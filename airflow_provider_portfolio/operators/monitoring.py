@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
-from airflow_provider_portfolio.operators.gating import SkipMixin, skip_downstream
+from airflow_provider_portfolio.operators.gating import SkipMixin, run_instant, skip_downstream
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
@@ -41,15 +41,6 @@ def checked_exchange(exchange: object) -> str:
     name = get_option("default_exchange") if blank(exchange) else str(exchange).strip()
     MarketCalendar(name)
     return name
-
-
-def run_instant(context: Context) -> datetime:
-    """The instant a run judges the desk at: its ``data_interval_end`` (or ``run_after``), so a scheduled run judges
-    now and a back-fill judges what was known then."""
-    import pandas as pd
-
-    reference = context.get("data_interval_end") or context["dag_run"].run_after
-    return pd.Timestamp(reference).to_pydatetime().astimezone(timezone.utc)
 
 
 class MonitoringOperator(BaseOperator):

@@ -160,7 +160,9 @@ def test_the_auto_traders_universe_comes_from_the_variable(monkeypatch):
     assert sum(module.universe_chunks(), []) == module.UNIVERSE
 
 
-def test_desk_dag_shapes_schedules_deadlines_and_assets():
+def test_desk_dag_shapes_schedules_deadlines_and_assets(monkeypatch):
+    assert all(dag.deadline in (None, []) for dag in dagbag(EXAMPLE_DAGS).dags.values())  # off by default
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEADLINE_ALERTS", "True")
     bag = dagbag(EXAMPLE_DAGS)
     crons = {"portfolio_master": "0 5 * * 1-5", "portfolio_env_sanity": "0 5 * * 1-5",
              "portfolio_monitoring": "5 * * * *", "portfolio_daily_etl": "15 5 * * 1-5"}

@@ -121,7 +121,7 @@ def test_standalone_runs_the_auto_trader_through_its_sensor_and_mapped_chunks(tm
         assert {r["state"] for r in runs} == {"success"}, (runs, airflow.tail())
         tis = airflow.request("GET", f"{path}/{manual}/taskInstances")["task_instances"]
         states = sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)
-        assert states == [("auto_trader", 0, "success"), ("auto_trader", 1, "success"),
+        assert states == [("auto_trader", 0, "success"), ("auto_trader", 1, "success"), ("desk_gate", -1, "success"),
                           ("market_hours", -1, "success"), ("universe", -1, "success")], states
         run_ids = {r["dag_run_id"] for r in runs}
     db = home / "portfolio" / "portfolio.db"

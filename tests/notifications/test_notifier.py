@@ -318,3 +318,17 @@ def test_deadline_missed_never_raises(monkeypatch, caplog):
     with caplog.at_level(logging.ERROR, logger=notifications.__name__):
         assert asyncio.run(deadline_missed(what="x", context={"dag_run": {"dag_id": "d"}})) == []
     assert "Deadline notification failed: RuntimeError: boom" in caplog.text
+
+
+def test_configured_deadline_is_attached_only_when_the_option_is_on(monkeypatch):
+    from airflow_provider_portfolio.exceptions import InvalidInputError
+    from airflow_provider_portfolio.notifications import configured_deadline, trader_cycle_deadline
+
+    monkeypatch.delenv("AIRFLOW__PORTFOLIO__DEADLINE_ALERTS", raising=False)
+    assert configured_deadline(trader_cycle_deadline) is None
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEADLINE_ALERTS", "True")
+    alert = configured_deadline(trader_cycle_deadline, minutes=7)
+    assert alert.interval == timedelta(minutes=7)
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__DEADLINE_ALERTS", "sometimes")
+    with pytest.raises(InvalidInputError, match=r"\[portfolio\] deadline_alerts must be True or False, got 'sometimes'"):
+        configured_deadline(trader_cycle_deadline)

@@ -1,0 +1,125 @@
+"""The desk's day in a real Airflow, one home: `airflow dags test` of the daily ETL, the environment check, the master
+DAG and monitoring on the embedded defaults, then the auto trader, whose desk gate opens on what they stored."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.airflow.realairflow import BIN, airflow_env, run_airflow
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+UNIVERSE = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "SPY", "QQQ", "IWM", "BTC/USD"]
+
+
+def dags_test(env: dict[str, str], dag_id: str, when: str, *extra: str) -> str:
+    """``airflow dags test``; its output. It must exit 0 with the run marked successful.
+
+    The example DAGs' deadline alerts are off by default (``[portfolio] deadline_alerts``): with them, ``dags test``
+    fails on Airflow 3.1.8 and 3.3.2 (apache/airflow#58949, #73428) though the scheduler runs them well.
+    """
+    args = ["dags", "test", dag_id, when, *extra]
+    proc = subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=env["AIRFLOW_HOME"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"airflow dags test {dag_id} exited {proc.returncode}:\n{out[-8000:]}"
+    assert re.search(rf"Marking run <DagRun {re.escape(dag_id)} @ [^>]*> successful", out), out[-8000:]
+    return out
+
+
+def rows(db: Path, sql: str, *params: object) -> list[tuple]:
+    """Rows read with plain sqlite3, not the code under test."""
+    with sqlite3.connect(db) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def task_states(home: Path, dag_id: str) -> dict[tuple[str, int], str]:
+    """(task_id, map_index) -> state of the DAG's one run, from the metadata database."""
+    runs = rows(home / "airflow.db", "SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id)
+    assert len(runs) == 1, (dag_id, runs)
+    found = rows(home / "airflow.db", "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? "
+                 "AND run_id = ?", dag_id, runs[0][0])
+    return {(t, m): s for t, m, s in found}
+
+
+def xcom(home: Path, dag_id: str, task_id: str) -> object:
+    [(value,)] = rows(home / "airflow.db", "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? "
+                      "AND key = 'return_value'", dag_id, task_id)
+    value = json.loads(value)
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def not_green(report: dict) -> set[tuple[str, str | None, str]]:
+    return {(c["name"], c.get("subject"), c["level"]) for c in report["checks"] if c["level"] != "GREEN"}
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def test_dags_test_of_the_desk_day_then_the_trader_behind_its_open_gate(tmp_path):
+    home = tmp_path / "home"
+    env = airflow_env(home)
+    run_airflow(env, "db", "migrate")
+    # Tuesday 2024-06-04 00:00 UTC: the ETL loads the sessions up to Monday 2024-06-03.
+    dags_test(env, "portfolio_daily_etl", "2024-06-04")
+    dags_test(env, "portfolio_env_sanity", "2024-06-04T05:00:00-04:00")
+    # Wednesday 05:00 New York: the check, Tuesday's session into the store, the health of the loaded desk.
+    dags_test(env, "portfolio_master", "2024-06-05T05:00:00-04:00")
+    dags_test(env, "portfolio_monitoring", "2024-06-05T13:05:00-04:00")
+    # 14:00 New York, inside NYSE hours. The market-hours sensor reads the wall clock: "24/7" opens it at any
+    # hour (as in test_trading_real); the desk gate judges on [portfolio] default_exchange, not the sensor's param.
+    dags_test(env, "portfolio_auto_trader", "2024-06-05T14:00:00-04:00", "--conf", json.dumps({"exchange": "24/7"}))
+
+    assert task_states(home, "portfolio_daily_etl") == {("load_daily_bars", -1): "success"}
+    assert task_states(home, "portfolio_env_sanity") == {("env_sanity", -1): "success"}
+    assert task_states(home, "portfolio_master") == {("env_sanity", -1): "success", ("daily_etl", -1): "success",
+                                                     ("monitoring", -1): "success"}
+    assert task_states(home, "portfolio_monitoring") == {("monitoring", -1): "success"}
+    assert task_states(home, "portfolio_auto_trader") == {
+        ("market_hours", -1): "success", ("desk_gate", -1): "success", ("universe", -1): "success",
+        ("auto_trader", 0): "success", ("auto_trader", 1): "success"}
+
+    db = home / "portfolio" / "portfolio.db"
+    reports = {(kind, dag_id): (ts, level, json.loads(checks)) for kind, ts, dag_id, level, checks in
+               rows(db, "SELECT kind, ts, dag_id, level, checks FROM health_reports")}
+    assert sorted(reports) == [("environment", "portfolio_env_sanity"), ("environment", "portfolio_master"),
+                               ("monitoring", "portfolio_master"), ("monitoring", "portfolio_monitoring")]
+    # The environment of this machine passes, judged and stamped at the run's instant (Tuesday and Wednesday 05:00
+    # New York: sessions on both days); only a nearly full disk could make it YELLOW.
+    for dag_id, instant in (("portfolio_env_sanity", "2024-06-04T09:00:00+00:00"),
+                            ("portfolio_master", "2024-06-05T09:00:00+00:00")):
+        ts, level, report = reports[("environment", dag_id)]
+        assert ts == int(utc(instant).timestamp() * 1_000_000) and report["failed"] == [], (dag_id, ts, report)
+        assert {name for name, _, _ in not_green(report)} <= {"disk"}, (dag_id, not_green(report))
+    # A freshly loaded synthetic desk is YELLOW only because no forecast has run yet: fresh bars, a sound store,
+    # no trades to grade, no vendor connection to probe.
+    for dag_id, instant in (("portfolio_master", "2024-06-05T09:00:00+00:00"),
+                            ("portfolio_monitoring", "2024-06-05T17:05:00+00:00")):
+        ts, level, report = reports[("monitoring", dag_id)]
+        assert (ts, level) == (int(utc(instant).timestamp() * 1_000_000), "YELLOW"), (dag_id, ts, report)
+        assert not_green(report) == {("forecast_health", s, "YELLOW") for s in UNIVERSE}, dag_id
+        fresh = {c["subject"]: c["value"] for c in report["checks"] if c["name"] == "freshness"}
+        assert fresh == {s: 0 for s in UNIVERSE}, (dag_id, fresh)
+
+    gate = xcom(home, "portfolio_auto_trader", "desk_gate")
+    assert gate["failed"] == [] and utc(gate["ts"]) == utc("2024-06-05T18:00:00+00:00"), gate
+    checks = {(c["name"], c.get("subject")): c for c in gate["checks"]}
+    # Health: monitoring's 13:05 report (the master's of 05:00 is too old), YELLOW, not RED.
+    assert (checks[("health", None)]["level"], checks[("health", None)]["value"]) == ("GREEN", "YELLOW"), checks
+    assert "2024-06-05T17:05" in checks[("health", None)]["message"]
+    # Bars: the master's ETL brought Tuesday's session, due before Wednesday's open.
+    assert {s: checks[("freshness", s)]["level"] for s in UNIVERSE} == {s: "GREEN" for s in UNIVERSE}
+    # Environment: the gate reads the report of the run's New York day, the master's of 05:00 (not Tuesday's).
+    environment = checks[("environment", None)]
+    assert environment["level"] == "GREEN" and "2024-06-05T09:00" in environment["message"], environment
+    # The trader ran behind the open gate: one decision per symbol at its instant.
+    decided = rows(db, "SELECT symbol FROM trading_decisions WHERE dag_id = 'portfolio_auto_trader'")
+    assert sorted(s for s, in decided) == sorted(UNIVERSE)
