@@ -51,13 +51,17 @@ test-fast: venv system-deps
 
 # The lowest supported Airflow, in its own venv: provider discovery, DAG integrity, connection forms, hooks, operators, the trading cycle, the ETL, forecast and trading DAGs in a real Airflow.
 # Of the trading suites, those through the Alpaca hook (an Airflow hook); the others import no Airflow at all and run
-# once, in `make test` (the trading cycle through Airflow is in tests/operators and tests/airflow).
+# once, in `make test` (the trading cycle through Airflow is in tests/operators and tests/airflow). The desk's
+# `dags test` days (environment check, monitoring, master, metrics and lineage) run once, in `make test-airflow`: their
+# operators' Airflow-facing parts run here in tests/operators, tests/notifications and the setup and policy tests.
 test-lowest: system-deps
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
 	$(LOWEST_VENV)/bin/python -m pytest -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables \
 		tests/notifications tests/test_setup_command.py tests/test_pool_policy.py tests/test_metrics.py tests/test_lineage.py \
+		--ignore=tests/airflow/test_desk_real.py --ignore=tests/airflow/test_env_sanity_real.py \
+		--ignore=tests/airflow/test_metrics_lineage_real.py \
 		tests/trading/test_alpaca_broker.py tests/trading/test_fault_matrix.py
 
 bench: venv system-deps

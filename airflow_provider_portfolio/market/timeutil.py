@@ -60,6 +60,9 @@ def ensure_utc(value: object, param: str = "at", *, naive_is_utc: bool = False) 
     :param value: a ``datetime`` (``pandas.Timestamp`` and pendulum's ``DateTime`` are ones).
     :param param: the parameter's name, for the error message.
     :param naive_is_utc: take a naive ``datetime`` as UTC instead of refusing it.
+    :return: a ``pandas.Timestamp`` stays one (its nanoseconds kept); any other ``datetime`` subclass becomes a
+        plain ``datetime``: pendulum's ``DateTime`` (what Airflow hands tasks) in a standard-library zone drops the
+        zone in arithmetic (``instant - timedelta(days=30)`` would be naive).
     :raises InvalidInputError: when ``value`` is not a ``datetime``, or is naive (unless ``naive_is_utc``).
     """
     if not isinstance(value, datetime):
@@ -70,8 +73,12 @@ def ensure_utc(value: object, param: str = "at", *, naive_is_utc: bool = False) 
                 f"{param} must be timezone-aware, got naive {value!r}: "
                 "pass e.g. datetime(2024, 7, 3, 15, 0, tzinfo=timezone.utc)"
             )
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        out = value.replace(tzinfo=UTC)
+    else:
+        out = value.astimezone(UTC)
+    if type(out) is not datetime and not hasattr(out, "nanosecond"):  # a subclass, not a pandas.Timestamp
+        out = datetime(out.year, out.month, out.day, out.hour, out.minute, out.second, out.microsecond, tzinfo=UTC)
+    return out
 
 
 def timedelta_ns(delta: timedelta) -> int:

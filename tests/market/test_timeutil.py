@@ -132,3 +132,18 @@ def test_importing_timeutil_loads_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                          cwd=str(Path(__file__).resolve().parents[2]))
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_ensure_utc_turns_pendulum_into_a_plain_datetime_that_stays_aware_in_arithmetic():
+    """Airflow hands tasks pendulum instants; in a standard-library UTC zone pendulum drops the zone when a timedelta
+    is subtracted, which made the monitoring's 30-day window and the desk gate's day start naive."""
+    import pendulum
+
+    from airflow_provider_portfolio.market.timeutil import ensure_utc
+
+    instant = ensure_utc(pendulum.datetime(2024, 6, 5, 14, 0, 0, 123456, tz="America/New_York"))
+    assert type(instant) is datetime
+    assert instant == datetime(2024, 6, 5, 18, 0, 0, 123456, tzinfo=timezone.utc)
+    assert (instant - timedelta(days=30)).tzinfo is not None
+    naive = ensure_utc(pendulum.naive(2024, 6, 5, 18), naive_is_utc=True)
+    assert type(naive) is datetime and naive.tzinfo is not None
