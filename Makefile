@@ -27,8 +27,8 @@ system-deps:
 demo: venv
 	bash scripts/demo.sh $(VENV) "$(DEMO_HOME)"
 
-# The whole suite but the runs of a real Airflow (marker 'slow', about 15 minutes: `make test-airflow`) and the
-# simulated months (marker 'month': `make test-month`); about 7 minutes. CI runs all three.
+# The whole suite but the runs of a real Airflow (marker 'slow', about 25 minutes: `make test-airflow`) and the
+# simulated months (marker 'month': `make test-month`); about 8 minutes. CI runs all three.
 test: venv system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
