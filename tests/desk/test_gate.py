@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pandas as pd
 import pytest
 
 from airflow_provider_portfolio.desk.gate import trading_gate
@@ -14,6 +13,7 @@ from airflow_provider_portfolio.desk.health import Check, HealthReport, Level
 from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.synthetic import SyntheticMarket
 from airflow_provider_portfolio.store import PortfolioStore
+from tests.desk.helpers import ny
 
 UTC = timezone.utc
 MARKET = SyntheticMarket(seed=5)
@@ -28,20 +28,6 @@ RED_ENV = (Check("kill_switch", Level.RED, "stop", None, "kill switch 'stop' is 
 GREEN_HEALTH = (Check("store_integrity", Level.GREEN, 0, 0, "quick_check ok"),)
 RED_HEALTH = (Check("drawdown", Level.RED, 0.3, {"yellow": 0.1, "red": 0.2}, "maximum drawdown 0.3", "simulated:desk"),
               Check("store_integrity", Level.GREEN, 0, 0, "quick_check ok"))
-
-
-def ny(day: str, hour: int, minute: int = 0) -> datetime:
-    """``day`` at ``hour:minute`` New York time, as UTC."""
-    return pd.Timestamp(f"{day} {hour:02d}:{minute:02d}").tz_localize("America/New_York").tz_convert("UTC") \
-        .to_pydatetime()
-
-
-@pytest.fixture
-def store(tmp_path) -> PortfolioStore:
-    s = PortfolioStore.for_sqlite_file(tmp_path / "portfolio.db")
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def put(store: PortfolioStore, kind: str, ts: datetime, checks: tuple[Check, ...], run_id: str = "r") -> None:

@@ -27,24 +27,11 @@ from airflow_provider_portfolio.store import PortfolioStore, schema
 from airflow_provider_portfolio.store import ledger as ledger_module
 from airflow_provider_portfolio.store.ledger import TradingLedger
 from airflow_provider_portfolio.trading.accounting import apply_fill
+from tests.desk.helpers import ny
 
 UTC = timezone.utc
 MARKET = SyntheticMarket(seed=3)
 ACCOUNT = "simulated:desk"
-
-
-def ny(day: str, hour: int, minute: int = 0) -> datetime:
-    """``day`` at ``hour:minute`` New York time, as UTC."""
-    return pd.Timestamp(f"{day} {hour:02d}:{minute:02d}").tz_localize("America/New_York").tz_convert("UTC") \
-        .to_pydatetime()
-
-
-@pytest.fixture
-def store(tmp_path) -> PortfolioStore:
-    s = PortfolioStore.for_sqlite_file(tmp_path / "portfolio.db")
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def load(store: PortfolioStore, symbols: list[str], first: str, last: str, timeframe: str = "1Day",
