@@ -50,6 +50,11 @@ VARIABLES: dict[str, VariableSpec] = {
 }
 
 
+#: The universe as a templated operator argument: Variable ``portfolio.default_tickers`` when the task runs, else
+#: its default (never read at parse time).
+TICKERS_TEMPLATE = "{{ var.value.get('portfolio.default_tickers', '" + VARIABLES["portfolio.default_tickers"].default + "') }}"
+
+
 def get_variable(name: str) -> str:
     """Variable ``name`` as text, its documented default when unset.
 

@@ -35,25 +35,21 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from airflow_provider_portfolio.notifications import PortfolioNotifier, configured_deadline, trader_cycle_deadline
-from airflow_provider_portfolio.operators.monitoring import DeskGateOperator
+from airflow_provider_portfolio.operators.monitoring import DeskGateOperator, desk_symbols
 from airflow_provider_portfolio.operators.trading import AutoTraderOperator
 from airflow_provider_portfolio.pools import TRADING_POOL
 from airflow_provider_portfolio.sensors.market_hours import MarketHoursSensor
+from airflow_provider_portfolio.variables import DEFAULT_TICKERS
 
 #: The universe when Variable ``portfolio.default_tickers`` is not set.
-UNIVERSE = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "SPY", "QQQ", "IWM", "BTC/USD"]
+UNIVERSE = list(DEFAULT_TICKERS)
 CHUNK = 6
 
 
 def universe_chunks(chunk: int = CHUNK) -> list[list[str]]:
     """Variable ``portfolio.default_tickers`` (a JSON list or comma-separated; unset: :data:`UNIVERSE`), checked,
     in chunks of ``chunk`` symbols: one mapped cycle each."""
-    from airflow.sdk import Variable
-
-    from airflow_provider_portfolio.market.params import validate_symbols
-    from airflow_provider_portfolio.operators.templated import maybe_json_list
-
-    symbols = validate_symbols(maybe_json_list(Variable.get("portfolio.default_tickers", default=",".join(UNIVERSE))))
+    symbols = desk_symbols(None)
     return [symbols[i:i + chunk] for i in range(0, len(symbols), chunk)]
 
 

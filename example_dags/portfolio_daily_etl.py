@@ -30,8 +30,7 @@ from airflow_provider_portfolio.assets import DAILY_BARS
 from airflow_provider_portfolio.notifications import PortfolioNotifier, configured_deadline, daily_etl_deadline
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 from airflow_provider_portfolio.pools import API_POOL
-
-DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
+from airflow_provider_portfolio.variables import TICKERS_TEMPLATE
 
 
 @dag(
@@ -59,7 +58,7 @@ DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
 def portfolio_daily_etl():
     PortfolioETLOperator(
         task_id="load_daily_bars",
-        symbols="{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + "') }}",
+        symbols=TICKERS_TEMPLATE,
         timeframe="1Day",
         history_sessions=252,
         pool=API_POOL,

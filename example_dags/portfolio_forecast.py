@@ -33,9 +33,9 @@ from airflow_provider_portfolio.operators.forecasting import (
     SarimaxForecastOperator,
     SSAForecastOperator,
 )
+from airflow_provider_portfolio.variables import TICKERS_TEMPLATE
 
-DEFAULT_TICKERS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,SPY,QQQ,IWM,BTC/USD"
-SYMBOLS = "{{ var.value.get('portfolio.default_tickers', '" + DEFAULT_TICKERS + "') }}"
+SYMBOLS = TICKERS_TEMPLATE
 
 
 @dag(

@@ -33,9 +33,7 @@ from airflow_provider_portfolio.operators.environment import EnvSanityOperator
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 from airflow_provider_portfolio.operators.monitoring import MonitoringOperator
 from airflow_provider_portfolio.pools import API_POOL, DATABASE_POOL
-from airflow_provider_portfolio.variables import VARIABLES
-
-SYMBOLS = "{{ var.value.get('portfolio.default_tickers', '" + VARIABLES["portfolio.default_tickers"].default + "') }}"
+from airflow_provider_portfolio.variables import TICKERS_TEMPLATE as SYMBOLS
 
 
 @dag(
