@@ -489,9 +489,11 @@ class TradingLedger:
             self._check_ready(conn)
             self._insert_ignore(conn, schema.trading_decisions, prepared)
             # This run's rows (index ix_trading_decisions_run), kept where the key is one asked for: a key
-            # another run holds is not among them, a key this run holds from an earlier try is.
+            # another run holds is not among them, a key this run holds from an earlier try is. In symbol order on
+            # every database: the cycle risk-checks and sends the orders in this order (orders per day, buying power
+            # and open positions depend on it), and the backtest replays the same order.
             stored = conn.execute(select(schema.trading_decisions).where(
-                t.dag_id == dag_ids.pop(), t.run_id == run_ids.pop())).all()
+                t.dag_id == dag_ids.pop(), t.run_id == run_ids.pop()).order_by(t.symbol, t.timeframe, t.bar_ts)).all()
             for r in stored:
                 if (r.symbol, r.timeframe, r.bar_ts, r.run_key) in keys:
                     item = dict(r._mapping)

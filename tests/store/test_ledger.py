@@ -505,3 +505,14 @@ def test_book_reads_cash_every_position_and_the_fills_from_a_bar(ledger):
     assert [(f.symbol, f.side, f.qty, f.price) for f in later] == [("MSFT", "buy", 2.0, 50.0), ("MSFT", "sell", 2.0, 55.0)]
     with pytest.raises(StoreError, match="no simulated book"):
         ledger.book("simulated:never-opened")
+
+
+def test_claim_decisions_returns_a_run_s_decisions_in_symbol_order_on_each_dialect(ledger):
+    """The cycle risk-checks and sends a run's orders in the order this returns (orders per day, buying power and
+    open positions depend on it): symbol order on every database, whatever order the rows were written or stored in
+    (a retry gets them back in the same order too)."""
+    symbols = ["ZTS", "MSFT", "BTC/USD", "AAPL", "TSLA", "NVDA", "ETH/USD", "AMZN", "JPM", "IWM"]
+    ledger.claim_decisions([_decision(s, "run-1") for s in symbols[:5]])
+    # the same run decides more symbols (a later chunk of it): rows stored apart from the first ones
+    mine = ledger.claim_decisions([_decision(s, "run-1") for s in symbols])
+    assert list(mine) == sorted(symbols)
