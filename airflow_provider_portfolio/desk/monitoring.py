@@ -36,6 +36,14 @@ the reason, never green and never a crash: an unreachable store gives a ``RED`` 
     doing its job: reported, not graded); the maximum drawdown of the equity curve; win rate and profit factor
     of the trades closed (graded from ``min_trades``); Sharpe and Sortino of daily returns (graded from
     ``min_days`` returns). Fewer: ``GREEN`` "not graded". Formulas: :mod:`airflow_provider_portfolio.desk.performance`.
+``validation_age``, ``validation_hit_rate``, ``validation_coverage`` (per source)
+    What signal validation (:mod:`airflow_provider_portfolio.desk.validation`) found. ``validation_age``: days since
+    the latest ``signal_validation`` study at or before ``now``, ``YELLOW`` from ``validation_age_yellow``;
+    no study at all is ``YELLOW`` when the store holds forecasts or decisions older than that (there was something
+    to validate), else no check (a desk with nothing to validate). Per source (``forecast:<model>``,
+    ``signal:<dag_id>``), over the forecasts made and bars decided in the last ``validation_window_days``: the hit rate of the directions
+    (graded from ``min_validations`` verdicts) and, for forecasts, the shortfall of band coverage below its nominal
+    level (``level - coverage``, graded from ``min_validations`` banded rows).
 
 Thresholds (:class:`HealthThresholds`; the JSON object of the Variable ``portfolio.health_thresholds`` overrides
 any of them, :meth:`HealthThresholds.from_mapping`; ``null`` turns a yellow or red limit off). A limit reached
@@ -65,6 +73,14 @@ sharpe_red                 -1.0     RED at or below it
 sortino_yellow             0.0      YELLOW at or below this annualised Sortino ratio
 sortino_red                -1.0     RED at or below it
 min_days                   20       daily returns needed before Sharpe and Sortino are graded
+validation_age_yellow      3        YELLOW from this many days since the last signal validation
+validation_age_red         null     RED from this many days (off)
+signal_hit_rate_yellow     0.45     YELLOW at or below this share of a source's validated directions right
+signal_hit_rate_red        null     RED at or below it (off)
+coverage_gap_yellow        0.15     YELLOW from this shortfall of band coverage below its nominal level
+coverage_gap_red           null     RED from this shortfall (off)
+min_validations            50       validated directions (or banded forecasts) before a source is graded
+validation_window_days     30       days of forecasts and decisions the validation figures cover
 =========================  =======  ====================================================================
 
 Plain Python: never imports Airflow; importing this module is cheap (the store, pandas and the calendars are imported
@@ -128,6 +144,10 @@ _KINDS: dict[str, tuple[str, bool]] = {
     "profit_factor_yellow": ("ratio", True), "profit_factor_red": ("ratio", True), "min_trades": ("count", False),
     "sharpe_yellow": ("ratio", True), "sharpe_red": ("ratio", True),
     "sortino_yellow": ("ratio", True), "sortino_red": ("ratio", True), "min_days": ("count", False),
+    "validation_age_yellow": ("days", True), "validation_age_red": ("days", True),
+    "signal_hit_rate_yellow": ("fraction", True), "signal_hit_rate_red": ("fraction", True),
+    "coverage_gap_yellow": ("fraction", True), "coverage_gap_red": ("fraction", True),
+    "min_validations": ("count", False), "validation_window_days": ("count", False),
 }
 #: (yellow, red, higher_is_worse): a YELLOW limit must come before its RED one.
 _PAIRS: tuple[tuple[str, str, bool], ...] = (
@@ -135,6 +155,9 @@ _PAIRS: tuple[tuple[str, str, bool], ...] = (
     ("rejections_yellow", "rejections_red", True), ("drawdown_yellow", "drawdown_red", True),
     ("win_rate_yellow", "win_rate_red", False), ("profit_factor_yellow", "profit_factor_red", False),
     ("sharpe_yellow", "sharpe_red", False), ("sortino_yellow", "sortino_red", False),
+    ("validation_age_yellow", "validation_age_red", True),
+    ("signal_hit_rate_yellow", "signal_hit_rate_red", False),
+    ("coverage_gap_yellow", "coverage_gap_red", True),
 )
 
 
@@ -154,7 +177,7 @@ def _checked(values: Mapping[str, Any], setting: str) -> dict[str, Any]:
             raise InvalidInputError(f"{where} must be a whole number >= 1, got {value!r}")
         if kind == "fraction" and not 0 <= value <= 1:
             raise InvalidInputError(f"{where} must be a fraction from 0 to 1, got {value!r}")
-        if kind in ("bars", "minutes") and value < 0:
+        if kind in ("bars", "minutes", "days") and value < 0:
             raise InvalidInputError(f"{where} must be >= 0, got {value!r}")
         out[key] = int(value) if kind == "count" else value
     for yellow, red, higher_is_worse in _PAIRS:
@@ -195,6 +218,14 @@ class HealthThresholds:
     sortino_yellow: float | None = 0.0
     sortino_red: float | None = -1.0
     min_days: int = 20
+    validation_age_yellow: float | None = 3
+    validation_age_red: float | None = None
+    signal_hit_rate_yellow: float | None = 0.45
+    signal_hit_rate_red: float | None = None
+    coverage_gap_yellow: float | None = 0.15
+    coverage_gap_red: float | None = None
+    min_validations: int = 50
+    validation_window_days: int = 30
 
     def __post_init__(self) -> None:
         for key, value in _checked(self.to_dict(), "HealthThresholds").items():
@@ -412,6 +443,53 @@ def _forecast_checks(store: PortfolioStore, symbols: Sequence[str], timeframe: s
     return out
 
 
+# -- signal validation --------------------------------------------------------------------------------------
+def _validation_checks(store: PortfolioStore, now: datetime, timeframe: str, t: HealthThresholds) -> list[Check]:
+    from airflow_provider_portfolio.desk.validation import VALIDATION_STUDY, recent_validation
+
+    checks: list[Check] = []
+    limits = _limits(t, "validation_age")
+    latest = store.latest_study(VALIDATION_STUDY, until=now)
+    if latest is not None:
+        age = (now - latest.ts).total_seconds() / 86_400
+        checks.append(_grade("validation_age", round(age, 3), *limits.values(),
+                             what=f"age in days of the last signal validation "
+                                  f"({latest.ts.isoformat(timespec='minutes')})"))
+    elif t.validation_age_yellow is not None and store.signals_exist(
+            timeframe, since=now - timedelta(days=t.validation_window_days),
+            until=now - timedelta(days=t.validation_age_yellow)):
+        checks.append(Check("validation_age", Level.YELLOW, None, limits,
+                            f"no signal validation yet, though {timeframe} forecasts or trading decisions older than "
+                            f"{t.validation_age_yellow:g} days are stored: is portfolio_signal_validation "
+                            "running?"))
+    days = t.validation_window_days
+    for stats in recent_validation(store, now=now, days=days, timeframe=timeframe):
+        subject = f"{stats.kind}:{stats.source}"
+        hit_limits = _limits(t, "signal_hit_rate")
+        if stats.hit_n < t.min_validations:
+            if stats.hit_n or stats.kind == "signal":
+                checks.append(_not_graded("validation_hit_rate", stats.hit_rate,
+                                          f"{stats.hit_n} direction(s) validated in {days} days, "
+                                          f"{t.min_validations} needed", subject, hit_limits))
+        else:
+            assert stats.hit_rate is not None  # hit_n > 0
+            checks.append(_grade("validation_hit_rate", stats.hit_rate, *hit_limits.values(), higher_is_worse=False,
+                                 subject=subject, what=f"{subject}: share of {stats.hit_n} validated directions "
+                                                       f"right in {days} days"))
+        if stats.kind != "forecast":
+            continue
+        gap_limits = _limits(t, "coverage_gap")
+        gap = stats.coverage_gap
+        if stats.covered_n < t.min_validations or gap is None:
+            checks.append(_not_graded("validation_coverage", gap, f"{stats.covered_n} banded forecast(s) validated in "
+                                      f"{days} days, {t.min_validations} needed", subject, gap_limits))
+        else:
+            checks.append(_grade("validation_coverage", round(gap, 6), *gap_limits.values(), subject=subject,
+                                 what=f"{subject}: band coverage {stats.coverage:.1%} of {stats.covered_n} against "
+                                      f"nominal {stats.level:.1%}; shortfall"))
+    return checks
+
+
 # -- trading ------------------------------------------------------------------------------------------------
 def _rejections(store: PortfolioStore, account: str, since: datetime, now: datetime, t: HealthThresholds) -> Check:
     from airflow_provider_portfolio.store.health import HealthTables
@@ -540,10 +618,12 @@ def monitor_desk(store: PortfolioStore, symbols: Sequence[str] | str, *, now: da
         parts.append(("forecast_health", lambda: _forecast_checks(store, universe, timeframe, limits)))
     if account is not None:
         parts.append(("trading", lambda: _trading_checks(store, account, instant, window, periods_per_year, limits)))
+    parts.append(("signal_validation", lambda: _validation_checks(store, instant, timeframe, limits)))
     for name, measure in parts:
         if not reachable:
-            checks.append(Check(name, Level.RED, None, None, "not measured: the store cannot be reached",
-                                account if name == "trading" else None))
+            if name != "signal_validation":  # optional, as a desk with nothing to validate has none: not listed
+                checks.append(Check(name, Level.RED, None, None, "not measured: the store cannot be reached",
+                                    account if name == "trading" else None))
             continue
         try:
             checks += measure()

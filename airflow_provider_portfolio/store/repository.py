@@ -7,7 +7,10 @@ A facade over the store's parts, each with one job:
 - :mod:`~airflow_provider_portfolio.store.codecs`: frames checked and encoded for the drivers, rows decoded;
 - :mod:`~airflow_provider_portfolio.store.bars`: idempotent bar upserts on (symbol, timeframe, ts), bar reads;
 - :mod:`~airflow_provider_portfolio.store.forecasts`: forecasts and model evaluations, replaced per run key;
-- :mod:`~airflow_provider_portfolio.store.health`: the desk's health reports, and the check of the store itself.
+- :mod:`~airflow_provider_portfolio.store.health`: the desk's health reports, and the check of the store itself;
+- :mod:`~airflow_provider_portfolio.store.validations`: validated forecasts and trading signals;
+- :mod:`~airflow_provider_portfolio.store.studies`: the desk's studies and their points, replaced per run;
+- :mod:`~airflow_provider_portfolio.store.executions`: filled orders with their reference prices.
 
 The trading ledger (:mod:`~airflow_provider_portfolio.store.ledger`) runs on :attr:`PortfolioStore.database`.
 Every driver failure surfaces as :class:`StoreError` naming the store by its password-hidden URL.
@@ -29,17 +32,21 @@ from airflow_provider_portfolio.store.database import (
     DEFAULT_STATEMENT_TIMEOUT_S,
     Database,
 )
+from airflow_provider_portfolio.store.executions import DEFAULT_EXECUTIONS_LIMIT, read_executions
 from airflow_provider_portfolio.store.forecasts import ForecastTables
 from airflow_provider_portfolio.store.health import DEFAULT_HISTORY_LIMIT, HealthTables, check_store
+from airflow_provider_portfolio.store.studies import DEFAULT_POINTS_LIMIT, DEFAULT_STUDIES_LIMIT, StudyTables
+from airflow_provider_portfolio.store.validations import DEFAULT_VALIDATIONS_LIMIT, ValidationTables
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
     import pandas as pd
     from sqlalchemy.engine import Engine
 
     from airflow_provider_portfolio.store.health import HealthRecord, StoreCheck
+    from airflow_provider_portfolio.store.studies import StudyPoint, StudyRecord
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_KEEPALIVES_IDLE_S", "DEFAULT_LOCK_TIMEOUT_S",
            "DEFAULT_STATEMENT_TIMEOUT_S", "PortfolioStore"]
@@ -78,6 +85,8 @@ class PortfolioStore:
         self._bars = BarTable(self.database)
         self._forecasts = ForecastTables(self.database)
         self._health = HealthTables(self.database)
+        self._studies = StudyTables(self.database)
+        self._validations = ValidationTables(self.database)
         #: The URL with the password hidden: safe to log.
         self.url: str = self.database.url
         #: ``"sqlite"`` or ``"postgresql"``.
@@ -185,6 +194,72 @@ class PortfolioStore:
         be reached (see :func:`~airflow_provider_portfolio.store.health.check_store`)."""
         return check_store(self.database, full=full)
 
+    # -- studies --------------------------------------------------------------------------------------------
+    def save_study(self, kind: str, study_id: str, *, ts: datetime, params: Mapping[str, Any],
+                   summary: Mapping[str, Any], status: str = "ok", recommended: Mapping[str, Any] | None = None,
+                   points: Iterable[StudyPoint | Mapping[str, Any]] | None = None, dag_id: str | None = None,
+                   run_id: str | None = None) -> int:
+        return self._studies.save(kind, study_id, ts=ts, params=params, summary=summary, status=status,
+                                  recommended=recommended, points=points, dag_id=dag_id, run_id=run_id)
+
+    def study(self, kind: str, study_id: str) -> StudyRecord | None:
+        return self._studies.get(kind, study_id)
+
+    def latest_study(self, kind: str, *, since: datetime | None = None, until: datetime | None = None,
+                     status: str | None = None) -> StudyRecord | None:
+        return self._studies.latest(kind, since=since, until=until, status=status)
+
+    def studies(self, kind: str, limit: int = DEFAULT_STUDIES_LIMIT, *, since: datetime | None = None,
+                until: datetime | None = None, status: str | None = None) -> list[StudyRecord]:
+        return self._studies.history(kind, limit, since=since, until=until, status=status)
+
+    def study_points(self, kind: str, study_id: str, limit: int = DEFAULT_POINTS_LIMIT) -> list[StudyPoint]:
+        return self._studies.points(kind, study_id, limit)
+
+    def mark_study_applied(self, kind: str, study_id: str, *, at: datetime | None = None) -> StudyRecord:
+        return self._studies.mark_applied(kind, study_id, at=at)
+
+    # -- validations ----------------------------------------------------------------------------------------
+    def append_validations(self, rows: Sequence[Mapping[str, Any]], *, run_id: str) -> int:
+        return self._validations.append(rows, run_id=run_id)
+
+    def validations(self, kind: str | None = None, *, sources: str | Sequence[str] | None = None,
+                    symbols: Sequence[str] | None = None, timeframe: str | None = "1Day",
+                    since: datetime | None = None, until: datetime | None = None,
+                    limit: int = DEFAULT_VALIDATIONS_LIMIT) -> pd.DataFrame:
+        return self._validations.read(kind, sources=sources, symbols=symbols, timeframe=timeframe, since=since,
+                                      until=until, limit=limit)
+
+    def validation_summary(self, *, since: datetime | None = None, until: datetime | None = None,
+                           timeframe: str | None = "1Day", kind: str | None = None,
+                           sources: str | Sequence[str] | None = None, symbols: Sequence[str] | None = None,
+                           by: Sequence[str] = ("kind", "source", "target")) -> list[dict[str, Any]]:
+        return self._validations.summary(since=since, until=until, timeframe=timeframe, kind=kind, sources=sources,
+                                         symbols=symbols, by=by)
+
+    def validated_runs(self, kind: str | None = None, *, sources: str | Sequence[str] | None = None,
+                       symbols: Sequence[str] | None = None, timeframe: str | None = "1Day",
+                       since: datetime | None = None, until: datetime | None = None,
+                       limit: int = DEFAULT_VALIDATIONS_LIMIT) -> list[dict[str, Any]]:
+        return self._validations.validated_runs(kind, sources=sources, symbols=symbols, timeframe=timeframe,
+                                                since=since, until=until, limit=limit)
+
+    def pending_forecasts(self, symbols: Sequence[str] | None, timeframe: str, *, since: datetime,
+                          until: datetime) -> pd.DataFrame:
+        return self._validations.pending_forecasts(symbols, timeframe, since=since, until=until)
+
+    def pending_decisions(self, symbols: Sequence[str] | None, timeframe: str, *, since: datetime,
+                          until: datetime) -> pd.DataFrame:
+        return self._validations.pending_decisions(symbols, timeframe, since=since, until=until)
+
+    def signals_exist(self, timeframe: str | None, *, since: datetime, until: datetime) -> bool:
+        return self._validations.signals_exist(timeframe, since=since, until=until)
+
+    # -- executions -----------------------------------------------------------------------------------------
+    def executions(self, *, account: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                   limit: int = DEFAULT_EXECUTIONS_LIMIT) -> pd.DataFrame:
+        return read_executions(self.database, account=account, since=since, until=until, limit=limit)
+
 
 # The facade's methods carry the documentation of the parts that do the work.
 for _name, _part in (("schema_version", Database), ("migrate", Database), ("upsert_bars", BarTable),
@@ -195,6 +270,16 @@ for _name, _part in (("schema_version", Database), ("migrate", Database), ("upse
 for _name, _method in (("append_health_report", HealthTables.append), ("latest_health_report", HealthTables.latest),
                        ("health_history", HealthTables.history)):
     getattr(PortfolioStore, _name).__doc__ = _method.__doc__
+_parts: tuple[tuple[str, Any], ...] = (
+    ("save_study", StudyTables.save), ("study", StudyTables.get), ("latest_study", StudyTables.latest),
+    ("studies", StudyTables.history), ("study_points", StudyTables.points),
+    ("mark_study_applied", StudyTables.mark_applied), ("append_validations", ValidationTables.append),
+    ("validations", ValidationTables.read), ("validation_summary", ValidationTables.summary),
+    ("validated_runs", ValidationTables.validated_runs), ("pending_forecasts", ValidationTables.pending_forecasts),
+    ("pending_decisions", ValidationTables.pending_decisions), ("signals_exist", ValidationTables.signals_exist),
+    ("executions", read_executions))
+for _name, _method in _parts:
+    getattr(PortfolioStore, _name).__doc__ = _method.__doc__
 for _name in ("busy_timeout_s", "lock_timeout_s", "statement_timeout_s", "connect_timeout_s", "keepalives_idle_s"):
     getattr(PortfolioStore, _name).__doc__ = f"``{_name}`` of the store's database (see :class:`PortfolioStore`)."
-del _name, _part, _method
+del _name, _part, _method, _parts

@@ -69,6 +69,33 @@ Tables (latest version):
     that made it (``''`` for none); ``created_at`` when it was written. A re-run of the same run at the same
     instant replaces its row. The primary key, led by (``kind``, ``ts``), finds the latest reports of a kind.
 
+``signal_validations`` (migration 5)
+    One row per validated forecast step or trading signal, keyed by (``kind``, ``source``, ``symbol``,
+    ``timeframe``, ``asof``, ``origin``, ``step``). ``kind`` is ``forecast`` (``source`` the model, ``origin`` the
+    forecast's ``run_id``, ``asof`` its last bar seen, ``step`` 1..horizon) or ``signal`` (``source`` the trading
+    DAG, ``origin`` the decision's ``run_key``, ``asof`` the decided bar ``bar_ts``, ``step`` 1). ``target_ts`` is the
+    bar whose outcome is ``actual``; ``target`` names the quantity: ``log_close`` (the log close of that bar) or
+    ``log_return`` (its log close minus the previous bar's: GARCH forecasts, and signals, whose outcome is the
+    close-to-close log return of the bar after the decided one). Forecasts keep ``point``, ``lower``, ``upper``,
+    ``level`` (NULL for signals); signals keep the decision's ``action``, ``score`` and ``confidence`` (NULL for
+    forecasts). ``reference`` is the log close of the ``asof`` bar (what a level forecast's direction is measured
+    from), ``error`` = ``point - actual`` (forecasts), ``hit`` whether the predicted direction was the realised one
+    (a level forecast: sign of ``point - reference`` against ``actual - reference``; a signal: sign of ``score``
+    against the return; NULL where either did not move, and for ``log_return`` forecasts), ``covered`` whether
+    ``actual`` lay in [``lower``, ``upper``] (forecasts). ``run_id`` is the validation run that wrote the row,
+    ``created_at`` when. Index (``kind``, ``asof``) serves the window reads and summaries.
+``studies`` (migration 5)
+    One row per (``kind``, ``study_id``): the result of a desk study run (``signal_validation``,
+    ``transaction_costs``, ``threshold_sweep``, ``strategy_optimization``...) made at the instant ``ts`` by
+    ``dag_id``/``run_id`` (``''`` for none), with its ``status`` (``ok``, ``partial``, ``insufficient_data``,
+    ``failed``), ``params``, ``summary`` (its metrics) and ``recommended`` (settings it recommends, NULL for none) as
+    JSON text; ``applied`` says whether the recommendation was applied, ``applied_at`` when; ``created_at`` when it was
+    written. A re-run of the same study replaces its row and its points. Index (``kind``, ``ts``) finds the latest.
+``study_points`` (migration 5)
+    One row per (``kind``, ``study_id``, ``point``): one point of a study (a sweep's grid point, a symbol's costs, a
+    model's validation summary), its ``params`` and ``metrics`` as JSON text, and the study's ``ts`` (so retention
+    goes by one column).
+
 Adding a migration: append a :class:`Migration` with the next version to :data:`MIGRATIONS`; its
 ``apply`` receives a connection inside the migration transaction (lock held) and emits DDL. Once a
 version is released its DDL is frozen: a later change to a table is a new migration, and the table
@@ -376,6 +403,78 @@ HEALTH_REPORT_KINDS: tuple[str, ...] = ("monitoring", "environment")
 HEALTH_LEVELS: tuple[str, ...] = ("GREEN", "YELLOW", "RED")
 
 
+def _validation_tables(meta: MetaData) -> list[Table]:
+    # Shapes of signal_validations, studies and study_points as created by migration 5 (and still the latest shapes).
+    def num(name: str) -> Column:
+        return Column(name, Float(53), nullable=True)
+
+    validations_t = Table(
+        "signal_validations", meta,
+        Column("kind", _KeyText(16), nullable=False),
+        Column("source", _KeyText(250), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        Column("timeframe", _KeyText(16), nullable=False),
+        Column("asof", UtcTimestamp(), nullable=False),
+        Column("origin", _KeyText(250), nullable=False),
+        Column("step", Integer, nullable=False, autoincrement=False),
+        Column("target_ts", UtcTimestamp(), nullable=False),
+        Column("target", String(16), nullable=False),
+        num("point"), num("lower"), num("upper"), num("level"),
+        Column("action", String(8), nullable=True),
+        num("score"), num("confidence"), num("reference"),
+        Column("actual", Float(53), nullable=False),
+        num("error"),
+        Column("hit", Boolean(create_constraint=False), nullable=True),
+        Column("covered", Boolean(create_constraint=False), nullable=True),
+        Column("run_id", String(250), nullable=False),
+        Column("created_at", UtcTimestamp(), nullable=False),
+        PrimaryKeyConstraint("kind", "source", "symbol", "timeframe", "asof", "origin", "step",
+                             name="pk_signal_validations"),
+        Index("ix_signal_validations_kind_asof", "kind", "asof"),
+        sqlite_with_rowid=False,
+    )
+    studies_t = Table(
+        "studies", meta,
+        Column("kind", _KeyText(32), nullable=False),
+        Column("study_id", _KeyText(250), nullable=False),
+        Column("ts", UtcTimestamp(), nullable=False),
+        Column("dag_id", String(250), nullable=False),
+        Column("run_id", String(250), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("params", Text(), nullable=False),
+        Column("summary", Text(), nullable=False),
+        Column("recommended", Text(), nullable=True),
+        Column("applied", Boolean(create_constraint=False), nullable=False),
+        Column("applied_at", UtcTimestamp(), nullable=True),
+        Column("created_at", UtcTimestamp(), nullable=False),
+        PrimaryKeyConstraint("kind", "study_id", name="pk_studies"),
+        Index("ix_studies_kind_ts", "kind", "ts"),
+        sqlite_with_rowid=False,
+    )
+    points_t = Table(
+        "study_points", meta,
+        Column("kind", _KeyText(32), nullable=False),
+        Column("study_id", _KeyText(250), nullable=False),
+        Column("point", _KeyText(250), nullable=False),
+        Column("ts", UtcTimestamp(), nullable=False),
+        Column("params", Text(), nullable=False),
+        Column("metrics", Text(), nullable=False),
+        PrimaryKeyConstraint("kind", "study_id", "point", name="pk_study_points"),
+        sqlite_with_rowid=False,
+    )
+    return [validations_t, studies_t, points_t]
+
+
+#: Validated forecasts and signals, and the desk's studies with their points (see the module docstring).
+signal_validations, studies, study_points = _validation_tables(metadata)
+#: Allowed values of ``signal_validations.kind``.
+VALIDATION_KINDS: tuple[str, ...] = ("forecast", "signal")
+#: The key of a validated row (a second validation of it is ignored).
+VALIDATION_KEY: tuple[str, ...] = ("kind", "source", "symbol", "timeframe", "asof", "origin", "step")
+#: Allowed values of ``studies.status``.
+STUDY_STATUSES: tuple[str, ...] = ("ok", "partial", "insufficient_data", "failed")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One forward step of the schema.
@@ -409,6 +508,11 @@ def _v4_create_health_reports(conn: Connection) -> None:
     _health_reports_table(MetaData()).create(conn)
 
 
+def _v5_create_validations_and_studies(conn: Connection) -> None:
+    for table in _validation_tables(MetaData()):
+        table.create(conn)
+
+
 #: Forward migrations in order; append new ones at the end.
 MIGRATIONS: list[Migration] = [
     Migration(1, "create bars", _v1_create_bars),
@@ -416,6 +520,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "create the trading ledger: accounts, positions, orders, fills, equity_curve, trading_decisions",
               _v3_create_trading),
     Migration(4, "create health_reports", _v4_create_health_reports),
+    Migration(5, "create signal_validations, studies and study_points", _v5_create_validations_and_studies),
 ]
 
 
