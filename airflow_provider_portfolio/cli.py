@@ -7,6 +7,9 @@ One subcommand per job; each is a small function that turns arguments into one c
   each connection the provider can use that is missing with the ``airflow connections add`` command that adds it.
   It never changes a pool or a Variable that exists, so running it twice leaves the same state. It runs where
   the ``airflow`` CLI runs (the metadata database reachable).
+- ``restore-store --store URL|PATH [--backup FILE] [--backup-dir DIR] [--force]``: restore a corrupt SQLite store
+  from its last good backup (:func:`~airflow_provider_portfolio.store.maintenance.restore_store`), keeping the
+  corrupt file as ``<store>.corrupt-<stamp>``; a sound store is only overwritten with ``--force``. Needs no Airflow.
 
 Airflow is imported inside the commands: ``--help`` costs nothing.
 """
@@ -221,7 +224,44 @@ def _add_setup(commands: argparse._SubParsersAction) -> None:
     setup.set_defaults(func=_setup)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_setup]
+def _restore_store(args: argparse.Namespace) -> int:
+    from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
+    from airflow_provider_portfolio.store import PortfolioStore
+    from airflow_provider_portfolio.store.maintenance import restore_store
+
+    try:
+        store = PortfolioStore(args.store) if "://" in args.store else PortfolioStore.for_sqlite_file(args.store)
+        try:
+            result = restore_store(store, backup=args.backup, backup_dir=args.backup_dir, force=args.force)
+        finally:
+            store.dispose()
+    except (InvalidInputError, StoreError) as err:
+        print(f"restore-store: {err}", file=sys.stderr)
+        return 1
+    print(f"Restored {result.store} from {result.backup} ({result.reason}); the old file is kept as "
+          f"{result.moved_aside or '(none: there was no file)'}")
+    return 0
+
+
+def _add_restore_store(commands: argparse._SubParsersAction) -> None:
+    restore = commands.add_parser(
+        "restore-store",
+        help="restore a corrupt SQLite store from its last good backup",
+        description="Restore a SQLite portfolio store from a backup of the housekeeping job: the newest one in the "
+                    "backup folder that passes PRAGMA integrity_check, or --backup. The store's file is kept as "
+                    "<store>.corrupt-<stamp> and the backup's copy renamed over it. Refuses a store that is sound "
+                    "unless --force. Stop the DAGs writing to the store first.",
+    )
+    restore.add_argument("--store", required=True, help="the store: sqlite:///PATH or the database file's path")
+    restore.add_argument("--backup", default=None, help="the backup file to restore (default: the last good one)")
+    restore.add_argument("--backup-dir", default=None,
+                         help="the backups' folder (default: <store file>.backups beside the store; a relative "
+                              "path is taken from the store's folder)")
+    restore.add_argument("--force", action="store_true", help="overwrite a store that is not corrupt")
+    restore.set_defaults(func=_restore_store)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_setup, _add_restore_store]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

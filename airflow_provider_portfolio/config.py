@@ -34,6 +34,12 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "0",
         "Seed of the synthetic market. Bars are a pure function of (seed, symbol, bar).",
     ),
+    "synthetic_dir": (
+        "",
+        "Folder of the synthetic datasets that portfolio_synthetic_refresh writes (one subfolder per dataset id "
+        "and a 'latest' file). Empty: $AIRFLOW_HOME/portfolio/synthetic/, beside the embedded store; a relative "
+        "path is taken from $AIRFLOW_HOME/portfolio/.",
+    ),
     "device": (
         "auto",
         "Array device for forecasting: 'auto' (CuPy when a GPU is visible), 'cuda' or 'cpu'.",
@@ -100,6 +106,12 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "",
         "Slack incoming-webhook connection (type slackwebhook; needs the 'slack' extra) that notifications are "
         "posted to. With neither channel configured, notifications are logged at WARNING.",
+    ),
+    "backup_dir": (
+        "",
+        "Folder of the SQLite store's backups made by the housekeeping job (example DAG portfolio_housekeeping); "
+        "empty: <store file>.backups beside the store file. A relative path is taken from the store's folder. A "
+        "PostgreSQL store is not copied by the provider: use pg_dump or the server's own backups.",
     ),
 }
 
