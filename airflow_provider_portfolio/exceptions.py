@@ -17,6 +17,24 @@ class InvalidInputError(PortfolioError, ValueError):
     """A parameter is wrong (unknown symbol, start after end, not a list...). Raised before any write."""
 
 
+class DagConfigError(InvalidInputError):
+    """A DAG factory's YAML file is wrong (:mod:`airflow_provider_portfolio.dag_factory`).
+
+    Each problem names the file, its line and column, and the field (``desks[1].trading.weights.technical``).
+
+    :param file: the YAML file, as given.
+    :param problems: ``(field, line, column, message)`` for each problem in file order; ``field`` is ``""`` for a
+        YAML syntax error; lines and columns count from 1.
+    """
+
+    def __init__(self, file: str, problems: Sequence[tuple[str, int, int, str]]):
+        self.file = file
+        self.problems = list(problems)
+        lines = [f"{file}, line {line}, column {column}: {field + ': ' if field else ''}{message}"
+                 for field, line, column, message in self.problems]
+        super().__init__(lines[0] if len(lines) == 1 else f"{len(lines)} problems in {file}:\n" + "\n".join(lines))
+
+
 class DataQualityError(PortfolioError):
     """A symbol's batch of bars failed the quality gate and was rejected whole.
 
