@@ -46,6 +46,38 @@ VARIABLES: dict[str, VariableSpec] = {
             "JSON object overriding the monitoring thresholds (see the README, 'Health monitoring'); {} keeps "
             "the documented defaults. A malformed value fails the monitoring task naming the key.",
         ),
+        VariableSpec(
+            "portfolio.simulated_costs",
+            "{}",
+            "JSON object asset class -> the simulated broker's costs, e.g. {\"equity\": {\"commission_bps\": 0.5, "
+            "\"slippage_bps\": 4}, \"crypto\": {...}}: what AutoTraderOperator uses when its own commission_bps or "
+            "slippage_bps is not given (the highest of the universe's classes; {} keeps its defaults, 0 and 5). "
+            "Written by TransactionCostsOperator(apply=True) from the measured costs (see the README, "
+            "'Transaction costs'). A malformed value fails the trader naming the key.",
+        ),
+        VariableSpec(
+            "portfolio.trading_settings",
+            "{}",
+            "JSON object of the live trading settings AutoTraderOperator lays over its own arguments: min_confidence, "
+            "min_score, weights ({\"technical\": .., \"forecast\": .., \"sentiment\": ..}), max_position_fraction, "
+            "max_open_positions, daily_loss_limit, fraction, and source (the study it came from); {} keeps the "
+            "operator's. Written only by portfolio_threshold_sweep or portfolio_strategy_optimization run with "
+            "apply=True (see the README, 'Threshold sweep'). A malformed value fails the trader naming the key.",
+        ),
+        VariableSpec(
+            "portfolio.synthetic_dataset_id",
+            "latest",
+            "The synthetic dataset to run on: a dataset id under [portfolio] synthetic_dir, or latest (what its "
+            "'latest' file names). portfolio_synthetic_refresh sets it to the dataset it made latest.",
+        ),
+        VariableSpec(
+            "portfolio.retention_days",
+            "{}",
+            "JSON object table -> days of store rows the housekeeping job keeps (null: keep every row), over the "
+            "defaults: forecasts and model_evaluations 180, health_reports 90, bars and the trading ledger kept "
+            "(see the README, 'Housekeeping'). A malformed value fails the housekeeping task before anything is "
+            "deleted.",
+        ),
     )
 }
 

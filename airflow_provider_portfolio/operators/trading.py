@@ -27,6 +27,15 @@ KILL_SWITCH_VARIABLE = "portfolio.kill_switch"
 DEFAULT_BROKER_CONNECTION = "alpaca_default"
 #: ``broker_conn_id`` value that always means the simulated broker.
 SIMULATED = "simulated"
+#: The Airflow Variable holding the simulated broker's costs per asset class (``TransactionCostsOperator`` writes it
+#: when asked): what ``AutoTraderOperator`` uses when its own ``commission_bps``/``slippage_bps`` are not given.
+SIMULATED_COSTS_VARIABLE = "portfolio.simulated_costs"
+#: The simulated broker's costs when neither the operator nor the Variable gives them, basis points.
+DEFAULT_SLIPPAGE_BPS = 5.0
+DEFAULT_COMMISSION_BPS = 0.0
+#: The Airflow Variable holding the live trading settings a tuning study applied (``min_confidence``, ``min_score``,
+#: ``weights``, some risk limits, ``source``): ``AutoTraderOperator`` lays them over its own arguments.
+TRADING_SETTINGS_VARIABLE = "portfolio.trading_settings"
 
 
 def read_kill_switch(log: Any = None) -> str:
@@ -46,6 +55,48 @@ def read_kill_switch(log: Any = None) -> str:
         log.warning("Kill switch %s is %r: %s", KILL_SWITCH_VARIABLE, raw,
                     "no orders at all" if state == "halted" else "only orders that reduce a position")
     return state
+
+
+def simulated_costs(symbols: Sequence[str], slippage_bps: float | None, commission_bps: float | None,
+                    log: Any = None) -> dict[str, float]:
+    """The simulated broker's ``slippage_bps`` and ``commission_bps``: each as given; when not given (``None``), the
+    universe's value in Variable ``portfolio.simulated_costs`` (the highest of its asset classes', see
+    :func:`~airflow_provider_portfolio.trading.costs.costs_for_universe`), else the default (5 and 0).
+
+    :raises InvalidInputError: for a malformed Variable, naming it, the key and the value (read only when needed).
+    """
+    if slippage_bps is not None and commission_bps is not None:
+        return {"slippage_bps": slippage_bps, "commission_bps": commission_bps}
+    from airflow_provider_portfolio.trading.costs import costs_for_universe, parse_simulated_costs
+    from airflow_provider_portfolio.variables import get_variable
+
+    table = parse_simulated_costs(get_variable(SIMULATED_COSTS_VARIABLE), setting=SIMULATED_COSTS_VARIABLE)
+    found = costs_for_universe(symbols, table, commission_bps=DEFAULT_COMMISSION_BPS, slippage_bps=DEFAULT_SLIPPAGE_BPS)
+    costs = {"slippage_bps": found["slippage_bps"] if slippage_bps is None else slippage_bps,
+             "commission_bps": found["commission_bps"] if commission_bps is None else commission_bps}
+    if table and log is not None:
+        log.info("Simulated costs from Variable %s where not given: slippage %g bps, commission %g bps",
+                 SIMULATED_COSTS_VARIABLE, costs["slippage_bps"], costs["commission_bps"])
+    return costs
+
+
+def with_live_settings(settings: Any, log: Any = None) -> Any:
+    """``settings`` with Variable ``portfolio.trading_settings`` (what a tuning study applied) laid over them; unchanged
+    when it is unset or ``{}``.
+
+    :raises InvalidInputError: for a malformed Variable, naming it, the key and the value.
+    """
+    from airflow_provider_portfolio.desk.tuning import parse_trading_settings, settings_with
+    from airflow_provider_portfolio.variables import get_variable
+
+    live = parse_trading_settings(get_variable(TRADING_SETTINGS_VARIABLE), setting=TRADING_SETTINGS_VARIABLE)
+    source = live.pop("source", None)
+    if not live:
+        return settings
+    if log is not None:
+        log.warning("Live trading settings from Variable %s (%s) over the operator's: %s", TRADING_SETTINGS_VARIABLE,
+                    source or "no source", live)
+    return settings_with(settings, live)
 
 
 def resolve_broker(broker_conn_id: str | None, ledger: TradingLedger, *, allow_live: bool,
@@ -212,8 +263,10 @@ class AutoTraderOperator(BaseOperator):
     :param allow_live: allow a live Alpaca account (default False: paper only).
     :param simulated_account: the simulated book's name (ledger account ``simulated:<name>``).
     :param initial_cash: cash of a new simulated book.
-    :param slippage_bps: simulated fills' slippage, basis points.
-    :param commission_bps: simulated commission, basis points of notional.
+    :param slippage_bps: simulated fills' slippage, basis points. Not given (``None``): the universe's value in
+        Variable ``portfolio.simulated_costs`` when it holds one (the highest of its asset classes'), else 5.
+    :param commission_bps: simulated commission, basis points of notional. Not given: from
+        ``portfolio.simulated_costs`` likewise, else 0.
     :param exchange: calendar of equities; default ``[portfolio] default_exchange``.
     :param lock_timeout_s: how long the cycle waits for its account's lock (another cycle trading the
         account), seconds (default 120).
@@ -244,8 +297,8 @@ class AutoTraderOperator(BaseOperator):
         allow_live: bool = False,
         simulated_account: str = "default",
         initial_cash: float = 100_000.0,
-        slippage_bps: float = 5.0,
-        commission_bps: float = 0.0,
+        slippage_bps: float | None = None,
+        commission_bps: float | None = None,
         exchange: str | None = None,
         lock_timeout_s: float = 120.0,
         **kwargs: Any,
@@ -280,15 +333,16 @@ class AutoTraderOperator(BaseOperator):
         return PortfolioStoreHook(store_conn_id=self.store_conn_id or None)
 
     def settings(self) -> Any:
-        """The cycle settings from the operator's arguments (checked: bad ones raise ``InvalidInputError``)."""
+        """The cycle settings from the operator's arguments, with Variable ``portfolio.trading_settings`` (a tuning
+        study's applied setting) laid over them when set (checked: bad ones raise ``InvalidInputError``)."""
         from airflow_provider_portfolio.trading.decision import AUTO_TRADER_WEIGHTS
 
-        return cycle_settings(
+        return with_live_settings(cycle_settings(
             timeframe=self.timeframe, weights=self.weights or AUTO_TRADER_WEIGHTS, risk_limits=self.risk_limits,
             max_trades_per_day=self.max_trades_per_day, exchange=self.exchange, log=self.log,
             bar_aware=bool(self.bar_aware), min_score=self.min_score, sizing=self.sizing, fraction=self.fraction,
             max_stale_bars=self.max_stale_bars, lock_timeout_s=self.lock_timeout_s,
-        )
+        ), self.log)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.exceptions import PortfolioError
@@ -304,13 +358,13 @@ class AutoTraderOperator(BaseOperator):
         settings = self.settings()
         as_of = parse_as_of(self.as_of)
         names = validate_source_names(maybe_json_list(self.sources)) if self.sources else None
+        costs = simulated_costs(symbols, self.slippage_bps, self.commission_bps, self.log)
 
         store = self.store_hook.get_conn()
         broker = resolve_broker(
             None if blank(self.broker_conn_id) else str(self.broker_conn_id).strip(), TradingLedger(store),
             allow_live=self.allow_live, log=self.log,
-            simulated={"name": self.simulated_account, "initial_cash": self.initial_cash,
-                       "slippage_bps": self.slippage_bps, "commission_bps": self.commission_bps})
+            simulated={"name": self.simulated_account, "initial_cash": self.initial_cash, **costs})
         sources = data_sources(names, exchange=settings.exchange)
         self._lineage_vendors = source_vendors(sources)
         now = cycle_instant(context, broker, as_of)
