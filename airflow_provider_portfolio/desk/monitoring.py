@@ -90,7 +90,6 @@ when a report is made). Bad input raises
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -103,6 +102,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_portfolio.desk import performance
 from airflow_provider_portfolio.desk.health import Check, HealthReport, Level, graded
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
+from airflow_provider_portfolio.market.params import json_object
 from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE, ensure_utc
 
 if TYPE_CHECKING:
@@ -243,16 +243,9 @@ class HealthThresholds:
             unknown key, a value that is not a number (or ``null`` for a yellow/red limit) or out of range, a
             YELLOW limit beyond its RED one.
         """
-        if mapping is None or (isinstance(mapping, str) and not mapping.strip()):
+        mapping = json_object(mapping, setting, example='{"drawdown_red": 0.25}', what="thresholds")
+        if not mapping:
             return cls()
-        if isinstance(mapping, str):
-            try:
-                mapping = json.loads(mapping)
-            except ValueError as err:
-                raise InvalidInputError(f"{setting} must be a JSON object such as {{\"drawdown_red\": 0.25}}; got "
-                                        f"{mapping!r} ({err})") from None
-        if not isinstance(mapping, Mapping):
-            raise InvalidInputError(f"{setting} must be a JSON object of thresholds, got {mapping!r}")
         unknown = sorted(str(k) for k in mapping if k not in _KINDS)
         if unknown:
             raise InvalidInputError(f"{setting}: unknown key(s) {unknown} (value {mapping[unknown[0]]!r}); the keys "

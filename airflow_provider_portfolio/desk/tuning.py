@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
-from airflow_provider_portfolio.market.params import validate_symbols
+from airflow_provider_portfolio.market.params import json_object, validate_symbols
 from airflow_provider_portfolio.store.studies import finite_or_none
 from airflow_provider_portfolio.trading.settings import LOOKBACK_BARS, CycleSettings, check_instant
 
@@ -175,18 +175,10 @@ def parse_trading_settings(value: Mapping[str, Any] | str | None,
 
     :raises InvalidInputError: naming ``setting``, the key and the value.
     """
-    import json
-
-    if value is None or (isinstance(value, str) and not value.strip()):
+    value = json_object(value, setting, example='{"min_confidence": 0.3, "min_score": 0.1}',
+                        what=", ".join(SETTING_KEYS))
+    if not value:
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as err:
-            raise InvalidInputError(f"{setting} must be a JSON object such as {{\"min_confidence\": 0.3, "
-                                    f"\"min_score\": 0.1}}; got {value!r} ({err})") from None
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"{setting} must be a JSON object of {', '.join(SETTING_KEYS)}, got {value!r}")
     source = value.get("source")
     if source is not None and not isinstance(source, str):
         raise InvalidInputError(f"{setting}.source must be text naming a study, got {source!r}")
@@ -655,29 +647,6 @@ def strategy_candidates(space: Mapping[str, Sequence[Any]], *, current: Mapping[
     return out
 
 
-def _window(inputs: BacktestInputs, lo: int, hi: int) -> BacktestInputs:
-    """``inputs`` cut to cycles ``[lo, hi)``: a backtest over them from a fresh book (what preparing those cycles
-    alone gives; tested)."""
-    import numpy as np
-
-    from airflow_provider_portfolio.trading.backtest import BacktestInputs, _SignalPanel
-
-    per_cycle = {"price", "blocked", "volatility", "bar_of", "market_open", "day_start", "reference",
-                 "reference_close", "last_row", "last_close", "first_row", "refused"}
-    per_symbol = {"symbols", "dag_id", "settings", "bar_ts", "bar_start", "bar_end", "bar_open", "bar_close",
-                  "n_bars", "crypto"}
-    known = per_cycle | per_symbol | {"cycles", "run_ids", "signals", "reasons"}
-    unknown = {f.name for f in fields(BacktestInputs)} - known
-    if unknown:  # pragma: no cover - a new field of the backtest's inputs must be cut here too
-        raise InvalidInputError(f"cannot cut backtest inputs with the field(s) {sorted(unknown)} into windows")
-    cut: dict[str, Any] = {name: np.asarray(getattr(inputs, name))[lo:hi] for name in per_cycle}
-    cut["cycles"] = inputs.cycles[lo:hi]
-    cut["run_ids"] = inputs.run_ids[lo:hi]
-    cut["signals"] = {k: _SignalPanel(p.score[lo:hi], p.confidence[lo:hi]) for k, p in inputs.signals.items()}
-    cut["reasons"] = {(k - lo, s): why for (k, s), why in inputs.reasons.items() if lo <= k < hi}
-    return replace(inputs, **cut)
-
-
 def walk_forward_scores(inputs: BacktestInputs, candidates: Sequence[Candidate], splits: Sequence[Split],
                         base_settings: CycleSettings, *, costs: Mapping[str, Any] | None = None,
                         offset: int = 0) -> list[dict[str, Any]]:
@@ -700,7 +669,7 @@ def walk_forward_scores(inputs: BacktestInputs, candidates: Sequence[Candidate],
         test = (split.test_start - offset, split.test_stop - offset)
         if train[0] < 0 or test[1] > K:
             raise InvalidInputError(f"split {split.index} lies outside the prepared cycles ({offset}..{offset + K})")
-        ins, outs = _window(inputs, *train), _window(inputs, *test)
+        ins, outs = inputs.window(*train), inputs.window(*test)
         for c in candidates:
             rows.append({"split": split.index, "candidate": c.name, "params": c.params,
                          "in_sample": _run(ins, base_settings, c.params, charge),

@@ -1,15 +1,18 @@
 """Resolve the ``sources=`` of data operators into :class:`~airflow_provider_portfolio.market.sources.BarSource` objects.
 
-A source name is either ``"synthetic"`` (the built-in synthetic market) or an Airflow connection id whose
-connection type picks its hook the way Airflow does (``Connection.get_hook``, from the providers'
-``connection-types``: ``alpaca``, ``alphavantage``, ``finnhub`` here); the hook must be a ``BarSource``
-(see :mod:`~airflow_provider_portfolio.hooks.connections`).
+A source name is ``"synthetic"`` (the built-in synthetic market), ``"dataset"`` (the stored synthetic dataset
+Variable ``portfolio.synthetic_dataset_id`` names, under :func:`synthetic_root`) or ``"dataset:<id>"`` (one dataset,
+or ``dataset:latest``), or an Airflow connection id whose connection type picks its hook the way Airflow does
+(``Connection.get_hook``, from the providers' ``connection-types``: ``alpaca``, ``alphavantage``, ``finnhub`` here);
+the hook must be a ``BarSource`` (see :mod:`~airflow_provider_portfolio.hooks.connections`). Invented prices (the
+synthetic market, datasets) are refused in ``[portfolio] execution_mode = live``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
+#: ``dataset`` (the one Variable ``portfolio.synthetic_dataset_id`` names) or ``dataset:<id>``.
+DATASET = "dataset"
 
 #: Connections used, in this order, when an operator is given no sources and they exist.
 DEFAULT_DATA_CONNECTIONS = ("alpaca_default", "alphavantage_default", "finnhub_default")
@@ -83,6 +88,46 @@ def validate_source_names(sources: object) -> list[str]:
     return [s.strip() for s in sources]
 
 
+def synthetic_root(root: object = None) -> Path:
+    """The synthetic datasets' folder: ``root`` when given, else ``[portfolio] synthetic_dir``, else
+    ``$AIRFLOW_HOME/portfolio/synthetic`` (beside the embedded store). A relative path is taken from
+    ``$AIRFLOW_HOME/portfolio``."""
+    from airflow_provider_portfolio.config import get_option
+    from airflow_provider_portfolio.hooks.store import embedded_store_path
+
+    beside_store = embedded_store_path().parent
+    value = get_option("synthetic_dir") if root is None or not str(root).strip() else str(root).strip()
+    if not value or not value.strip():
+        return beside_store / "synthetic"
+    path = Path(value.strip()).expanduser()
+    return path if path.is_absolute() else beside_store / path
+
+
+def dataset_source(name: str) -> BarSource:
+    """The stored synthetic dataset a ``dataset`` or ``dataset:<id>`` source name means (see the module docstring).
+
+    :raises InvalidInputError: in live mode, for a bad id, or when the dataset is not there (naming the folder and
+        the Variable).
+    """
+    from airflow_provider_portfolio.config import execution_mode
+    from airflow_provider_portfolio.exceptions import PortfolioError
+    from airflow_provider_portfolio.market.datasets import DatasetSource
+    from airflow_provider_portfolio.variables import get_variable
+
+    if execution_mode() == "live":
+        raise InvalidInputError(f"source {name!r} (a synthetic dataset) is refused in [portfolio] execution_mode = live")
+    dataset_id = name.partition(":")[2].strip() if ":" in name else get_variable("portfolio.synthetic_dataset_id")
+    root = synthetic_root()
+    try:
+        source = DatasetSource(root, dataset_id or "latest")
+        if not (root / source.dataset_id / "manifest.json").is_file():
+            raise InvalidInputError("it has no manifest")
+    except PortfolioError as err:
+        raise InvalidInputError(f"source {name!r}: no synthetic dataset {dataset_id!r} in {root} ({err}); run "
+                                "portfolio_synthetic_refresh or name an existing dataset") from None
+    return source
+
+
 def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[BarSource]:
     """Turn source names into source objects, in order.
 
@@ -90,7 +135,7 @@ def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[B
     :class:`~airflow_provider_portfolio.market.sources.BarSource`; what else it implements (news, quotes) the
     jobs find through the other protocols.
 
-    :param names: ``"synthetic"`` or connection ids.
+    :param names: ``"synthetic"``, ``"dataset"``, ``"dataset:<id>"`` or connection ids.
     :param exchange: the equities calendar for the synthetic market.
     :param seed: the synthetic market's seed.
     :raises InvalidInputError: for a connection that does not exist, whose type has no hook, or whose hook
@@ -117,6 +162,9 @@ def resolve_sources(names: Sequence[str], *, exchange: str, seed: int) -> list[B
             from airflow_provider_portfolio.market.synthetic import SyntheticMarket
 
             resolved.append(SyntheticMarket(seed=seed, exchange=exchange))
+            continue
+        if name == DATASET or name.startswith(DATASET + ":"):
+            resolved.append(dataset_source(name))
             continue
         try:
             conn = BaseHook.get_connection(name)

@@ -189,3 +189,29 @@ def _span(delta: timedelta) -> str:
     if delta.days > 0 and not delta.seconds and not delta.microseconds:
         return f"{delta.days} day{'s' if delta.days != 1 else ''}"
     return str(delta)
+
+
+def json_object(value: object, setting: str, *, example: str, what: str) -> dict:
+    """A setting that holds a JSON object (a Variable, a templated argument): parsed when it is text, ``{}`` when it is
+    missing or blank. The one parser of the desk's JSON settings; each caller checks the keys and values.
+
+    :param value: the setting as given or rendered (text, a mapping, or ``None``).
+    :param setting: how messages name it (e.g. the Variable's name).
+    :param example: a small JSON object shown when the text is not JSON.
+    :param what: what its keys are (``"thresholds"``, ``"table -> days"``), shown when it is not an object.
+    :raises InvalidInputError: naming ``setting`` and the value, for text that is not JSON or anything but an object.
+    """
+    import json
+    from collections.abc import Mapping
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as err:
+            raise InvalidInputError(f"{setting} must be a JSON object such as {example}; got {value!r} ({err})") \
+                from None
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{setting} must be a JSON object of {what}, got {value!r}")
+    return dict(value)

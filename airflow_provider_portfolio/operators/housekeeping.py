@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,18 +25,11 @@ def parse_retention(value: object, setting: str) -> dict[str, Any]:
     :param setting: how the message names it.
     :raises InvalidInputError: naming ``setting``, for anything but a JSON object.
     """
-    from airflow_provider_portfolio.exceptions import InvalidInputError
+    from airflow_provider_portfolio.market.params import json_object
 
     if blank(value):
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise InvalidInputError(f"{setting} must be a JSON object of table -> days, got {value!r}") from None
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"{setting} must be a JSON object of table -> days, got {value!r}")
-    return value
+    return json_object(value, setting, example='{"forecasts": 90}', what="table -> days")
 
 
 class HousekeepingOperator(BaseOperator):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_portfolio.hooks.market_data import synthetic_root
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
@@ -18,21 +18,6 @@ if TYPE_CHECKING:
 DATASET_VARIABLE = "portfolio.synthetic_dataset_id"
 #: Calendar days a refresh covers when no ``start`` is given.
 DEFAULT_SPAN_DAYS = 730
-
-
-def synthetic_root(root: object = None) -> Path:
-    """The datasets' folder: ``root`` when given, else ``[portfolio] synthetic_dir``, else
-    ``$AIRFLOW_HOME/portfolio/synthetic`` (beside the embedded store). A relative path is taken from
-    ``$AIRFLOW_HOME/portfolio``."""
-    from airflow_provider_portfolio.config import get_option
-    from airflow_provider_portfolio.hooks.store import embedded_store_path
-
-    beside_store = embedded_store_path().parent
-    value = get_option("synthetic_dir") if blank(root) else str(root).strip()
-    if blank(value):
-        return beside_store / "synthetic"
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else beside_store / path
 
 
 class SyntheticRefreshOperator(BaseOperator):

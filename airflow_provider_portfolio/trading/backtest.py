@@ -70,7 +70,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any, NamedTuple
 
@@ -194,6 +194,28 @@ class BacktestInputs:
     def shape(self) -> tuple[int, int]:
         """(cycles, symbols)."""
         return int(self.price.shape[0]), int(self.price.shape[1])
+
+    def window(self, lo: int, hi: int) -> BacktestInputs:
+        """These inputs cut to cycles ``[lo, hi)``: a backtest over them starts from a fresh book, as preparing those
+        cycles alone would (walk-forward splits prepare once and cut each window).
+
+        :raises InvalidInputError: for an empty or out-of-range window.
+        """
+        K = self.shape[0]
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo < hi <= K):
+            raise InvalidInputError(f"window [{lo!r}, {hi!r}) must lie within the {K} prepared cycles and not be empty")
+        cut: dict[str, Any] = {name: getattr(self, name)[lo:hi] for name in _PER_CYCLE}
+        cut["cycles"] = self.cycles[lo:hi]
+        cut["run_ids"] = self.run_ids[lo:hi]
+        cut["signals"] = {k: _SignalPanel(p.score[lo:hi], p.confidence[lo:hi]) for k, p in self.signals.items()}
+        cut["reasons"] = {(k - lo, s): why for (k, s), why in self.reasons.items() if lo <= k < hi}
+        return replace(self, **cut)
+
+
+#: The fields of :class:`BacktestInputs` with one row per cycle (what :meth:`BacktestInputs.window` cuts); the others
+#: are per symbol or whole (bars, settings), and ``cycles``, ``run_ids``, ``signals``, ``reasons`` are cut apart.
+_PER_CYCLE = ("price", "blocked", "volatility", "bar_of", "market_open", "day_start", "reference", "reference_close",
+              "last_row", "last_close", "first_row", "refused")
 
 
 def session_instants(start: object, end: object, at: str | time = "15:00", exchange: str = "XNYS") -> list[datetime]:

@@ -34,7 +34,6 @@ Plain Python: never imports Airflow; NumPy is imported when a job runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +42,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_portfolio.exceptions import InvalidInputError
-from airflow_provider_portfolio.market.params import is_crypto
+from airflow_provider_portfolio.market.params import is_crypto, json_object
 from airflow_provider_portfolio.market.timeutil import ensure_utc, utc_now
 
 if TYPE_CHECKING:
@@ -273,16 +272,7 @@ def parse_simulated_costs(value: Mapping[str, Any] | str | None,
     :raises InvalidInputError: naming the setting, the key and the value: text that is not a JSON object, an unknown
         asset class or key, a value that is not a number from 0 to 10,000 basis points.
     """
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as err:
-            raise InvalidInputError(f"{setting} must be a JSON object such as {{\"equity\": {{\"slippage_bps\": 5}}}}; "
-                                    f"got {value!r} ({err})") from None
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"{setting} must be a JSON object of asset classes, got {value!r}")
+    value = json_object(value, setting, example='{"equity": {"slippage_bps": 5}}', what="asset classes")
     out: dict[str, dict[str, float]] = {}
     for cls, costs in value.items():
         if cls not in ASSET_CLASSES:

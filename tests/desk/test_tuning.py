@@ -159,12 +159,15 @@ def test_a_window_of_prepared_inputs_backtests_as_preparing_it_alone(filled, mar
     """The walk-forward runs a window cut from inputs prepared once: it must equal preparing that window alone."""
     history = load_history(filled, SYMBOLS, end=NOW, sessions=30, settings=LOOSE, forecast_model=None, news=market)
     whole = history.prepare()
-    cut = run_backtest(tuning._window(whole, 10, 25), LOOSE)
+    cut = run_backtest(whole.window(10, 25), LOOSE)
     alone = run_backtest(history.prepare(history.cycles[10:25]), LOOSE)
     assert len(alone.orders) > 0
     pd.testing.assert_frame_equal(cut.orders, alone.orders)
     pd.testing.assert_frame_equal(cut.fills, alone.fills)
     pd.testing.assert_frame_equal(cut.equity, alone.equity)
+    for lo, hi in ((5, 5), (-1, 10), (20, 31)):
+        with pytest.raises(InvalidInputError, match="must lie within the 30 prepared cycles and not be empty"):
+            whole.window(lo, hi)
 
 
 # -- recommendation rules -------------------------------------------------------------------------------------------

@@ -127,3 +127,26 @@ def test_the_operator_is_thin_and_templated():
     op = refresh()
     assert set(op.template_fields) >= {"profiles", "symbols", "start", "end", "root"}
     assert DATASET_VARIABLE in VARIABLES and VARIABLES[DATASET_VARIABLE].default == "latest"
+
+
+def test_the_desk_s_jobs_read_a_dataset_by_name_or_through_the_variable(tmp_path, monkeypatch, variable_writes):
+    """``sources=["dataset"]`` is the dataset Variable ``portfolio.synthetic_dataset_id`` names (under
+    ``[portfolio] synthetic_dir``), ``"dataset:<id>"`` one dataset; missing ones and live mode are refused."""
+    from airflow_provider_portfolio.hooks.market_data import data_sources
+
+    refresh(profiles=["crash", "calm"], symbols="AAPL,BTC/USD", start="2024-07-01", end="2024-12-31").execute(context())
+    [by_variable] = data_sources(["dataset"], exchange="XNYS")
+    assert by_variable.name == "dataset:crash-20250106"
+    [calm] = data_sources(["dataset:calm-20250106"], exchange="XNYS")
+    crash_bars = by_variable.get_bars(["AAPL"], "2024-12-02", "2024-12-06")
+    calm_bars = calm.get_bars(["AAPL"], "2024-12-02", "2024-12-06")
+    assert len(crash_bars) == len(calm_bars) == 5 and not crash_bars["close"].equals(calm_bars["close"])
+    monkeypatch.setenv(DATASET_ENV, "calm-20250106")  # the Variable moved: "dataset" follows it
+    assert data_sources(["dataset"], exchange="XNYS")[0].name == "dataset:calm-20250106"
+
+    with pytest.raises(InvalidInputError, match=r"source 'dataset:jumps-20250106': no synthetic dataset "
+                                                r"'jumps-20250106' in .*run portfolio_synthetic_refresh"):
+        data_sources(["dataset:jumps-20250106"], exchange="XNYS")
+    monkeypatch.setenv("AIRFLOW__PORTFOLIO__EXECUTION_MODE", "live")
+    with pytest.raises(InvalidInputError, match="a synthetic dataset.*refused in .* execution_mode = live"):
+        data_sources(["dataset"], exchange="XNYS")
