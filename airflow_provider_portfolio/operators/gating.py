@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_portfolio.market.timeutil import ensure_utc
+
 try:  # Airflow >= 3.2
     from airflow.sdk import SkipMixin
 except ImportError:  # Airflow 3.1: the standard provider's, which raises the same DownstreamTasksSkipped
@@ -31,7 +33,8 @@ def run_instant(context: Context) -> datetime:
         return datetime.now(timezone.utc)
     if not isinstance(reference, datetime):  # pendulum and pandas instants are datetimes; anything else: ISO text
         reference = datetime.fromisoformat(str(reference))
-    return reference.astimezone(timezone.utc)
+    # A plain datetime: pendulum's in a standard-library UTC zone drops the zone in arithmetic (instant - 90 days).
+    return ensure_utc(reference, "the run's instant")
 
 
 def skip_downstream(task: BaseOperator, context: Context, result: dict[str, Any], why: str) -> None:

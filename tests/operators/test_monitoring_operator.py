@@ -393,3 +393,16 @@ def test_the_run_instant_is_the_data_interval_end():
     at = pd.Timestamp("2026-11-18 10:00", tz="America/New_York").to_pydatetime()
     assert run_instant({"data_interval_end": at, "dag_run": None}) == NOW
     assert run_instant({"data_interval_end": None, "dag_run": SimpleNamespace(run_after=at)}) == NOW
+
+
+def test_the_run_instant_of_a_pendulum_date_keeps_its_zone_in_arithmetic():
+    """Airflow hands tasks pendulum instants; in a standard-library UTC zone their arithmetic dropped the zone, so
+    ``run_instant(context) - timedelta(days=90)`` (the cost study's window) was naive and the job failed."""
+    from airflow_provider_portfolio.operators.gating import run_instant
+
+    at = pendulum.datetime(2024, 6, 6, 4, 15, tz="America/New_York")
+    for context in ({"data_interval_end": at, "dag_run": None},
+                    {"data_interval_end": None, "dag_run": SimpleNamespace(run_after=at)}):
+        instant = run_instant(context)
+        assert instant == datetime(2024, 6, 6, 8, 15, tzinfo=UTC)
+        assert (instant - timedelta(days=90)).utcoffset() == timedelta(0)
