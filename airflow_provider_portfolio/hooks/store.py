@@ -160,3 +160,16 @@ class PortfolioStoreHook(BaseHook):
         except Exception as err:  # report, never raise, as the Connections UI expects
             return False, str(err)
         return True, f"connected; schema version {version}"
+
+
+class StoreHookMixin:
+    """For operators with a ``store_conn_id`` argument: :attr:`store_hook`, the store it names (``None``, blank or
+    ``"None"`` as rendered: ``[portfolio] store_conn_id``, else the embedded store)."""
+
+    store_conn_id: str | None
+
+    @cached_property
+    def store_hook(self) -> PortfolioStoreHook:
+        conn_id = self.store_conn_id
+        given = conn_id is not None and not (isinstance(conn_id, str) and conn_id.strip() in ("", "None"))
+        return PortfolioStoreHook(store_conn_id=conn_id if given else None)

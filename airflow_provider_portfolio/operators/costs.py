@@ -7,19 +7,18 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.hooks.store import StoreHookMixin
 from airflow_provider_portfolio.operators.templated import blank
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class TransactionCostsOperator(BaseOperator):
+class TransactionCostsOperator(StoreHookMixin, BaseOperator):
     """Measure commission and slippage per symbol and asset class from the filled orders of the last
     ``lookback_days``, store them as a ``transaction_costs`` study and, only with ``apply=True``, write the
     recommendation to Variable ``portfolio.simulated_costs``.
@@ -62,10 +61,6 @@ class TransactionCostsOperator(BaseOperator):
         self.min_fills = min_fills
         self.apply = apply
         self.store_conn_id = store_conn_id
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.exceptions import InvalidInputError

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.hooks.store import PortfolioStoreHook, StoreHookMixin
 from airflow_provider_portfolio.operators.gating import SkipMixin, run_instant, skip_downstream
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 _CONN_ID = re.compile(r"^[\w#!()\-.:/\\]{1,250}$")
 
 
-class EnvSanityOperator(BaseOperator, SkipMixin):
+class EnvSanityOperator(StoreHookMixin, BaseOperator, SkipMixin):
     """Check that the desk can trade today; when it cannot, skip every task downstream (trading never runs in doubt).
 
     The checks and their levels are those of :func:`airflow_provider_portfolio.desk.environment.check_environment`
@@ -83,10 +82,6 @@ class EnvSanityOperator(BaseOperator, SkipMixin):
         self.min_free_bytes = min_free_bytes
         self.min_free_fraction = min_free_fraction
         self.fail_on_red = fail_on_red
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
 

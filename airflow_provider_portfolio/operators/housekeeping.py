@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.hooks.store import StoreHookMixin
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ def parse_retention(value: object, setting: str) -> dict[str, Any]:
     return json_object(value, setting, example='{"forecasts": 90}', what="table -> days")
 
 
-class HousekeepingOperator(BaseOperator):
+class HousekeepingOperator(StoreHookMixin, BaseOperator):
     """Housekeep the portfolio store: check its integrity (and restore a corrupt SQLite store from its last good
     backup), delete rows past their retention, back the SQLite store up, VACUUM/ANALYZE.
 
@@ -84,10 +83,6 @@ class HousekeepingOperator(BaseOperator):
         self.full_check = full_check
         self.dry_run = dry_run
         self.notify_on_restore = notify_on_restore
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.config import get_option

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.hooks.store import StoreHookMixin
 from airflow_provider_portfolio.operators.gating import SkipMixin, run_instant, skip_downstream
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
@@ -43,7 +42,7 @@ def checked_exchange(exchange: object) -> str:
     return name
 
 
-class MonitoringOperator(BaseOperator):
+class MonitoringOperator(StoreHookMixin, BaseOperator):
     """Grade the desk GREEN / YELLOW / RED and append the report to the store's ``health_reports``.
 
     What it measures is :func:`airflow_provider_portfolio.desk.monitoring.monitor_desk`: data freshness per symbol
@@ -103,10 +102,6 @@ class MonitoringOperator(BaseOperator):
         self.thresholds = thresholds
         self.reduce_only_on_red = reduce_only_on_red
         self.notify_on_red = notify_on_red
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.desk.health import Level
@@ -206,7 +201,7 @@ class MonitoringOperator(BaseOperator):
                                                task_id=self.task_id)
 
 
-class DeskGateOperator(BaseOperator, SkipMixin):
+class DeskGateOperator(StoreHookMixin, BaseOperator, SkipMixin):
     """Let the trader run only on a sound desk: skip every task downstream when today's environment check failed,
     the latest health report is RED, or the universe's daily bars are stale.
 
@@ -244,10 +239,6 @@ class DeskGateOperator(BaseOperator, SkipMixin):
         self.store_conn_id = store_conn_id
         self.require = require
         self.max_health_age_minutes = max_health_age_minutes
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.desk.gate import GATE, REQUIREMENTS, check_require, trading_gate

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.hooks.store import StoreHookMixin
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
@@ -76,7 +75,7 @@ def json_value(value: object, name: str) -> Any:
     return value
 
 
-class _TuningOperator(BaseOperator):
+class _TuningOperator(StoreHookMixin, BaseOperator):
     """The trader's settings and the store, shared by the tuning operators.
 
     :param symbols: the universe (templated): a list, JSON list or comma-separated; default Variable
@@ -123,10 +122,6 @@ class _TuningOperator(BaseOperator):
         self.commission_bps = commission_bps
         self.exchange = exchange
         self.store_conn_id = store_conn_id
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def universe(self) -> list[str]:
         from airflow_provider_portfolio.operators.monitoring import desk_symbols
@@ -478,7 +473,7 @@ class WalkForwardPickOperator(_TuningOperator):
 
 # -- apply ---------------------------------------------------------------------------------------------------------
 
-class ApplyTradingSettingsOperator(BaseOperator):
+class ApplyTradingSettingsOperator(StoreHookMixin, BaseOperator):
     """Apply a tuning study's recommendation to Variable ``portfolio.trading_settings``, only with ``apply=True``.
 
     Reads the study (``kind``, ``study_id``; default this run's ``<dag_id>/<run_id>``) from the store. With the flag
@@ -503,10 +498,6 @@ class ApplyTradingSettingsOperator(BaseOperator):
         self.apply = apply
         self.study_id = study_id
         self.store_conn_id = store_conn_id
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.desk.tuning import OPTIMIZATION_STUDY, SWEEP_STUDY, apply_recommendation

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_portfolio.hooks.store import PortfolioStoreHook
+from airflow_provider_portfolio.hooks.store import StoreHookMixin
 from airflow_provider_portfolio.operators.templated import blank, maybe_json_list
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class SignalValidationOperator(BaseOperator):
+class SignalValidationOperator(StoreHookMixin, BaseOperator):
     """Validate the forecasts and trading decisions of the last ``lookback_days`` not validated yet, and store the
     window's hit rates, errors, band coverage and confidence calibration as a ``signal_validation`` study.
 
@@ -59,10 +58,6 @@ class SignalValidationOperator(BaseOperator):
         self.kinds = kinds
         self.calibration_bins = calibration_bins
         self.store_conn_id = store_conn_id
-
-    @cached_property
-    def store_hook(self) -> PortfolioStoreHook:
-        return PortfolioStoreHook(store_conn_id=None if blank(self.store_conn_id) else self.store_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.desk.validation import validate_signals
