@@ -9,6 +9,16 @@ days this DAG missed are filled by the next run; a retry validates nothing twice
 of confidence, per model and trading DAG and per symbol, are a ``signal_validation`` study (``studies``) and the
 task's XCom. Hourly monitoring grades them (``validation_*`` checks; thresholds in ``portfolio.health_thresholds``).
 
+Two tasks, both in the database pool:
+
+- ``signal_validation``: the daily bars (``1Day``): ``portfolio_forecast``'s forecasts and daily trading decisions,
+  on the bars ``portfolio_daily_etl`` stores.
+- ``trader_signal_validation``: the 30-minute decisions of ``portfolio_auto_trader`` (``timeframe="30Min"``,
+  ``kinds=["signal"]``). The trader fetches its 30-minute bars each cycle and never stores them, so the bars that
+  followed its decisions are fetched from the market-data sources (``sources``; default: the default data
+  connections that exist, else the synthetic market, as the trader reads) and never stored; only closed bars count.
+  A symbol no source serves is retried the next day while it is in the window.
+
 Runs daily at 02:05 New York time, after the evening's bars have closed and before the morning's jobs.
 """
 
@@ -37,6 +47,8 @@ from airflow_provider_portfolio.pools import DATABASE_POOL
 )
 def portfolio_signal_validation():
     SignalValidationOperator(task_id="signal_validation", lookback_days=30, pool=DATABASE_POOL)
+    SignalValidationOperator(task_id="trader_signal_validation", timeframe="30Min", kinds=["signal"],
+                             lookback_days=30, pool=DATABASE_POOL)
 
 
 portfolio_signal_validation_dag = portfolio_signal_validation()

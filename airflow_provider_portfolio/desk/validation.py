@@ -17,7 +17,15 @@ run missed are filled by the next one, and a second run validates nothing new:
   ``confidence`` is kept for calibration.
 
 A target bar that has not closed yet is left for a later day (``pending``); a closed target bar that is not in the
-store (an ETL gap) is ``missing`` and retried while it is in the window. Rows go to ``signal_validations`` in one
+store (an ETL gap) is ``missing`` and retried while it is in the window.
+
+Bars nobody stores: given market-data ``sources``, the trading decisions whose decided and next bars are not both
+stored (the intraday bars a trading cycle fetches and never stores, or an ETL gap) are validated on bars fetched from
+them: one batched :meth:`~airflow_provider_portfolio.market.sources.FailoverChain.fetch_many` over those decisions'
+symbols and dates, keeping only bars closed by ``now``. Both bars of a decision come from one place: the store when it
+holds both, else the sources; fetched bars are never written to the store. A symbol no source serves leaves its
+decisions ``missing`` (retried by a later run) and never fails the run; the report says which source served which
+symbols and why the others were not. Forecasts are validated on stored bars only. Rows go to ``signal_validations`` in one
 transaction (:meth:`~airflow_provider_portfolio.store.repository.PortfolioStore.append_validations`).
 
 The figures cover the whole window, whatever run validated its rows, so a retry reports the same: per source
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from airflow_provider_portfolio.market.sources import BarSource, FailoverChain
     from airflow_provider_portfolio.store.repository import PortfolioStore
 
 log = logging.getLogger(__name__)
@@ -122,6 +131,8 @@ class ValidationReport:
         ``calibration``).
     :param symbols: symbols with validations in the window.
     :param message: one line for the log.
+    :param fetched: symbol -> the source that served its bars (decisions whose bars the store lacks).
+    :param fetch_failures: symbol -> why no source served its bars (its decisions stay ``missing``).
     """
 
     study_id: str
@@ -134,13 +145,16 @@ class ValidationReport:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     symbols: int = 0
     message: str = ""
+    fetched: dict[str, str] = field(default_factory=dict)
+    fetch_failures: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A small JSON summary (the operator's XCom): counts and the figures per source, not per symbol."""
         return {"study_id": self.study_id, "ts": self.ts.isoformat(), "since": self.since.isoformat(),
                 "status": self.status, "validated": dict(self.validated), "pending": dict(self.pending),
                 "missing": dict(self.missing), "sources": {k: dict(v) for k, v in self.sources.items()},
-                "symbols": self.symbols, "message": self.message}
+                "symbols": self.symbols, "message": self.message, "fetched": dict(self.fetched),
+                "fetch_failures": sorted(self.fetch_failures)}
 
 
 # -- inputs -------------------------------------------------------------------------------------------------
@@ -157,6 +171,17 @@ def _kinds(kinds: object) -> tuple[str, ...]:
     if not isinstance(kinds, Sequence) or not kinds or not all(k in _KINDS for k in kinds):
         raise InvalidInputError(f"kinds must be a non-empty list among {list(_KINDS)}, got {kinds!r}")
     return tuple(dict.fromkeys(kinds))
+
+
+def _chain(sources: object) -> FailoverChain | None:
+    """The failover chain over ``sources`` (``None`` or empty: none)."""
+    from airflow_provider_portfolio.market.sources import FailoverChain
+
+    if sources is None:
+        return None
+    if isinstance(sources, str | bytes) or not isinstance(sources, Sequence):
+        raise InvalidInputError(f"sources must be a list of market-data sources, got {type(sources).__name__}")
+    return FailoverChain(list(sources)) if sources else None
 
 
 def _bins(bins: object) -> int:
@@ -247,6 +272,11 @@ def _sign_hit(predicted: float, realised: float) -> bool | None:
     return (predicted > 0) == (realised > 0)
 
 
+def _source_name(source: object) -> str:
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) and name else type(source).__name__
+
+
 def _opt(value: Any) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
@@ -291,25 +321,76 @@ def _validate_forecasts(frame: pd.DataFrame, closes: _Closes, calendars: _Calend
     return rows
 
 
-def _validate_decisions(frame: pd.DataFrame, closes: _Closes, calendars: _Calendars, now_ns: int,
-                        counts: dict[str, int]) -> list[dict[str, Any]]:
-    import pandas as pd
-
+def _decided_bars(frame: pd.DataFrame, calendars: _Calendars,
+                  now_ns: int) -> dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]]:
+    """symbol -> (its decisions, their decided bars, the next bars, whether each next bar has closed by now)."""
     from airflow_provider_portfolio.market.timeutil import to_ns_array
 
-    rows: list[dict[str, Any]] = []
+    out = {}
     for symbol, group in frame.groupby("symbol", sort=False):
-        symbol = str(symbol)
         bar_ns = to_ns_array(group["bar_ts"])
-        next_ns = calendars.after(symbol, bar_ns)
-        closed = (next_ns != _NEVER) & (calendars.end_of(symbol, next_ns) <= now_ns)
+        next_ns = calendars.after(str(symbol), bar_ns)
+        closed = (next_ns != _NEVER) & (calendars.end_of(str(symbol), next_ns) <= now_ns)
+        out[str(symbol)] = (group, bar_ns, next_ns, closed)
+    return out
+
+
+@dataclass
+class _Fetched:
+    """Closed bars fetched from the sources, which source served each symbol, and why none served the others."""
+
+    closes: _Closes
+    served: dict[str, str]
+    failed: dict[str, str]
+
+
+def _fetch_unstored(chain: FailoverChain, frame: pd.DataFrame, closes: _Closes, calendars: _Calendars, now_ns: int,
+                    timeframe: str, exchange: str) -> _Fetched | None:
+    """The bars of the closed decisions whose two bars the store lacks: one batched call over their symbols and
+    the dates from the first decided bar to the last next bar (``None`` when the store lacks none)."""
+    import numpy as np
+    import pandas as pd
+
+    from airflow_provider_portfolio.market.timing import closed_bars
+
+    lacking: dict[str, tuple[int, int]] = {}
+    for symbol, (_, bar_ns, next_ns, closed) in _decided_bars(frame, calendars, now_ns).items():
+        stored = np.isfinite(closes.at(symbol, bar_ns)) & np.isfinite(closes.at(symbol, next_ns))
+        need = closed & ~stored
+        if need.any():
+            lacking[symbol] = (int(bar_ns[need].min()), int(next_ns[need].max()))
+    if not lacking:
+        return None
+    start = pd.Timestamp(min(a for a, _ in lacking.values()), tz="UTC").date()
+    end = pd.Timestamp(max(b for _, b in lacking.values()), tz="UTC").date()
+    batch = chain.fetch_many(sorted(lacking), start, end, timeframe)
+    bars = batch.frame
+    if len(bars):
+        bars = bars[bars["timeframe"] == timeframe]
+    log.info("signal validation: %d symbol(s) lack stored %s bars (%s..%s); served: %s; not served: %s",
+             len(lacking), timeframe, start, end, batch.sources or "none", sorted(batch.failures) or "none")
+    return _Fetched(_Closes(closed_bars(bars, pd.Timestamp(now_ns, tz="UTC"), timeframe, exchange)),
+                    dict(batch.sources), batch.reasons())
+
+
+def _validate_decisions(frame: pd.DataFrame, closes: _Closes, calendars: _Calendars, now_ns: int,
+                        counts: dict[str, int], fetched: _Fetched | None = None) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for symbol, (group, bar_ns, next_ns, closed) in _decided_bars(frame, calendars, now_ns).items():
         base = closes.at(symbol, bar_ns)
         after = closes.at(symbol, next_ns)
+        if fetched is not None:  # both bars from one place: the store when it holds both, else the sources
+            base_f, after_f = fetched.closes.at(symbol, bar_ns), fetched.closes.at(symbol, next_ns)
         for i, r in enumerate(group.itertuples(index=False)):
             if not closed[i]:
                 counts["pending"] += 1
                 continue
-            actual = float(after[i] - base[i])
+            reference, actual = float(base[i]), float(after[i] - base[i])
+            if not math.isfinite(actual) and fetched is not None:
+                reference, actual = float(base_f[i]), float(after_f[i] - base_f[i])
+                counts["fetched"] += math.isfinite(actual)
             if not math.isfinite(actual):
                 counts["missing"] += 1
                 continue
@@ -321,7 +402,7 @@ def _validate_decisions(frame: pd.DataFrame, closes: _Closes, calendars: _Calend
                 "target_ts": pd.Timestamp(int(next_ns[i]), tz="UTC"), "target": "log_return",
                 "action": r.action, "score": score,
                 "confidence": None if confidence is None else min(max(confidence, 0.0), 1.0),
-                "reference": float(base[i]), "actual": actual,
+                "reference": reference, "actual": actual,
                 "hit": None if score is None else _sign_hit(score, actual)})
     return rows
 
@@ -424,7 +505,7 @@ def validate_signals(store: PortfolioStore, *, now: datetime, symbols: Sequence[
                      lookback_days: float = DEFAULT_LOOKBACK_DAYS, timeframe: str = "1Day",
                      exchange: str = DEFAULT_EXCHANGE, kinds: Sequence[str] = _KINDS,
                      calibration_bins: int = DEFAULT_CALIBRATION_BINS, dag_id: str | None = None,
-                     run_id: str | None = None) -> ValidationReport:
+                     run_id: str | None = None, sources: Sequence[BarSource] | None = None) -> ValidationReport:
     """Validate the forecasts and trading decisions of the window not validated yet, and store the window's figures
     as a ``signal_validation`` study (see the module docstring).
 
@@ -439,6 +520,8 @@ def validate_signals(store: PortfolioStore, *, now: datetime, symbols: Sequence[
     :param dag_id: the DAG of the run, stored with the study.
     :param run_id: the run: the validation rows' ``run_id``, and the study's id (``<dag_id>/<run_id>``; a retry of
         the run replaces its study). Default ``manual__<now>``.
+    :param sources: market-data sources in failover order, read for the bars of trading decisions that the store
+        lacks (never written to it); ``None``: stored bars only.
     :return: what was validated and the window's figures; ``status`` ``insufficient_data`` (with a message) when the
         window holds nothing validated.
     :raises InvalidInputError: for bad input, before anything is read or written.
@@ -458,6 +541,7 @@ def validate_signals(store: PortfolioStore, *, now: datetime, symbols: Sequence[
     exchange = MarketCalendar(exchange).name
     wanted = _kinds(kinds)
     bins = _bins(calibration_bins)
+    chain = _chain(sources) if "signal" in wanted else None
     for value, name in ((dag_id, "dag_id"), (run_id, "run_id")):
         if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 200):
             raise InvalidInputError(f"{name} must be non-empty text of at most 200 characters, got {value!r}")
@@ -470,7 +554,8 @@ def validate_signals(store: PortfolioStore, *, now: datetime, symbols: Sequence[
     decisions = store.pending_decisions(universe, timeframe, since=since, until=instant) \
         if "signal" in wanted else None
     frames = [f for f in (forecasts, decisions) if f is not None and len(f)]
-    counts = {k: {"pending": 0, "missing": 0} for k in wanted}
+    counts = {k: {"pending": 0, "missing": 0, "fetched": 0} for k in wanted}
+    fetched: _Fetched | None = None
     rows: list[dict[str, Any]] = []
     if frames:
         needed = sorted(set().union(*(set(f["symbol"]) for f in frames)))
@@ -483,7 +568,9 @@ def validate_signals(store: PortfolioStore, *, now: datetime, symbols: Sequence[
         if forecasts is not None and len(forecasts):
             rows += _validate_forecasts(forecasts, closes, calendars, now_ns, counts["forecast"])
         if decisions is not None and len(decisions):
-            rows += _validate_decisions(decisions, closes, calendars, now_ns, counts["signal"])
+            if chain is not None:
+                fetched = _fetch_unstored(chain, decisions, closes, calendars, now_ns, timeframe, exchange)
+            rows += _validate_decisions(decisions, closes, calendars, now_ns, counts["signal"], fetched)
     store.append_validations(rows, run_id=run)
     validated = {k: sum(1 for r in rows if r["kind"] == k) for k in wanted}
 
@@ -502,14 +589,27 @@ def validate_signals(store: PortfolioStore, *, now: datetime, symbols: Sequence[
     missing = {k: counts[k]["missing"] for k in wanted}
     if any(pending.values()) or any(missing.values()):
         message += (f"; left for a later day: {', '.join(f'{pending[k]} {k}' for k in wanted)} not closed yet, "
-                    f"{', '.join(f'{missing[k]} {k}' for k in wanted)} without a stored bar")
+                    f"{', '.join(f'{missing[k]} {k}' for k in wanted)} without a stored bar"
+                    + (" (nor, for signals, a fetched one)" if chain is not None else ""))
+    served, failed = (fetched.served, fetched.failed) if fetched is not None else ({}, {})
+    if served:
+        by_source: dict[str, list[str]] = {}
+        for symbol, name in served.items():
+            by_source.setdefault(name, []).append(symbol)
+        message += (f"; {counts['signal']['fetched']} signal row(s) validated on {timeframe} bars the store lacks, "
+                    "from " + "; ".join(f"{name} ({', '.join(sorted(s))})" for name, s in by_source.items()))
+    if failed:
+        message += f"; no source served {len(failed)} symbol(s): " + "; ".join(list(failed.values())[:3]) \
+            + ("; ..." if len(failed) > 3 else "")
     summary = {"validated": validated, "pending": pending, "missing": missing, "since": since.isoformat(),
-               "until": instant.isoformat(), "symbols": n_symbols, "sources": per_source}
+               "until": instant.isoformat(), "symbols": n_symbols, "sources": per_source,
+               "fetched": served, "fetch_failures": failed}
     params = {"symbols": universe, "lookback_days": days, "timeframe": timeframe, "exchange": exchange,
-              "kinds": list(wanted), "calibration_bins": bins, "signal_outcome": SIGNAL_OUTCOME}
+              "kinds": list(wanted), "calibration_bins": bins, "signal_outcome": SIGNAL_OUTCOME,
+              "bar_sources": None if chain is None else [_source_name(s) for s in chain.sources]}
     store.save_study(VALIDATION_STUDY, study_id, ts=instant, params=params, summary=summary, status=status,
                      points=points, dag_id=dag_id, run_id=run_id)
     report = ValidationReport(study_id, instant, since, status, validated, pending, missing, per_source, n_symbols,
-                              message)
+                              message, dict(served), dict(failed))
     log.info("signal validation %s: %s", status, message)
     return report

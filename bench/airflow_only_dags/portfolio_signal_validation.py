@@ -1,6 +1,6 @@
-"""Airflow-only twin of ``example_dags/portfolio_signal_validation.py``: the same cron string, a ``@task`` for
-``SignalValidationOperator`` in the same pool, and a plain ``on_failure_callback`` for ``PortfolioNotifier()`` (no
-provider import)."""
+"""Airflow-only twin of ``example_dags/portfolio_signal_validation.py``: the same cron string, a ``@task`` for each
+``SignalValidationOperator`` (the daily ``signal_validation`` and the 30-minute ``trader_signal_validation``) in the
+same pool, and a plain ``on_failure_callback`` for ``PortfolioNotifier()`` (no provider import)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,12 @@ def portfolio_signal_validation():
     def signal_validation(lookback_days: int) -> dict[str, Any]:
         return {"status": "ok"}
 
+    @task(pool=DATABASE_POOL)
+    def trader_signal_validation(timeframe: str, kinds: list[str], lookback_days: int) -> dict[str, Any]:
+        return {"status": "ok"}
+
     signal_validation(lookback_days=30)
+    trader_signal_validation(timeframe="30Min", kinds=["signal"], lookback_days=30)
 
 
 portfolio_signal_validation_dag = portfolio_signal_validation()

@@ -164,13 +164,19 @@ def test_the_learning_and_upkeep_jobs_run_green_after_the_desk_day(desk_day):
         dags_test(env, dag_id, when)
 
     # Validation: Tuesday's forecasts (step 1: Wednesday's close) against Wednesday's bars; later steps wait. The
-    # example trader decides on 30-minute bars, which only it fetches (none in the store): the daily validation has
-    # no decision of its timeframe to check (tests/desk/test_validation.py checks decisions on stored bars).
-    validated = dict(rows(db, "SELECT kind, COUNT(*) FROM signal_validations GROUP BY kind"))
-    assert set(validated) == {"forecast"} and validated["forecast"] >= len(UNIVERSE), validated
-    report = xcom(home, "portfolio_signal_validation", "signal_validation")
-    assert report["status"] == "ok" and report["validated"] == validated, report
-    assert report["pending"].get("forecast", 0) > 0, report  # steps 2-5 target bars not closed yet
+    # trader's decisions of Wednesday 14:00 on 30-minute bars (which only it fetches: none in the store), against the
+    # next 30-minute bar fetched from its source, the synthetic market.
+    validated = {(kind, tf): n for kind, tf, n in rows(
+        db, "SELECT kind, timeframe, COUNT(*) FROM signal_validations GROUP BY kind, timeframe")}
+    assert set(validated) == {("forecast", "1Day"), ("signal", "30Min")}, validated
+    assert validated[("forecast", "1Day")] >= len(UNIVERSE) and validated[("signal", "30Min")] >= 1, validated
+    daily = xcom(home, "portfolio_signal_validation", "signal_validation")
+    assert daily["status"] == "ok" and daily["validated"]["forecast"] == validated[("forecast", "1Day")], daily
+    assert daily["validated"].get("signal", 0) == 0, daily  # no daily decisions
+    assert daily["pending"].get("forecast", 0) > 0, daily  # steps 2-5: their target bars had not closed
+    intraday = xcom(home, "portfolio_signal_validation", "trader_signal_validation")
+    assert intraday["validated"].get("signal") == validated[("signal", "30Min")], intraday
+    assert rows(db, "SELECT COUNT(*) FROM bars WHERE timeframe = '30Min'") == [(0,)]  # fetched, never stored
 
     studies = {kind: status for kind, status in rows(db, "SELECT kind, status FROM studies")}
     assert set(studies) == {"signal_validation", "transaction_costs", "threshold_sweep", "strategy_optimization"}, \

@@ -1,7 +1,9 @@
 """Signal validation, hand-checked: a forecast series and trading decisions with known outcomes give known hit rates,
 errors, band coverage and confidence calibration; the days a run missed are filled by the next; a second run
 validates nothing new; targets that have not closed wait; closed targets without a bar are retried; an empty store
-gives a clear result; monitoring grades what was validated.
+gives a clear result; monitoring grades what was validated. Decisions on 30-minute bars nobody stores (the trader's)
+are validated on bars fetched from the sources: closed bars only, never stored, the store's own bars first, and a
+failing source leaves them missing until a later run.
 
 The bars (AAPL, daily, log closes): Mon 3 June 2024 5.00, Tue 4: 5.02, Wed 5: 4.99, Thu 6: 5.03, Fri 7: 5.03,
 Mon 10: 5.06. A daily bar closes at 16:00 New York (20:00 UTC).
@@ -282,3 +284,193 @@ def test_validation_thresholds_are_checked():
         HealthThresholds.from_mapping({"min_validations": 0})
     with pytest.raises(InvalidInputError, match="validation_age_yellow must be >= 0"):
         HealthThresholds.from_mapping({"validation_age_yellow": -1})
+
+
+# -- decisions on bars nobody stores: the trader's 30-minute bars, fetched from the sources --------------------
+#: AAPL's 30-minute bars of Tuesday 4 June 2024 (a session of 13:30-20:00 UTC), as log closes.
+LOG_CLOSES_30 = {"13:30": 5.00, "14:00": 5.01, "14:30": 4.98, "15:00": 5.00, "15:30": 5.03}
+#: MSFT's: its decision at 13:30 is followed by a fall of 0.02.
+MSFT_30 = {"13:30": 6.00, "14:00": 5.98}
+#: 11:45 New York: the 15:00 UTC bar closed at 15:30; the 15:30 bar is still forming (it closes at 16:00).
+MIDDAY = datetime(2024, 6, 4, 15, 45, tzinfo=UTC)
+#: (symbol, bar, action, score, confidence) as the cycle claims them. The next bar's close-to-close log return:
+#: AAPL 13:30 -> 14:00 +0.01 (buy, hit), 14:00 -> 14:30 -0.03 (sell, hit), 14:30 -> 15:00 +0.02 (sell, miss),
+#: 15:00 -> 15:30 (forming at MIDDAY: pending; +0.03 once closed: buy, hit); MSFT 13:30 -> 14:00 -0.02 (sell, hit).
+DECISIONS_30 = [("AAPL", "13:30", "buy", 0.5, 0.8), ("AAPL", "14:00", "sell", -0.2, 0.6),
+                ("AAPL", "14:30", "sell", -0.4, 0.7), ("AAPL", "15:00", "buy", 0.3, 0.9),
+                ("MSFT", "13:30", "sell", -0.1, 0.5)]
+TRADER = "portfolio_auto_trader"
+
+
+def bar30(hhmm: str) -> pd.Timestamp:
+    return pd.Timestamp(f"2024-06-04 {hhmm}", tz="UTC")
+
+
+def bars30(symbol: str, log_closes: dict[str, float], source: str = "test") -> pd.DataFrame:
+    close = np.exp(list(log_closes.values()))
+    return pd.DataFrame({"symbol": symbol, "timeframe": "30Min", "ts": [bar30(t) for t in log_closes],
+                         "open": close, "high": close, "low": close, "close": close, "volume": 1000.0,
+                         "source": source})
+
+
+class KnownBars:
+    """A bar source serving the bars above (every one it has, the forming 15:30 bar included) and recording each
+    call; the symbols in ``fail`` it cannot serve."""
+
+    def __init__(self, name: str = "known", fail: tuple[str, ...] = ()) -> None:
+        self.name, self.fail, self.calls = name, fail, []
+
+    def get_bars(self, symbols, start, end, timeframe="1Day"):
+        from airflow_provider_portfolio.exceptions import PartialBarsError
+
+        self.calls.append((list(symbols), start, end, timeframe))
+        frame = pd.concat([bars30("AAPL", LOG_CLOSES_30, self.name), bars30("MSFT", MSFT_30, self.name)])
+        frame = frame[frame["symbol"].isin([s for s in symbols if s not in self.fail])]
+        if any(s in self.fail for s in symbols):
+            raise PartialBarsError(frame, {s: "no data for it" for s in symbols if s in self.fail})
+        return frame
+
+
+class DownSource:
+    name = "down"
+
+    def get_bars(self, symbols, start, end, timeframe="1Day"):
+        from airflow_provider_portfolio.exceptions import SourceError
+
+        raise SourceError("HTTP 503")
+
+
+def load_decisions_30(store: PortfolioStore, decisions=tuple(DECISIONS_30)) -> None:
+    ledger = TradingLedger(store)
+    for i, (symbol, bar, action, score, confidence) in enumerate(decisions):
+        ledger.claim_decisions([{
+            "dag_id": TRADER, "symbol": symbol, "timeframe": "30Min", "bar_ts": bar30(bar), "run_key": "",
+            "run_id": f"scheduled__{i}", "account": "simulated:default", "action": action, "score": score,
+            "confidence": confidence, "price": 150.0, "current_qty": 0.0, "target_qty": 0.0, "order_qty": 0.0,
+            "reason": "test", "error": None, "signals": {}}])
+
+
+def stored_30min_bars(store: PortfolioStore) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(schema.bars)
+                            .where(schema.bars.c.timeframe == "30Min")).scalar()
+
+
+def test_decisions_on_bars_nobody_stores_are_validated_on_the_sources_bars(store):
+    load_decisions_30(store)
+    source = KnownBars()
+    report = validate_signals(store, now=MIDDAY, timeframe="30Min", kinds=["signal"], sources=[source],
+                              dag_id=DAG, run_id="scheduled__30")
+    # one batched call for the decisions whose bars the store lacks, over their dates
+    assert source.calls == [(["AAPL", "MSFT"], pd.Timestamp("2024-06-04").date(),
+                             pd.Timestamp("2024-06-04").date(), "30Min")]
+    assert (report.validated, report.pending, report.missing) == ({"signal": 4}, {"signal": 1}, {"signal": 0})
+    assert report.fetched == {"AAPL": "known", "MSFT": "known"} and report.fetch_failures == {}
+    assert "4 signal row(s) validated on 30Min bars the store lacks, from known (AAPL, MSFT)" in report.message
+    rows = store.validations("signal", timeframe="30Min").sort_values(["symbol", "asof"])
+    assert list(rows["symbol"]) == ["AAPL", "AAPL", "AAPL", "MSFT"]
+    assert list(rows["actual"].round(10)) == [0.01, -0.03, 0.02, -0.02]
+    assert list(rows["reference"].round(10)) == [5.00, 5.01, 4.98, 6.00]
+    assert list(rows["target_ts"]) == [bar30("14:00"), bar30("14:30"), bar30("15:00"), bar30("14:00")]
+    assert list(rows["hit"].astype(bool)) == [True, True, False, True]
+    signal = report.sources[f"signal:{TRADER}"]
+    assert (signal["n"], signal["hit_n"], signal["hit_rate"]) == (4, 4, 0.75)
+    assert stored_30min_bars(store) == 0  # the fetched bars are not stored
+    assert store.latest_study("signal_validation").summary["fetched"] == {"AAPL": "known", "MSFT": "known"}
+
+    # 12:05 New York: the 15:30 bar has closed; only the pending decision is fetched for and validated
+    later = validate_signals(store, now=datetime(2024, 6, 4, 16, 5, tzinfo=UTC), timeframe="30Min",
+                             kinds=["signal"], sources=[source])
+    assert (later.validated, later.pending, later.missing) == ({"signal": 1}, {"signal": 0}, {"signal": 0})
+    assert source.calls[1][0] == ["AAPL"]
+    last = store.validations("signal", timeframe="30Min").sort_values("asof").iloc[-1]
+    assert (last["asof"], round(last["actual"], 10), bool(last["hit"])) == (bar30("15:00"), 0.03, True)
+    assert later.sources[f"signal:{TRADER}"]["hit_rate"] == 0.8
+    # nothing left: a third run asks the sources for nothing
+    assert validate_signals(store, now=datetime(2024, 6, 4, 17, tzinfo=UTC), timeframe="30Min", kinds=["signal"],
+                            sources=[source]).validated == {"signal": 0}
+    assert len(source.calls) == 2
+
+
+def test_a_source_failure_leaves_the_decisions_missing_until_a_later_run(store):
+    load_decisions_30(store)
+    # MSFT fails on the only source; AAPL is served
+    first = validate_signals(store, now=MIDDAY, timeframe="30Min", kinds=["signal"],
+                             sources=[KnownBars(fail=("MSFT",))])
+    assert (first.validated, first.pending, first.missing) == ({"signal": 3}, {"signal": 1}, {"signal": 1})
+    assert first.fetched == {"AAPL": "known"}
+    assert first.fetch_failures == {"MSFT": "no source could serve MSFT: known: no data for it"}
+    assert "1 signal without a stored bar (nor, for signals, a fetched one)" in first.message
+    assert "no source served 1 symbol(s): no source could serve MSFT: known: no data for it" in first.message
+    assert first.to_dict()["fetch_failures"] == ["MSFT"]
+    # every source down: nothing fails, everything closed stays missing
+    down = validate_signals(store, now=MIDDAY, timeframe="30Min", kinds=["signal"], sources=[DownSource()])
+    assert (down.validated, down.missing, down.fetched) == ({"signal": 0}, {"signal": 1}, {})
+    assert down.fetch_failures == {"MSFT": "no source could serve MSFT: down: SourceError: HTTP 503"}
+    # the next run fails over to a working source and validates MSFT
+    again = validate_signals(store, now=MIDDAY, timeframe="30Min", kinds=["signal"],
+                             sources=[DownSource(), KnownBars()])
+    assert (again.validated, again.missing, again.fetched) == ({"signal": 1}, {"signal": 0}, {"MSFT": "known"})
+    msft = store.validations("signal", symbols=["MSFT"], timeframe="30Min")
+    assert list(msft["actual"].round(10)) == [-0.02] and list(msft["hit"].astype(bool)) == [True]
+    assert stored_30min_bars(store) == 0
+
+
+def test_without_sources_the_stored_bars_alone_are_read(store):
+    load_decisions_30(store)
+    report = validate_signals(store, now=MIDDAY, timeframe="30Min", kinds=["signal"])
+    assert (report.validated, report.missing, report.fetched) == ({"signal": 0}, {"signal": 4}, {})
+    assert "4 signal without a stored bar" in report.message and "fetched" not in report.message
+
+
+def test_the_stores_own_bars_win(store):
+    # the store holds AAPL's 13:30 and 14:00 bars (other closes than the source's) and not the later ones
+    store.upsert_bars(bars30("AAPL", {"13:30": 5.00, "14:00": 4.99}))
+    load_decisions_30(store, DECISIONS_30[:3])
+    source = KnownBars()
+    report = validate_signals(store, now=MIDDAY, timeframe="30Min", kinds=["signal"], sources=[source])
+    assert report.validated == {"signal": 3} and report.fetched == {"AAPL": "known"}
+    rows = store.validations("signal", timeframe="30Min").sort_values("asof")
+    # 13:30 -> 14:00 from the store: -0.01, a miss for the buy; the 14:00 decision lacks its next bar in the store,
+    # so both of its bars come from the source (5.01 -> 4.98: -0.03), never the store's 14:00 against the source's
+    # 14:30; 14:30 -> 15:00 from the source: +0.02
+    assert list(rows["actual"].round(10)) == [-0.01, -0.03, 0.02]
+    assert list(rows["reference"].round(10)) == [5.00, 5.01, 4.98]
+    assert list(rows["hit"].astype(bool)) == [False, True, False]
+    assert source.calls == [(["AAPL"], pd.Timestamp("2024-06-04").date(), pd.Timestamp("2024-06-04").date(),
+                             "30Min")]
+    assert stored_30min_bars(store) == 2
+
+
+class DailyBars:
+    """A bar source serving AAPL's daily bars above."""
+
+    name = "daily"
+
+    def get_bars(self, symbols, start, end, timeframe="1Day"):
+        close = np.exp(list(LOG_CLOSES.values()))
+        return pd.DataFrame({"symbol": "AAPL", "timeframe": "1Day", "ts": [day(d) for d in LOG_CLOSES],
+                             "open": close, "high": close, "low": close, "close": close, "volume": 1000.0})
+
+
+def test_forecasts_read_stored_bars_only_while_decisions_fill_an_etl_gap_from_the_sources(store):
+    load_bars(store, [d for d in LOG_CLOSES if d != "2024-06-10"])  # the ETL missed Monday 10 June
+    load_forecasts(store)
+    load_decisions(store)
+    report = validate_signals(store, now=AFTER, sources=[DailyBars()])
+    # ssa's step 2 at Thursday waits for the stored bar; Friday's decision is validated on the source's Friday and
+    # Monday bars (5.03 -> 5.06: +0.03, a miss for the sell)
+    assert report.missing == {"forecast": 1, "signal": 0} and report.validated == {"forecast": 6, "signal": 5}
+    assert report.fetched == {"AAPL": "daily"}
+    rows = store.validations("signal").sort_values("asof")
+    assert list(rows["actual"].round(10)) == [0.02, -0.03, 0.04, 0.0, 0.03]
+    assert report.sources["signal:trader"]["hit_rate"] == 0.75
+
+
+def test_sources_must_be_bar_sources(store):
+    load_decisions_30(store)
+    with pytest.raises(InvalidInputError, match="not a market-data source"):
+        validate_signals(store, now=MIDDAY, timeframe="30Min", sources=[object()])
+    with pytest.raises(InvalidInputError, match="sources must be a list of market-data sources"):
+        validate_signals(store, now=MIDDAY, timeframe="30Min", sources="synthetic")
+    assert _validations(store) == 0 and store.latest_study("signal_validation") is None

@@ -1,5 +1,6 @@
 """SignalValidationOperator and TransactionCostsOperator in-process, on a real SQLite store: small JSON XComs, the
-studies stored under the run, bad input refused before the store is opened; the measured costs written to Variable
+studies stored under the run, bad input refused before the store is opened; the example trader's 30-minute
+decisions validated on the synthetic market's bars; the measured costs written to Variable
 ``portfolio.simulated_costs`` only with ``apply=True``; AutoTraderOperator using that Variable only where its own
 costs are not given."""
 
@@ -96,6 +97,58 @@ def test_signal_validation_stores_rows_and_a_study_and_returns_a_small_report(db
     assert rows(db, "SELECT COUNT(*) FROM signal_validations") == [(12,)]
 
 
+def test_the_trader_s_30_minute_decisions_are_validated_on_the_synthetic_market(db, monkeypatch):
+    """The example trader's cycle on 30-minute bars (fetched, never stored), then the 30-minute validation task with
+    its default sources (no data connection: the synthetic market); expected returns from the market's own bars."""
+    import math
+
+    import pandas as pd
+
+    from airflow_provider_portfolio.market.synthetic import SyntheticMarket
+
+    monkeypatch.delenv("AIRFLOW_VAR_PORTFOLIO.KILL_SWITCH", raising=False)
+    symbols = ["AAPL", "BTC/USD"]
+    # 15:00 New York (19:00 UTC): the cycle decides each symbol's 18:30 UTC bar, the last one closed
+    AutoTraderOperator(task_id="auto_trader", symbols=symbols, timeframe="30Min", sources="synthetic",
+                       broker_conn_id="simulated", store_conn_id="desk_store").execute(
+        context("portfolio_auto_trader", datetime(2024, 6, 4, 19, 0, tzinfo=UTC)))
+    assert rows(db, "SELECT symbol, bar_ts FROM trading_decisions ORDER BY symbol") == [
+        (s, pd.Timestamp("2024-06-04 18:30", tz="UTC").value // 1000) for s in ["AAPL", "BTC/USD"]]
+    assert rows(db, "SELECT COUNT(*) FROM bars WHERE timeframe = '30Min'") == [(0,)]
+    op = SignalValidationOperator(task_id="trader_signal_validation", timeframe="30Min", kinds=["signal"],
+                                  store_conn_id="desk_store")
+    # 19:10 UTC: the 19:00 bar that follows is still forming: nothing validated, nothing missing
+    early = op.execute(context("portfolio_signal_validation", datetime(2024, 6, 4, 19, 10, tzinfo=UTC)))
+    assert (early["validated"], early["pending"], early["missing"]) == ({"signal": 0}, {"signal": 2}, {"signal": 0})
+    report = op.execute(context("portfolio_signal_validation", datetime(2024, 6, 4, 19, 45, tzinfo=UTC),
+                                "scheduled__2"))
+    assert (report["status"], report["validated"], report["pending"], report["missing"]) == (
+        "ok", {"signal": 2}, {"signal": 0}, {"signal": 0})
+    assert report["fetched"] == {"AAPL": "synthetic", "BTC/USD": "synthetic"} and report["fetch_failures"] == []
+    assert report["sources"]["signal:portfolio_auto_trader"]["n"] == 2
+    # the outcome: the synthetic market's 19:00 close against its 18:30 close, read here from the market itself
+    bars = SyntheticMarket(seed=0).get_bars(symbols, datetime(2024, 6, 4).date(), datetime(2024, 6, 4).date(),
+                                            "30Min").set_index(["symbol", "ts"])["close"]
+    at, after = pd.Timestamp("2024-06-04 18:30", tz="UTC"), pd.Timestamp("2024-06-04 19:00", tz="UTC")
+    stored = rows(db, "SELECT symbol, target_ts, actual, score, hit FROM signal_validations ORDER BY symbol")
+    assert [(s, t) for s, t, *_ in stored] == [(s, after.value // 1000) for s in symbols]
+    for symbol, _, actual, score, hit in stored:
+        expected = math.log(bars[(symbol, after)]) - math.log(bars[(symbol, at)])
+        assert actual == pytest.approx(expected, abs=1e-12)
+        assert hit == (None if score == 0 or expected == 0 else int((score > 0) == (expected > 0)))
+    assert rows(db, "SELECT COUNT(*) FROM bars WHERE timeframe = '30Min'") == [(0,)]
+
+
+def test_named_sources_that_do_not_exist_fail_before_the_store_is_opened(tmp_path, add_connection):
+    path = tmp_path / "never.db"
+    add_connection("new_store", "sqlite", host=str(path))
+    op = SignalValidationOperator(task_id="v", timeframe="30Min", sources='["no_such_vendor"]',
+                                  store_conn_id="new_store")
+    with pytest.raises(InvalidInputError, match="'no_such_vendor' is neither 'synthetic' nor an existing connection"):
+        op.execute(context("portfolio_signal_validation", VALIDATION_AT))
+    assert not path.exists()
+
+
 def test_signal_validation_refuses_bad_input_before_the_store_is_opened(tmp_path, add_connection):
     path = tmp_path / "never.db"
     add_connection("new_store", "sqlite", host=str(path))
@@ -109,7 +162,8 @@ def test_signal_validation_refuses_bad_input_before_the_store_is_opened(tmp_path
 
 
 def test_template_fields():
-    assert set(SignalValidationOperator.template_fields) == {"symbols", "timeframe", "exchange", "store_conn_id"}
+    assert set(SignalValidationOperator.template_fields) == {"symbols", "timeframe", "exchange", "store_conn_id",
+                                                             "sources"}
     assert set(TransactionCostsOperator.template_fields) == {"account", "store_conn_id"}
 
 
@@ -217,11 +271,12 @@ def _load(path: Path, name: str):
     return getattr(module, f"{name}_dag")
 
 
-@pytest.mark.parametrize(("name", "cron", "task_id", "operator"), [
-    ("portfolio_signal_validation", "5 2 * * *", "signal_validation", SignalValidationOperator),
-    ("portfolio_transaction_costs", "15 4 1 * *", "transaction_costs", TransactionCostsOperator),
+@pytest.mark.parametrize(("name", "cron", "task_ids", "operator"), [
+    ("portfolio_signal_validation", "5 2 * * *", ["signal_validation", "trader_signal_validation"],
+     SignalValidationOperator),
+    ("portfolio_transaction_costs", "15 4 1 * *", ["transaction_costs"], TransactionCostsOperator),
 ])
-def test_the_example_dags_and_their_airflow_only_twins(monkeypatch, name, cron, task_id, operator):
+def test_the_example_dags_and_their_airflow_only_twins(monkeypatch, name, cron, task_ids, operator):
     from airflow_provider_portfolio.notifications import PortfolioNotifier
 
     monkeypatch.syspath_prepend(str(REPO / "bench" / "airflow_only_dags"))  # the twins import their _desk helper
@@ -233,11 +288,16 @@ def test_the_example_dags_and_their_airflow_only_twins(monkeypatch, name, cron, 
         timetable = dag.timetable  # an SDK timetable (``expression``) or, on older Airflow, a core one (``summary``)
         assert (getattr(timetable, "expression", None) or timetable.summary) == cron
         assert str(getattr(timetable, "timezone", None) or timetable._timezone) == "America/New_York"
-        assert [(t.task_id, t.pool) for t in dag.tasks] == [(task_id, "database_pool")]
+        assert sorted((t.task_id, t.pool) for t in dag.tasks) == [(t, "database_pool") for t in task_ids]
     assert example.tags == twin.tags
-    task = example.get_task(task_id)
-    assert isinstance(task, operator)
-    callback = task.on_failure_callback
-    assert isinstance(callback[0] if isinstance(callback, list) else callback, PortfolioNotifier)
+    for task_id in task_ids:
+        task = example.get_task(task_id)
+        assert isinstance(task, operator)
+        callback = task.on_failure_callback
+        assert isinstance(callback[0] if isinstance(callback, list) else callback, PortfolioNotifier)
     if operator is TransactionCostsOperator:
         assert task.apply is False  # nothing is applied unless the user says so
+    else:  # the daily desk's bars, and the example trader's 30-minute decisions on bars from the sources
+        daily, trader = example.get_task("signal_validation"), example.get_task("trader_signal_validation")
+        assert (daily.timeframe, tuple(daily.kinds), daily.sources) == ("1Day", ("forecast", "signal"), None)
+        assert (trader.timeframe, list(trader.kinds), trader.sources) == ("30Min", ["signal"], None)
