@@ -7,6 +7,12 @@ AIRFLOW_LOWEST ?= 3.1.8
 LOWEST_VENV ?= .venv-lowest
 DEMO_HOME ?= $(CURDIR)/.demo/airflow
 
+# pytest workers (pytest-xdist) of `make test`, `test-airflow` and `test-month`; a test file stays on one worker
+# (--dist loadfile), so its module fixtures (a PostgreSQL server, the desk's day in one Airflow home) are made once.
+# 0: no workers. `test-lowest` runs in one process: its long standalone runs gained nothing from two workers here.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 AIRFLOW_SPEC = $(if $(AIRFLOW_VERSION),apache-airflow==$(AIRFLOW_VERSION),apache-airflow>=3.1.8,<4)
 UV = $(VENV)/bin/uv
 
@@ -27,23 +33,23 @@ system-deps:
 demo: venv
 	bash scripts/demo.sh $(VENV) "$(DEMO_HOME)"
 
-# The whole suite but the runs of a real Airflow (marker 'slow', about 25 minutes: `make test-airflow`) and the
-# simulated months (marker 'month': `make test-month`); about 8 minutes. CI runs all three.
+# The whole suite but the runs of a real Airflow (marker 'slow', about 20 minutes: `make test-airflow`) and the
+# simulated months (marker 'month': `make test-month`); about 6 minutes on 2 cores. CI runs all three.
 test: venv system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest -m "not month and not slow"
+	$(VENV)/bin/python -m pytest $(XDIST) -m "not month and not slow"
 
 # A real Airflow: db migrate, `airflow dags test`, `airflow standalone` with the example DAGs, the Connections UI
 # in headless chromium.
 test-airflow: venv system-deps
-	$(VENV)/bin/python -m pytest -m "slow and not month"
+	$(VENV)/bin/python -m pytest $(XDIST) -m "slow and not month"
 
 # The simulated month of the agent DAGs (60 runs through dag.test(), the book reconciled) and the six-month
 # replay of 30-minute cycles.
 test-month: venv system-deps
-	$(VENV)/bin/python -m pytest -m month
+	$(VENV)/bin/python -m pytest $(XDIST) -m month
 
 # The same as `make test` (kept for habit): no real Airflow, no simulated month.
 test-fast: venv system-deps
@@ -60,6 +66,7 @@ test-lowest: system-deps
 	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
 	$(LOWEST_VENV)/bin/python -m pytest -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables \
 		tests/notifications tests/test_setup_command.py tests/test_pool_policy.py tests/test_metrics.py tests/test_lineage.py \
+		tests/test_dag_factory.py tests/test_cli_restore.py \
 		--ignore=tests/airflow/test_desk_real.py --ignore=tests/airflow/test_env_sanity_real.py \
 		--ignore=tests/airflow/test_metrics_lineage_real.py \
 		tests/trading/test_alpaca_broker.py tests/trading/test_fault_matrix.py
@@ -72,6 +79,7 @@ bench: venv system-deps
 	$(VENV)/bin/python bench/bench_quality.py
 	$(VENV)/bin/python bench/bench_market_hours.py
 	$(VENV)/bin/python bench/bench_trading.py
+	$(VENV)/bin/python bench/bench_backtest.py
 	$(VENV)/bin/python bench/forecast.py
 
 clean:

@@ -142,9 +142,11 @@ def mapped_states(home: Path, dag_id: str, task_id: str) -> list[str]:
     return [state for _, state in found]
 
 
-def variable(home: Path, key: str) -> str | None:
-    found = rows(home / "airflow.db", "SELECT val FROM variable WHERE key = ?", key)
-    return found[0][0] if found else None
+def variables(env: dict[str, str]) -> dict[str, object]:
+    """Every Variable of the home, decrypted (``airflow variables export``: values are Fernet-encrypted at rest)."""
+    exported = Path(env["AIRFLOW_HOME"]) / "variables.json"
+    run_airflow(env, "variables", "export", str(exported))
+    return json.loads(exported.read_text())
 
 
 def test_the_learning_and_upkeep_jobs_run_green_after_the_desk_day(desk_day):
@@ -187,13 +189,13 @@ def test_the_learning_and_upkeep_jobs_run_green_after_the_desk_day(desk_day):
     [(points,)] = rows(db, "SELECT COUNT(*) FROM study_points WHERE kind = 'threshold_sweep'")
     assert points == 25
     assert rows(db, "SELECT COUNT(*) FROM studies WHERE applied") == [(0,)]
-    assert variable(home, "portfolio.trading_settings") is None
-    assert variable(home, "portfolio.simulated_costs") is None
+    stored = variables(env)
+    assert "portfolio.trading_settings" not in stored and "portfolio.simulated_costs" not in stored, stored
 
     # The synthetic refresh set its Variable to the dataset `latest` names.
     synthetic = home / "portfolio" / "synthetic"
     latest = (synthetic / "latest").read_text().strip()
-    assert variable(home, "portfolio.synthetic_dataset_id") == latest and (synthetic / latest / "manifest.json").is_file()
+    assert stored["portfolio.synthetic_dataset_id"] == latest and (synthetic / latest / "manifest.json").is_file()
 
     # The YAML desk loaded its universe's bars.
     assert task_states(home, "tech_desk_etl") == {("load_bars", -1): "success"}
