@@ -67,7 +67,7 @@ def forecast_runs(bars: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataF
     return forecasts, evaluations
 
 
-def replay(store, market, cycles, settings, forecasts, evaluations, cash):
+def replay(store, market, cycles, settings, forecasts, evaluations, cash, symbols=SYMBOLS):
     """``trade_universe`` at each instant, each forecast run stored once its bar has closed (as a forecast job after
     the close would); returns the broker."""
     from airflow_provider_portfolio.store.ledger import TradingLedger
@@ -80,7 +80,7 @@ def replay(store, market, cycles, settings, forecasts, evaluations, cash):
         if due.any():
             store.write_forecasts(forecasts[due], evaluations[due])
             stored |= due
-        report = trade_universe(SYMBOLS, store=store, sources=[market], broker=broker, now=now, dag_id="desk",
+        report = trade_universe(symbols, store=store, sources=[market], broker=broker, now=now, dag_id="desk",
                                 run_id=f"run-{k:03d}", settings=settings)
         assert report.unknown == {} and report.broker_rejected == {}, report.to_dict()
     return broker
@@ -171,6 +171,63 @@ def test_a_month_of_cycles_gives_the_orders_fills_and_equity_of_the_cycle_by_cyc
     assert result.metrics["periods_per_year"] == 252
     assert result.metrics["daily_returns"] == len({t.date() for t in result.equity["ts"]}) - 1
     json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_intraday_and_weekend_cycles_give_the_orders_fills_and_equity_of_the_replay(store):
+    """30-minute bars, replayed at past instants as a back-fill: cycles from before the open to after the close, on the
+    bar grid and off it (a 15:50 order fills at the next session's first bar), and a Saturday (24/7 crypto trades,
+    equities are refused): the same orders, fills and equity as ``trade_universe`` cycle by cycle."""
+    from airflow_provider_portfolio.store.ledger import TradingLedger
+
+    symbols = ["AAPL", "MSFT", "NVDA", "TSLA", "BTC/USD"]
+    times = ["09:10", *[f"{h}:{m}" for h in range(10, 16) for m in ("00", "20")], "15:50", "17:40"]
+    local = [f"{day} {t}" for day in ("2024-02-13", "2024-02-14", "2024-02-15") for t in times]
+    local += ["2024-02-17 11:00", "2024-02-17 14:40"]
+    cycles = [pd.Timestamp(t, tz="America/New_York").tz_convert("UTC").to_pydatetime() for t in local]
+    run_ids = [f"run-{k:03d}" for k in range(len(cycles))]
+    settings = CycleSettings(timeframe="30Min", weights={"technical": 0.5, "sentiment": 0.5}, min_score=0.02,
+                             fraction=0.1, limits=RiskLimits(min_confidence=0.15, max_orders_per_day=40, max_orders_per_symbol_per_day=10,
+                                                             max_position_fraction=0.3, max_order_notional=1e6))
+    market = SyntheticMarket(seed=3)
+    logging.disable(logging.WARNING)  # the simulated broker logs every order
+    try:
+        bars = market.panel(symbols, "2024-01-10", "2024-02-18", "30Min")
+        inputs = prepare_backtest(bars, symbols, cycles=cycles, settings=settings, news=market, dag_id="desk",
+                                  run_ids=run_ids)
+        result = run_backtest(inputs, initial_cash=50_000.0, **COSTS)
+        broker = SimulatedBroker(TradingLedger(store), name="replay", initial_cash=50_000.0, **COSTS)
+        for now, run_id in zip(cycles, run_ids, strict=True):
+            trade_universe(symbols, store=store, sources=[market], broker=broker, now=now, dag_id="desk",
+                           run_id=run_id, settings=settings, forecast_model=None)
+    finally:
+        logging.disable(logging.NOTSET)
+    ledger = broker.ledger
+
+    decided = [d for d in ledger.decisions("desk") if d["action"] in ("buy", "sell")]
+    assert sorted((d["run_id"], d["symbol"], d["action"], d["order_qty"], utc(d["bar_ts"]), bool(d["approved"]),
+                   d["risk_rule"], d["client_order_id"]) for d in decided) == \
+        sorted((r.run_id, r.symbol, r.side, r.qty, r.bar_ts, bool(r.approved), r.risk_rule, r.client_order_id)
+               for r in result.orders.itertuples())
+    fills = sorted(ledger.fills(broker.account), key=lambda f: f["client_order_id"])
+    mine = result.fills.sort_values("client_order_id")
+    assert [(f["client_order_id"], f["qty"], utc(f["bar_ts"])) for f in fills] == \
+        [(r.client_order_id, r.qty, r.bar_ts) for r in mine.itertuples()]
+    np.testing.assert_allclose(mine["price"], [f["price"] for f in fills], rtol=0, atol=1e-9)
+    curve = ledger.equity_curve(broker.account)
+    np.testing.assert_allclose(result.equity["equity"], [c["equity"] for c in curve], rtol=1e-12)
+
+    # not vacuous: equity orders refused outside the session, crypto filled on the Saturday; every equity fill at a
+    # session bar that started at or after its order's cycle
+    rules = set(result.orders["risk_rule"].dropna())
+    assert "market_open" in rules and len(result.fills) >= 5, (rules, len(result.fills))
+    saturday = result.fills["bar_ts"].dt.tz_convert("America/New_York").dt.dayofweek == 5
+    assert set(result.fills.loc[saturday, "symbol"]) == {"BTC/USD"}
+    decided = result.orders.set_index("client_order_id")["decided_at"]
+    equity_fills = result.fills[result.fills["symbol"] != "BTC/USD"]
+    assert len(equity_fills) > 0
+    assert (equity_fills["bar_ts"].to_numpy() >= decided.loc[equity_fills["client_order_id"]].to_numpy()).all()
+    clock = equity_fills["bar_ts"].dt.tz_convert("America/New_York").dt.strftime("%H:%M")
+    assert clock.between("09:30", "15:30").all(), clock.tolist()
 
 
 def test_a_sweep_reruns_settings_on_the_same_inputs():
