@@ -192,6 +192,18 @@ def _results(results: object, name: str) -> list[Any]:
 
 # -- the threshold sweep -------------------------------------------------------------------------------------------
 
+class _PickOperator(_TuningOperator):
+    """A step that ranks the mapped tasks' ``results`` by ``objective`` among those with ``min_trades`` fills."""
+
+    template_fields: Sequence[str] = (*_TuningOperator.template_fields, "results", "objective", "min_trades")
+
+    def __init__(self, *, results: Any, objective: str = "sharpe", min_trades: Any = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.results = results
+        self.objective = objective
+        self.min_trades = min_trades
+
+
 class ThresholdGridOperator(_TuningOperator):
     """Build the sweep's grid (``min_confidence`` x ``min_score``, checked), add the current setting's point and
     return it in chunks of ``chunk`` points: the XCom a mapped :class:`ThresholdSweepOperator` expands over.
@@ -277,7 +289,7 @@ def _point_name(params: Mapping[str, Any]) -> str:
     return f"conf{float(params['min_confidence']):.3f}:score{float(params['min_score']):.3f}"
 
 
-class ThresholdPickOperator(_TuningOperator):
+class ThresholdPickOperator(_PickOperator):
     """Recommend from the mapped sweep's points and store the ``threshold_sweep`` study (study id
     ``<dag_id>/<run_id>``: a re-run replaces it). XCom: the small report.
 
@@ -285,14 +297,6 @@ class ThresholdPickOperator(_TuningOperator):
     :param objective: ``sharpe`` (default), ``sortino``, ``total_return`` or ``annualised_return``.
     :param min_trades: fills a point needs to qualify.
     """
-
-    template_fields: Sequence[str] = (*_TuningOperator.template_fields, "results", "objective", "min_trades")
-
-    def __init__(self, *, results: Any, objective: str = "sharpe", min_trades: Any = 5, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.results = results
-        self.objective = objective
-        self.min_trades = min_trades
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.desk.tuning import current_params, save_sweep
@@ -427,7 +431,7 @@ class WalkForwardSplitOperator(_TuningOperator):
         return rows
 
 
-class WalkForwardPickOperator(_TuningOperator):
+class WalkForwardPickOperator(_PickOperator):
     """Decide from the mapped splits (the out-of-sample score decides, see
     :func:`~airflow_provider_portfolio.desk.tuning.decide_walk_forward`) and store the ``strategy_optimization``
     study (study id ``<dag_id>/<run_id>``). XCom: per split the in- and out-of-sample scores side by side, the
@@ -437,14 +441,6 @@ class WalkForwardPickOperator(_TuningOperator):
     :param objective: ``sharpe`` (default), ``sortino``, ``total_return`` or ``annualised_return``.
     :param min_trades: fills a window needs to score.
     """
-
-    template_fields: Sequence[str] = (*_TuningOperator.template_fields, "results", "objective", "min_trades")
-
-    def __init__(self, *, results: Any, objective: str = "sharpe", min_trades: Any = 5, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.results = results
-        self.objective = objective
-        self.min_trades = min_trades
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_portfolio.desk.tuning import save_optimization
