@@ -25,3 +25,10 @@ ENVIRONMENT_REPORT = Asset(name="portfolio_environment_report", uri="portfolio:/
 #: The latest health report in ``health_reports``, updated by ``portfolio_monitoring``/``portfolio_master``.
 HEALTH_REPORT = Asset(name="portfolio_health_report", uri="portfolio://store/health_reports/monitoring",
                       group="portfolio")
+
+#: The latest ranking of opportunities (the store's ``opportunities``), updated by ``portfolio_discovery``; the trader
+#: and the rebalancer can take their universe from its top N.
+OPPORTUNITIES = Asset(name="portfolio_opportunities", uri="portfolio://store/opportunities", group="portfolio")
+
+#: The latest risk audit in ``health_reports`` (kind ``risk_audit``), updated by ``portfolio_risk_audit``.
+RISK_AUDIT = Asset(name="portfolio_risk_audit", uri="portfolio://store/health_reports/risk_audit", group="portfolio")

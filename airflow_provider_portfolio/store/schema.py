@@ -398,7 +398,7 @@ def _health_reports_table(meta: MetaData) -> Table:
 #: Health reports keyed by (kind, ts, dag_id, run_id).
 health_reports = _health_reports_table(metadata)
 #: Allowed values of ``health_reports.kind``.
-HEALTH_REPORT_KINDS: tuple[str, ...] = ("monitoring", "environment")
+HEALTH_REPORT_KINDS: tuple[str, ...] = ("monitoring", "environment", "risk_audit")
 #: Allowed values of ``health_reports.level``, best first.
 HEALTH_LEVELS: tuple[str, ...] = ("GREEN", "YELLOW", "RED")
 
