@@ -36,7 +36,7 @@ from airflow_provider_portfolio.trading.brokers import (
     OrderRequest,
     OrderStateUnknownError,
 )
-from airflow_provider_portfolio.trading.brokers.alpaca import AlpacaBroker
+from airflow_provider_portfolio.trading.brokers.alpaca import AlpacaBroker, position_symbol
 from airflow_provider_portfolio.trading.cycle import CycleReport, CycleSettings, run_cycle, settle_unsent
 from airflow_provider_portfolio.trading.orders import client_order_id
 from airflow_provider_portfolio.trading.risk import RiskLimits
@@ -651,11 +651,21 @@ def test_untradable_asset_is_rejected_by_risk_and_never_sent(cycle, ledger, alpa
 def test_account_state(make_broker, alpaca):
     state = make_broker().account_state()
     assert state == AccountSnapshot(equity=100010.27, cash=98059.97, buying_power=199980.57,
-                                    start_of_day_equity=99991.02, positions={"AAPL": 10.0, "BTCUSD": 0.009975})
+                                    start_of_day_equity=99991.02, positions={"AAPL": 10.0, "BTC/USD": 0.009975})
     alpaca.mock.get(f"{PAPER}/positions", json=load("positions_short.json"))
     assert make_broker().account_state().positions == {"AAPL": 10.0, "TSLA": -5.0}
     alpaca.mock.get(f"{PAPER}/positions", json=[])
     assert make_broker().account_state().positions == {}
+
+
+@pytest.mark.parametrize(("symbol", "asset_class", "expected"), [
+    ("BTCUSD", "crypto", "BTC/USD"), ("ETHUSDT", "crypto", "ETH/USDT"), ("SOLUSDC", "crypto", "SOL/USDC"),
+    ("ETHBTC", "crypto", "ETH/BTC"), ("BTC/USD", "crypto", "BTC/USD"), ("USD", "crypto", "USD"),
+    ("AAPL", "us_equity", "AAPL"), ("BRK.B", "us_equity", "BRK.B"),
+])
+def test_position_symbols_are_the_desk_s_symbols(symbol, asset_class, expected):
+    """Alpaca writes crypto positions without the slash; the desk trades, stores and audits the pair."""
+    assert position_symbol({"symbol": symbol, "asset_class": asset_class}) == expected
 
 
 @pytest.mark.parametrize("field", ["equity", "cash", "buying_power"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,23 @@ def _money(account: dict[str, Any], field: str, conn_id: str) -> float:
         raise VendorError(f"Alpaca answered the account without a usable {field} ({account.get(field)!r}): "
                           "nothing can be sized or risk-checked without it", conn_id=conn_id)
     return number
+
+
+#: Quote currencies of Alpaca's crypto pairs, longest first (``BTCUSDT`` is BTC/USDT, not BTCUSD/T).
+CRYPTO_QUOTES: tuple[str, ...] = ("USDT", "USDC", "USD", "BTC")
+
+
+def position_symbol(position: Mapping[str, Any]) -> str:
+    """The desk's symbol of an Alpaca position: Alpaca writes crypto positions without the slash (``BTCUSD``) while
+    its orders, bars and this provider write pairs (``BTC/USD``); a crypto position is put back into pair form so the
+    trader, the rebalancer and the audit find it under the symbol they trade."""
+    symbol = str(position["symbol"])
+    if str(position.get("asset_class") or "").lower() != "crypto" or "/" in symbol:
+        return symbol
+    for quote in CRYPTO_QUOTES:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return f"{symbol[:-len(quote)]}/{quote}"
+    return symbol
 
 
 class AlpacaBroker:
@@ -135,7 +152,7 @@ class AlpacaBroker:
             qty = _number(p.get("qty"), 0.0) or 0.0
             if str(p.get("side") or "").lower() == "short" and qty > 0:
                 qty = -qty
-            positions[str(p["symbol"])] = qty
+            positions[position_symbol(p)] = qty
         return AccountSnapshot(
             equity=_money(account, "equity", self.api.name),
             cash=_money(account, "cash", self.api.name),
