@@ -240,7 +240,14 @@ class AutoTraderOperator(BaseOperator):
     order counts, buying power, positions). A cycle that waits longer than ``lock_timeout_s`` fails with
     ``AccountLockedError`` before deciding anything; ``max_active_tis_per_dagrun=1`` avoids the wait.
 
-    :param symbols: tickers and crypto pairs (templated): a list, a JSON list or a comma-separated string.
+    :param symbols: tickers and crypto pairs (templated): a list, a JSON list or a comma-separated string. Required
+        unless ``top_opportunities`` is given.
+    :param top_opportunities: trade the top N of the latest discovery ranking (``portfolio_discovery``, the store's
+        ``opportunities``) made at or before the cycle's run instant (``as_of``, else ``data_interval_end`` or
+        ``run_after``). With ``symbols`` the ranking is intersected with them (the best N ranked symbols among
+        ``symbols``; ``symbols`` is the allowed universe) and, when there is no ranking or none of its symbols is
+        among them, the cycle falls back to ``symbols`` with a warning in the log. Without ``symbols``, no ranking
+        fails the task (``InvalidInputError``) before anything is decided. ``None`` (default): trade ``symbols``.
     :param timeframe: the bars decided on (templated), e.g. ``1Day``, ``30Min``.
     :param sources: market-data sources (templated): ``"synthetic"`` or market-data connection ids. Default:
         the default data connections that exist, else the synthetic market.
@@ -278,7 +285,8 @@ class AutoTraderOperator(BaseOperator):
     def __init__(
         self,
         *,
-        symbols: list[str] | str,
+        symbols: list[str] | str | None = None,
+        top_opportunities: int | None = None,
         timeframe: str = "1Day",
         sources: list[str] | str | None = None,
         broker_conn_id: str | None = None,
@@ -305,6 +313,7 @@ class AutoTraderOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.symbols = symbols
+        self.top_opportunities = top_opportunities
         self.timeframe = timeframe
         self.sources = sources
         self.broker_conn_id = broker_conn_id
@@ -354,10 +363,12 @@ class AutoTraderOperator(BaseOperator):
         from airflow_provider_portfolio.trading.session import trade_universe
 
         # Bad input fails here, before the store is opened or anything fetched.
-        symbols = validate_symbols(maybe_json_list(self.symbols))
+        given = None if self.top_opportunities is not None and blank(self.symbols) else validate_symbols(
+            maybe_json_list(self.symbols))
         settings = self.settings()
         as_of = parse_as_of(self.as_of)
         names = validate_source_names(maybe_json_list(self.sources)) if self.sources else None
+        symbols = given if self.top_opportunities is None else self.ranked_universe(given, context, as_of)
         costs = simulated_costs(symbols, self.slippage_bps, self.commission_bps, self.log)
 
         store = self.store_hook.get_conn()
@@ -387,6 +398,38 @@ class AutoTraderOperator(BaseOperator):
                 f"{len(report.unknown)} order(s) in an unknown state ({'; '.join(f'{s}: {w}' for s, w in report.unknown.items())}). "
                 "Everything else is recorded; the retry looks these orders up by client_order_id before sending anything")
         return result
+
+    def ranked_universe(self, symbols: list[str] | None, context: Context, as_of: datetime | None) -> list[str]:
+        """The symbols to trade with ``top_opportunities``: the best N of the latest discovery ranking made at or
+        before the run's instant, among ``symbols`` when given (see the class docstring).
+
+        :raises InvalidInputError: for a ``top_opportunities`` that is not a whole number >= 1, or no ranking to take
+            the universe from and no ``symbols`` to fall back to.
+        """
+        from airflow_provider_portfolio.exceptions import InvalidInputError
+        from airflow_provider_portfolio.operators.gating import run_instant
+
+        top = self.top_opportunities
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise InvalidInputError(f"top_opportunities must be a whole number >= 1 or None, got {top!r}")
+        until = as_of if as_of is not None else run_instant(context)
+        ranking = self.store_hook.get_conn().latest_opportunities(until=until)
+        ranked = [str(s) for s in ranking["symbol"]]
+        wanted = None if symbols is None else set(symbols)
+        allowed = [s for s in ranked if wanted is None or s in wanted]
+        if allowed:
+            chosen = allowed[:top]
+            self.log.info("Trading the top %d of the discovery ranking %s (made %s)%s: %s", len(chosen),
+                          ranking["run_id"].iloc[0], ranking["ts"].iloc[0].isoformat(),
+                          "" if symbols is None else f" among {len(symbols)} allowed symbol(s)", ", ".join(chosen))
+            return chosen
+        why = (f"no discovery ranking made at or before {until.isoformat()} in the store" if not ranked else
+               f"none of the {len(ranked)} symbol(s) of the ranking {ranking['run_id'].iloc[0]} is among symbols")
+        if symbols is None:
+            raise InvalidInputError(f"top_opportunities={top}: {why}; run portfolio_discovery first, or give symbols "
+                                    "to fall back to")
+        self.log.warning("top_opportunities=%d: %s; trading symbols instead (%d)", top, why, len(symbols))
+        return symbols
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """OpenLineage: the vendors' bars and the stored forecasts -> decisions, orders, fills and equity."""

@@ -30,6 +30,8 @@ lose. Defaults (days; ``None`` keeps every row):
 - ``forecasts``, ``model_evaluations``: 180, by ``created_at`` (when written, so a replay's forecasts of past
   bars live as long as new ones): enough for half a year of model-health history.
 - ``health_reports``: 90, by ``created_at``: monitoring and the desk gate only read the last hours.
+- ``opportunities``: 180, by ``created_at``: the discovery rankings (a replay's rankings of past instants live as
+  long as new ones); the trader reads only the latest.
 - The trading ledger (``trading_decisions``, ``orders``, ``fills``, ``equity_curve``, ``accounts``, ``positions``) is
   kept: pruned only when ``retention`` names the table AND ``allow_kept_tables`` names it too, and even then never an
   order that is not in a final state (``pending_submit``, ``new``, ``accepted``...), a fill or decision of such an
@@ -187,6 +189,7 @@ RETENTION_TABLES: tuple[RetentionTable, ...] = (
     RetentionTable("model_evaluations", "created_at", 180),
     RetentionTable("health_reports", "created_at", 90),
     RetentionTable("signal_validations", "created_at", 180),
+    RetentionTable("opportunities", "created_at", 180),
     # A study's points go before the study; a study whose recommendation was applied is kept with its points (the
     # record of why the live settings are what they are).
     RetentionTable("study_points", "ts", 365, guard=_study_point_may_go),

@@ -10,6 +10,7 @@ A facade over the store's parts, each with one job:
 - :mod:`~airflow_provider_portfolio.store.health`: the desk's health reports, and the check of the store itself;
 - :mod:`~airflow_provider_portfolio.store.validations`: validated forecasts and trading signals;
 - :mod:`~airflow_provider_portfolio.store.studies`: the desk's studies and their points, replaced per run;
+- :mod:`~airflow_provider_portfolio.store.opportunities`: the discovery rankings, replaced per run;
 - :mod:`~airflow_provider_portfolio.store.executions`: filled orders with their reference prices.
 
 The trading ledger (:mod:`~airflow_provider_portfolio.store.ledger`) runs on :attr:`PortfolioStore.database`.
@@ -35,6 +36,7 @@ from airflow_provider_portfolio.store.database import (
 from airflow_provider_portfolio.store.executions import DEFAULT_EXECUTIONS_LIMIT, read_executions
 from airflow_provider_portfolio.store.forecasts import ForecastTables
 from airflow_provider_portfolio.store.health import DEFAULT_HISTORY_LIMIT, HealthTables, check_store
+from airflow_provider_portfolio.store.opportunities import OpportunityTables
 from airflow_provider_portfolio.store.studies import DEFAULT_POINTS_LIMIT, DEFAULT_STUDIES_LIMIT, StudyTables
 from airflow_provider_portfolio.store.validations import DEFAULT_VALIDATIONS_LIMIT, ValidationTables
 
@@ -87,6 +89,7 @@ class PortfolioStore:
         self._health = HealthTables(self.database)
         self._studies = StudyTables(self.database)
         self._validations = ValidationTables(self.database)
+        self._opportunities = OpportunityTables(self.database)
         #: The URL with the password hidden: safe to log.
         self.url: str = self.database.url
         #: ``"sqlite"`` or ``"postgresql"``.
@@ -255,6 +258,15 @@ class PortfolioStore:
     def signals_exist(self, timeframe: str | None, *, since: datetime, until: datetime) -> bool:
         return self._validations.signals_exist(timeframe, since=since, until=until)
 
+    # -- discovery rankings ---------------------------------------------------------------------------------
+    def save_opportunities(self, ranking: pd.DataFrame, *, run_id: str, ts: datetime,
+                           dag_id: str | None = None) -> int:
+        return self._opportunities.save(ranking, run_id=run_id, ts=ts, dag_id=dag_id)
+
+    def latest_opportunities(self, *, limit: int | None = None, until: datetime | None = None,
+                             run_id: str | None = None) -> pd.DataFrame:
+        return self._opportunities.latest(limit=limit, until=until, run_id=run_id)
+
     # -- executions -----------------------------------------------------------------------------------------
     def executions(self, *, account: str | None = None, since: datetime | None = None, until: datetime | None = None,
                    limit: int = DEFAULT_EXECUTIONS_LIMIT) -> pd.DataFrame:
@@ -277,7 +289,8 @@ _parts: tuple[tuple[str, Any], ...] = (
     ("validations", ValidationTables.read), ("validation_summary", ValidationTables.summary),
     ("validated_runs", ValidationTables.validated_runs), ("pending_forecasts", ValidationTables.pending_forecasts),
     ("pending_decisions", ValidationTables.pending_decisions), ("signals_exist", ValidationTables.signals_exist),
-    ("executions", read_executions))
+    ("executions", read_executions), ("save_opportunities", OpportunityTables.save),
+    ("latest_opportunities", OpportunityTables.latest))
 for _name, _method in _parts:
     getattr(PortfolioStore, _name).__doc__ = _method.__doc__
 for _name in ("busy_timeout_s", "lock_timeout_s", "statement_timeout_s", "connect_timeout_s", "keepalives_idle_s"):

@@ -96,6 +96,16 @@ Tables (latest version):
     model's validation summary), its ``params`` and ``metrics`` as JSON text, and the study's ``ts`` (so retention
     goes by one column).
 
+``opportunities`` (migration 6)
+    One row per (``run_id``, ``symbol``): a discovery run's ranking of the universe
+    (:mod:`airflow_provider_portfolio.desk.discovery`) made at the instant ``ts`` (the desk's clock) by ``dag_id``
+    (``''`` for none). ``rank`` (1 = best) orders the run's ``score`` (the weighted sum of standardized components);
+    ``regime`` is the symbol's market-state label (``calm_up``, ``volatile``...) and ``regime_probability`` the
+    probability of its latest state (NULL when unknown). ``components`` (each component's part of the score),
+    ``features`` (the raw measurements: trend, momentum, volatility, factor exposures...) and ``reasons`` (short
+    strings naming the biggest contributors with their numbers) are JSON text; ``created_at`` when it was written. A
+    re-run of the same run replaces its rows. Index (``ts``) finds the latest run.
+
 Adding a migration: append a :class:`Migration` with the next version to :data:`MIGRATIONS`; its
 ``apply`` receives a connection inside the migration transaction (lock held) and emits DDL. Once a
 version is released its DDL is frozen: a later change to a table is a new migration, and the table
@@ -475,6 +485,32 @@ VALIDATION_KEY: tuple[str, ...] = ("kind", "source", "symbol", "timeframe", "aso
 STUDY_STATUSES: tuple[str, ...] = ("ok", "partial", "insufficient_data", "failed")
 
 
+def _opportunities_table(meta: MetaData) -> Table:
+    # Shape of ``opportunities`` as created by migration 6 (and still the latest shape).
+    return Table(
+        "opportunities", meta,
+        Column("run_id", _KeyText(250), nullable=False),
+        Column("symbol", _KeyText(32), nullable=False),
+        Column("ts", UtcTimestamp(), nullable=False),
+        Column("rank", Integer, nullable=False, autoincrement=False),
+        Column("score", Float(53), nullable=False),
+        Column("regime", String(32), nullable=False),
+        Column("regime_probability", Float(53), nullable=True),
+        Column("components", Text(), nullable=False),
+        Column("features", Text(), nullable=False),
+        Column("reasons", Text(), nullable=False),
+        Column("dag_id", String(250), nullable=False),
+        Column("created_at", UtcTimestamp(), nullable=False),
+        PrimaryKeyConstraint("run_id", "symbol", name="pk_opportunities"),
+        Index("ix_opportunities_ts", "ts"),
+        sqlite_with_rowid=False,
+    )
+
+
+#: Discovery rankings keyed by (run_id, symbol) (see the module docstring).
+opportunities = _opportunities_table(metadata)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One forward step of the schema.
@@ -513,6 +549,10 @@ def _v5_create_validations_and_studies(conn: Connection) -> None:
         table.create(conn)
 
 
+def _v6_create_opportunities(conn: Connection) -> None:
+    _opportunities_table(MetaData()).create(conn)
+
+
 #: Forward migrations in order; append new ones at the end.
 MIGRATIONS: list[Migration] = [
     Migration(1, "create bars", _v1_create_bars),
@@ -521,6 +561,7 @@ MIGRATIONS: list[Migration] = [
               _v3_create_trading),
     Migration(4, "create health_reports", _v4_create_health_reports),
     Migration(5, "create signal_validations, studies and study_points", _v5_create_validations_and_studies),
+    Migration(6, "create opportunities", _v6_create_opportunities),
 ]
 
 

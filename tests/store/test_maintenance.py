@@ -213,11 +213,12 @@ def damage(path: Path, pages: int = 3) -> bytes:
 # -- the registry and the settings ---------------------------------------------------------------------------
 def test_defaults_prune_forecasts_evaluations_and_reports_and_keep_bars_and_the_ledger():
     assert resolve_retention() == {"forecasts": 180, "model_evaluations": 180, "health_reports": 90,
-                                   "signal_validations": 180, "study_points": 365, "studies": 365}
+                                   "signal_validations": 180, "opportunities": 180, "study_points": 365,
+                                   "studies": 365}
     assert [t.name for t in RETENTION_TABLES if t.kept] == list(LEDGER)
     assert resolve_retention({"bars": 730, "forecasts": None}) == {
         "bars": 730, "model_evaluations": 180, "health_reports": 90, "signal_validations": 180,
-        "study_points": 365, "studies": 365}
+        "opportunities": 180, "study_points": 365, "studies": 365}
     assert resolve_retention({"orders": 365}, allow_kept_tables=["orders"])["orders"] == 365
 
 
@@ -239,8 +240,9 @@ def test_bad_retention_changes_nothing(sqlite_filled, tmp_path, retention, allow
     assert not (tmp_path / "backups").exists()
 
 
-#: The tables of migration 5 (validations, studies): empty in the filled store, pruned by default, nothing to delete.
-NOTHING_NEW = {"signal_validations": 0, "study_points": 0, "studies": 0}
+#: The tables of migrations 5 (validations, studies) and 6 (opportunities): empty in the filled store, pruned by
+#: default, nothing to delete.
+NOTHING_NEW = {"signal_validations": 0, "opportunities": 0, "study_points": 0, "studies": 0}
 
 
 # -- retention ------------------------------------------------------------------------------------------------

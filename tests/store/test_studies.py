@@ -49,7 +49,7 @@ def test_a_v4_store_migrates_to_v5_with_its_data_kept(store, monkeypatch):
     with pytest.raises(StoreError, match=r"no signal_validations table \(schema version 4\)"):
         store.append_validations([_validation()], run_id="r")
     monkeypatch.undo()
-    assert store.migrate() == 5 == schema.latest_version()
+    assert store.migrate() == schema.latest_version() >= 5
     assert store.count_bars() == 3 and store.latest_health_report("monitoring").level == "GREEN"
     with store.engine.connect() as conn:
         insp = inspect(conn)
