@@ -42,6 +42,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -247,31 +248,36 @@ def _start_of_day_equity(state: Any, closed: pd.DataFrame, ends: np.ndarray, sym
     return stored, reference
 
 
-def decide_step(
-    symbols: Sequence[str],
-    bars: pd.DataFrame,
-    now: datetime,
-    *,
-    broker: Broker,
-    ledger: TradingLedger,
-    dag_id: str,
-    run_id: str,
-    settings: CycleSettings,
-    report: CycleReport,
-    signals: Mapping[str, Signal] | None = None,
-    forecasts: pd.DataFrame | None = None,
-    evaluations: pd.DataFrame | None = None,
-    news: Sequence[Any] | None = None,
-    missing: Mapping[str, str] | None = None,
-    quotes: Mapping[str, Quote] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Steps 1-4: gate the bars, broker sync, settle unsent orders, signals (or the ``signals`` given),
-    decisions, claim. Call it holding the account's lock (:meth:`TradingLedger.account_lock`).
+@dataclass
+class CycleMarket:
+    """What a cycle knows of the market at its instant, the broker caught up (:func:`market_step`).
 
-    :param missing: symbol -> why the sources had no bars for it (kept as the decision's error).
-    :param quotes: symbol -> its latest quote: the price a decision sizes at where :func:`quote_prices` accepts
-        it (else the last close).
-    :return: symbol -> the stored decision of this run (see :meth:`TradingLedger.claim_decisions`).
+    :param bars: the closed bars that passed the quality gate.
+    :param ends: when each of them ended (int64 ns UTC), aligned with ``bars``.
+    :param panels: the close/high/low panels of each symbol's last :data:`LOOKBACK_BARS` closed bars, and
+        ``last_ts`` (:func:`~airflow_provider_portfolio.trading.panels.panels_of`).
+    :param bar_of: symbol -> the bar decided on: its last closed bar (the calendar's last one when it has none).
+    :param errors: symbol -> why it is not traded (no, stale or refused bars, a last close far from its recent
+        history, an earlier order in an unknown state).
+    :param prices: symbol -> its last close, for the symbols without an error.
+    """
+
+    bars: pd.DataFrame
+    ends: np.ndarray
+    panels: dict[str, np.ndarray]
+    bar_of: dict[str, pd.Timestamp | None]
+    errors: dict[str, str]
+    prices: dict[str, float]
+
+
+def market_step(symbols: Sequence[str], bars: pd.DataFrame, now: datetime, *, broker: Broker, ledger: TradingLedger,
+                dag_id: str, run_id: str, settings: CycleSettings, report: CycleReport,
+                missing: Mapping[str, str] | None = None) -> CycleMarket:
+    """Steps 1-2 (and the data checks of step 4): gate the bars, broker sync, settle unsent orders; each symbol's
+    bar, last close, or why it is not traded. Call it holding the account's lock (a rebalance shares it with
+    :func:`decide_step`).
+
+    :param missing: symbol -> why the sources had no bars for it (kept as its error).
     """
     tf = parse_timeframe(settings.timeframe).name
     if not bars.empty:
@@ -314,6 +320,41 @@ def decide_step(
         errors.setdefault(symbol, "an earlier order's state is unknown (its look-up failed): not traded until "
                                   "a later cycle settles it")
     prices = {s: float(last_close[i]) for i, s in enumerate(symbols) if s not in errors}
+    return CycleMarket(bars, ends, panels, bar_of, errors, prices)
+
+
+def decide_step(
+    symbols: Sequence[str],
+    bars: pd.DataFrame,
+    now: datetime,
+    *,
+    broker: Broker,
+    ledger: TradingLedger,
+    dag_id: str,
+    run_id: str,
+    settings: CycleSettings,
+    report: CycleReport,
+    signals: Mapping[str, Signal] | None = None,
+    forecasts: pd.DataFrame | None = None,
+    evaluations: pd.DataFrame | None = None,
+    news: Sequence[Any] | None = None,
+    missing: Mapping[str, str] | None = None,
+    quotes: Mapping[str, Quote] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Steps 1-4: gate the bars, broker sync, settle unsent orders, signals (or the ``signals`` given),
+    decisions, claim. Call it holding the account's lock (:meth:`TradingLedger.account_lock`).
+
+    :param missing: symbol -> why the sources had no bars for it (kept as the decision's error).
+    :param quotes: symbol -> its latest quote: the price a decision sizes at where :func:`quote_prices` accepts
+        it (else the last close).
+    :return: symbol -> the stored decision of this run (see :meth:`TradingLedger.claim_decisions`).
+    """
+    tf = parse_timeframe(settings.timeframe).name
+    market = market_step(symbols, bars, now, broker=broker, ledger=ledger, dag_id=dag_id, run_id=run_id,
+                         settings=settings, report=report, missing=missing)
+    bars, ends, panels, bar_of = market.bars, market.ends, market.panels, market.bar_of
+    errors, prices = dict(market.errors), dict(market.prices)
+    last_close = panels["close"][:, -1]
     if quotes:
         last_end = pd.Series(ends).groupby(bars["symbol"].to_numpy()).max().to_dict() if len(ends) else {}
         quoted, unused = quote_prices({s: q for s, q in quotes.items() if s in prices}, prices, last_end, now,
