@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
+from airflow_provider_portfolio.exceptions import InvalidInputError
 from airflow_provider_portfolio.market.timeutil import ensure_utc
 
 
@@ -185,3 +186,54 @@ class HealthReport:
     def from_dict(cls, data: Mapping[str, Any]) -> HealthReport:
         return cls(kind=str(data["kind"]), ts=ensure_utc(datetime.fromisoformat(str(data["ts"]))),
                    checks=tuple(Check.from_dict(c) for c in data.get("checks", ())))
+
+
+#: What each kind of threshold accepts (:func:`checked_thresholds`).
+_KIND_RULES: dict[str, tuple[Any, str]] = {
+    "fraction": (lambda v: 0 <= v <= 1, "a fraction from 0 to 1"),
+    "share": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "positive": (lambda v: v > 0, "a number > 0"),
+    "bars": (lambda v: v >= 0, ">= 0"),
+    "minutes": (lambda v: v >= 0, ">= 0"),
+    "days": (lambda v: v >= 0, ">= 0"),
+    "ratio": (lambda v: True, "a number"),
+}
+
+
+def checked_thresholds(values: Mapping[str, Any], setting: str, kinds: Mapping[str, tuple[str, bool]],
+                       pairs: Iterable[tuple[str, str, bool]] = ()) -> dict[str, Any]:
+    """Threshold settings checked key by key and pair by pair (the health report's and the risk audit's).
+
+    :param values: key -> value, every key one of ``kinds``.
+    :param setting: what the values are called in messages (a Variable, a class).
+    :param kinds: key -> (kind, may be null); kinds: ``count`` (a whole number >= 1), ``fraction`` (0..1),
+        ``share`` (0 < x <= 1), ``positive`` (> 0), ``bars``/``minutes``/``days`` (>= 0), ``ratio`` (any number).
+    :param pairs: (yellow key, red key, higher is worse): a YELLOW limit must come before its RED one.
+    :returns: the values, counts as ``int``.
+    :raises InvalidInputError: naming ``setting``, the key and the value.
+    """
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        kind, nullable = kinds[key]
+        where = f"{setting}: {key}"
+        if value is None and nullable:
+            out[key] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            off = " or null (off)" if nullable else ""
+            raise InvalidInputError(f"{where} must be a finite number{off}, got {value!r}")
+        if kind == "count":
+            if value != int(value) or value < 1:
+                raise InvalidInputError(f"{where} must be a whole number >= 1, got {value!r}")
+        else:
+            accepts, what = _KIND_RULES[kind]
+            if not accepts(value):
+                raise InvalidInputError(f"{where} must be {what}, got {value!r}")
+        out[key] = int(value) if kind == "count" else value
+    for yellow, red, higher_is_worse in pairs:
+        y, r = out.get(yellow), out.get(red)
+        if y is not None and r is not None and (y > r if higher_is_worse else y < r):
+            word = "above" if higher_is_worse else "below"
+            raise InvalidInputError(f"{setting}: {yellow}={y!r} is {word} {red}={r!r}; a YELLOW limit comes before "
+                                    f"its RED one ({'higher' if higher_is_worse else 'lower'} is worse)")
+    return out

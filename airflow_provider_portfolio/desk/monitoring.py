@@ -100,7 +100,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_portfolio.desk import performance
-from airflow_provider_portfolio.desk.health import Check, HealthReport, Level, graded
+from airflow_provider_portfolio.desk.health import Check, HealthReport, Level, checked_thresholds, graded
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
 from airflow_provider_portfolio.market.params import json_object
 from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE, ensure_utc
@@ -163,30 +163,7 @@ _PAIRS: tuple[tuple[str, str, bool], ...] = (
 
 def _checked(values: Mapping[str, Any], setting: str) -> dict[str, Any]:
     """``values`` checked key by key and pair by pair; messages name ``setting``, the key and the value."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        kind, nullable = _KINDS[key]
-        where = f"{setting}: {key}"
-        if value is None and nullable:
-            out[key] = None
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            off = " or null (off)" if nullable else ""
-            raise InvalidInputError(f"{where} must be a finite number{off}, got {value!r}")
-        if kind == "count" and (value != int(value) or value < 1):
-            raise InvalidInputError(f"{where} must be a whole number >= 1, got {value!r}")
-        if kind == "fraction" and not 0 <= value <= 1:
-            raise InvalidInputError(f"{where} must be a fraction from 0 to 1, got {value!r}")
-        if kind in ("bars", "minutes", "days") and value < 0:
-            raise InvalidInputError(f"{where} must be >= 0, got {value!r}")
-        out[key] = int(value) if kind == "count" else value
-    for yellow, red, higher_is_worse in _PAIRS:
-        y, r = out.get(yellow), out.get(red)
-        if y is not None and r is not None and (y > r if higher_is_worse else y < r):
-            word = "above" if higher_is_worse else "below"
-            raise InvalidInputError(f"{setting}: {yellow}={y!r} is {word} {red}={r!r}; a YELLOW limit comes before "
-                                    f"its RED one ({'higher' if higher_is_worse else 'lower'} is worse)")
-    return out
+    return checked_thresholds(values, setting, _KINDS, _PAIRS)
 
 
 @dataclass(frozen=True)

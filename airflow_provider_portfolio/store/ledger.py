@@ -184,6 +184,12 @@ class TradingLedger:
             raise StoreError(f"store {self.store.url}: account {account!r} has no simulated book; open it first")
         return float(row.cash), float(row.initial_cash)
 
+    def accounts(self) -> list[str]:
+        """Every account of the ledger (simulated books and real brokers' accounts alike), sorted."""
+        t = schema.accounts.c
+        with self._db.read("list the accounts") as conn:
+            return sorted(str(r[0]) for r in conn.execute(select(t.account)).all())
+
     def positions(self, account: str) -> dict[str, Position]:
         """Open (non-zero) positions of a simulated account, by symbol."""
         t = schema.positions.c
