@@ -123,6 +123,35 @@ def last_closed_session(calendar: MarketCalendar, at: datetime) -> pd.Timestamp:
     return closed.index[-1]
 
 
+def load_window(calendar: MarketCalendar, at: datetime | None, *, history_sessions: int, start: object = None,
+                end: object = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The sessions a load covers, ``(start, end)`` (session dates, inclusive), as the ETL operator and the CLI pick
+    them: ``end`` when given, else the last session of ``calendar`` closed at ``at``
+    (:func:`last_closed_session`); ``start`` when given, else ``history_sessions`` sessions of ``calendar``
+    ending at ``end``.
+
+    :param calendar: the equities calendar (crypto pairs get every day within the window).
+    :param at: the instant deciding the last closed session (tz-aware): a run's data interval end, or now; only
+        read when ``end`` is not given.
+    :param history_sessions: sessions loaded when ``start`` is not given (an integer >= 1).
+    :param start: first session date, or ``None``.
+    :param end: last session date, or ``None``.
+    :raises InvalidInputError: for ``history_sessions`` < 1, a date that is not one, or neither ``end`` nor ``at``.
+    """
+    if isinstance(history_sessions, bool) or not isinstance(history_sessions, int) or history_sessions < 1:
+        raise InvalidInputError(f"history_sessions must be an integer >= 1, got {history_sessions!r}")
+    if end is not None:
+        last = parse_session_date(end, "end")
+    elif at is not None:
+        last = last_closed_session(calendar, at)
+    else:
+        raise InvalidInputError("load_window needs the last session (end) or the instant deciding it (at)")
+    if start is not None:
+        return parse_session_date(start, "start"), last
+    window = calendar.sessions(last - pd.Timedelta(days=2 * history_sessions + 30), last)
+    return window.index[-min(history_sessions, len(window))], last
+
+
 def plan_missing_sessions(
     store: BarStore, symbol: str, sessions: pd.DataFrame, timeframe: str
 ) -> pd.DatetimeIndex:

@@ -106,7 +106,7 @@ class PortfolioETLOperator(BaseOperator):
         from airflow_provider_portfolio.hooks.market_data import data_sources, default_sources, validate_source_names
         from airflow_provider_portfolio.lineage import source_vendors
         from airflow_provider_portfolio.market.calendar import MarketCalendar, parse_session_date
-        from airflow_provider_portfolio.market.etl import last_closed_session, load_bars
+        from airflow_provider_portfolio.market.etl import load_bars, load_window
         from airflow_provider_portfolio.market.params import parse_instant, validate_symbols
         from airflow_provider_portfolio.market.quality import QualityRules
         from airflow_provider_portfolio.metrics import emit_etl
@@ -126,14 +126,10 @@ class PortfolioETLOperator(BaseOperator):
         source_names = validate_source_names(maybe_json_list(self.sources)) if self.sources else default_sources()
         exchange = self.exchange or get_option("default_exchange")
         calendar = MarketCalendar(exchange)
-        end = bounds["end"]
-        if end is None:
-            reference = context.get("data_interval_end") or context["dag_run"].run_after
-            end = last_closed_session(calendar, pd.Timestamp(reference))
-        start = bounds["start"]
-        if start is None:
-            window = calendar.sessions(end - pd.Timedelta(days=2 * history + 30), end)
-            start = window.index[-min(history, len(window))]
+        reference = None if bounds["end"] is not None else (
+            context.get("data_interval_end") or context["dag_run"].run_after)
+        start, end = load_window(calendar, None if reference is None else pd.Timestamp(reference),
+                                 history_sessions=history, start=bounds["start"], end=bounds["end"])
 
         sources = data_sources(source_names, exchange=exchange)
         self._lineage_vendors = source_vendors(sources)
