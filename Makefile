@@ -64,9 +64,9 @@ test-lowest: system-deps
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_LOWEST)" -e ".[test,postgres]"
-	$(LOWEST_VENV)/bin/python -m pytest -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables \
+	$(LOWEST_VENV)/bin/python -m pytest $(XDIST) -m "not month" tests/airflow tests/etl tests/hooks tests/operators tests/sensors tests/timetables tests/ui \
 		tests/notifications tests/test_setup_command.py tests/test_pool_policy.py tests/test_metrics.py tests/test_lineage.py \
-		tests/test_dag_factory.py tests/test_cli_restore.py \
+		tests/test_dag_factory.py tests/test_cli_restore.py tests/test_cli_jobs.py tests/test_dockerfile.py \
 		--ignore=tests/airflow/test_desk_real.py --ignore=tests/airflow/test_env_sanity_real.py \
 		--ignore=tests/airflow/test_metrics_lineage_real.py \
 		tests/trading/test_alpaca_broker.py tests/trading/test_fault_matrix.py
@@ -80,6 +80,7 @@ bench: venv system-deps
 	$(VENV)/bin/python bench/bench_market_hours.py
 	$(VENV)/bin/python bench/bench_trading.py
 	$(VENV)/bin/python bench/bench_backtest.py
+	$(VENV)/bin/python bench/bench_discovery.py
 	$(VENV)/bin/python bench/forecast.py
 
 clean:

@@ -28,7 +28,7 @@ def dagbag(path):
 
 
 HEAVY = ["pandas", "numpy", "scipy", "statsmodels", "arch", "alpaca", "finnhub", "alpha_vantage",
-         "pandas_market_calendars", "cupy", "openlineage", "slack_sdk", "aiosmtpd"]
+         "pandas_market_calendars", "cupy", "openlineage", "slack_sdk", "aiosmtpd", "matplotlib", "fastapi"]
 
 
 def test_example_dags_import_without_errors_or_warnings():

@@ -206,3 +206,48 @@ def test_the_learning_and_upkeep_jobs_run_green_after_the_desk_day(desk_day):
     assert rows(backups[0], "PRAGMA integrity_check") == [("ok",)]
     assert rows(backups[0], "SELECT COUNT(*) FROM bars") == rows(db, "SELECT COUNT(*) FROM bars")
     assert rows(backups[0], "SELECT COUNT(*) FROM studies") == [(4,)]
+
+
+def test_the_desk_screens_run_green_after_the_desk_day(desk_day):
+    """Issue 15's DAGs through ``dags test`` on the embedded defaults after the desk's day: discovery ranks the
+    universe, the rebalancer brings a simulated book to its targets through the trader's order path, the risk audit
+    grades the trader's book, and the nightly and weekly reports are written with their charts."""
+    home, env = desk_day
+    db = home / "portfolio" / "portfolio.db"
+    dags_test(env, "portfolio_discovery", "2024-06-05T06:30:00-04:00")
+    dags_test(env, "portfolio_rebalance", "2024-06-05T10:00:00-04:00")
+    dags_test(env, "portfolio_risk_audit", "2024-06-05T17:00:00-04:00")
+    dags_test(env, "portfolio_report", "2024-06-05T18:00:00-04:00")
+    dags_test(env, "portfolio_report_weekly", "2024-06-08T09:00:00-04:00")
+
+    # Discovery: every symbol of the universe ranked once in its run, ranks 1..n, each with its reasons.
+    ranked = rows(db, "SELECT symbol, rank, reasons FROM opportunities ORDER BY rank")
+    assert sorted(s for s, _, _ in ranked) == sorted(UNIVERSE), ranked
+    assert [r for _, r, _ in ranked] == list(range(1, len(UNIVERSE) + 1))
+    assert all(json.loads(reasons) for _, _, reasons in ranked)
+    found = xcom(home, "portfolio_discovery", "discover")
+    assert found["ranked"] == len(UNIVERSE) and found["top"][0]["symbol"] == ranked[0][0], found
+
+    # Rebalancing: from cash, an order per symbol, each sent once under its own client id and filled.
+    done = xcom(home, "portfolio_rebalance", "rebalance")
+    assert done["triggered"] and done["submitted"] == done["approved"] > 0, done
+    orders = rows(db, "SELECT client_order_id, symbol, status FROM orders WHERE account = ?", done["account"])
+    assert len(orders) == done["submitted"] and len({cid for cid, _, _ in orders}) == len(orders), orders
+    assert utc(done["as_of"]) == utc("2024-06-05T10:00:00-04:00"), done  # the run's instant, inside the session
+
+    # The risk audit of the trader's book, stored, and its Asset's level in XCom.
+    audits = rows(db, "SELECT level, checks FROM health_reports WHERE kind = 'risk_audit'")
+    assert len(audits) == 1 and audits[0][0] in ("GREEN", "YELLOW", "RED"), audits
+    names = {c["name"] for c in json.loads(audits[0][1])["checks"]}
+    assert {"book", "leverage", "net_exposure", "drawdown", "daily_loss"} <= names, names
+    audit = xcom(home, "portfolio_risk_audit", "risk_audit")
+    assert audit["level"] == audits[0][0], audit
+
+    # The reports: one self-contained page and a PNG per run, where the XCom says.
+    for dag_id, task_id in (("portfolio_report", "daily_report"), ("portfolio_report_weekly", "weekly_report")):
+        written = xcom(home, dag_id, task_id)
+        page = Path(written["paths"]["html"])
+        assert page.parent == home / "portfolio" / "reports" and page.is_file(), written
+        text = page.read_text()
+        assert text.count("<svg") >= 4 and "https://" not in text and "<script" not in text
+        assert Path(written["paths"]["headline_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
