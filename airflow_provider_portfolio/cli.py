@@ -624,12 +624,7 @@ def run_trade(args: argparse.Namespace) -> JobResult:
              f"risk-rejected {len(report.rejected)}, submitted {len(report.submitted)}, broker-rejected "
              f"{len(report.broker_rejected)}" + (f"; equity {equity:,.2f}" if isinstance(equity, int | float) else ""),
              f"  store {store.url}"]
-    failure = None
-    if report.unknown:
-        failure = (f"{len(report.unknown)} order(s) in an unknown state ({_limited(report.unknown)}); everything "
-                   "else is recorded. Run the same command with the same --dag-id and --run-id: it looks these "
-                   "orders up by client order id before sending anything")
-    return JobResult(summary, lines, failure)
+    return JobResult(summary, lines, _unknown_orders(report.unknown))
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -844,12 +839,16 @@ def run_rebalance(args: argparse.Namespace) -> JobResult:
              f"{len(report.submitted)}, broker-rejected {len(report.broker_rejected)}"
              + (f"; not traded: {_limited(report.errors, 3)}" if report.errors else ""),
              f"  store {store.url}"]
-    failure = None
-    if report.unknown:
-        failure = (f"{len(report.unknown)} order(s) in an unknown state ({_limited(report.unknown)}); everything "
-                   "else is recorded. Run the same command with the same --dag-id and --run-id: it looks these "
-                   "orders up by client order id before sending anything")
-    return JobResult(summary, lines, failure)
+    return JobResult(summary, lines, _unknown_orders(report.unknown))
+
+
+def _unknown_orders(unknown: Mapping[str, Any]) -> str | None:
+    """The failure of a job that left orders in an unknown state (``None`` when it left none)."""
+    if not unknown:
+        return None
+    return (f"{len(unknown)} order(s) in an unknown state ({_limited(unknown)}); everything else is recorded. Run "
+            "the same command with the same --dag-id and --run-id: it looks these orders up by client order id "
+            "before sending anything")
 
 
 def run_report(args: argparse.Namespace) -> JobResult:

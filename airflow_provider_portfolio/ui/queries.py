@@ -190,6 +190,17 @@ class PortfolioReader:
                             .order_by(a.account).limit(MAX_ACCOUNTS)).all()
         return {r.account: dict(r._mapping) for r in rows}
 
+    def _ledger_accounts(self, conn: Connection,
+                         account: str | None) -> str | tuple[dict[str, dict[str, Any]], str]:
+        """The ledger's accounts and the one to show (see :meth:`_pick`), or the message saying why there is none."""
+        missing = self._no_table(conn, schema.accounts, "trading ledger")
+        if missing:
+            return missing
+        accounts = self._accounts(conn)
+        if not accounts:
+            return "No trading account in the store yet: a trading DAG opens one on its first cycle."
+        return accounts, self._pick(accounts, account)
+
     @staticmethod
     def _pick(accounts: Mapping[str, Mapping[str, Any]], account: str | None) -> str:
         """``account`` (it must exist), else the account snapshotted last, else the one updated last."""
@@ -228,14 +239,11 @@ class PortfolioReader:
             return out
         p, e = schema.positions.c, schema.equity_curve.c
         with self.store.database.read("read the book") as conn:
-            out["message"] = self._no_table(conn, schema.accounts, "trading ledger")
-            if out["message"]:
+            found = self._ledger_accounts(conn, account)
+            if isinstance(found, str):
+                out["message"] = found
                 return out
-            accounts = self._accounts(conn)
-            if not accounts:
-                out["message"] = "No trading account in the store yet: a trading DAG opens one on its first cycle."
-                return out
-            name = self._pick(accounts, account)
+            accounts, name = found
             held = conn.execute(select(schema.positions).where(p.account == name, p.qty != 0)
                                 .order_by(p.symbol).limit(MAX_OPEN_POSITIONS + 1)).all()
             snap = conn.execute(select(e.ts, e.cash, e.positions_value, e.equity).where(e.account == name)
@@ -295,14 +303,11 @@ class PortfolioReader:
             return out
         e = schema.equity_curve.c
         with self.store.database.read("read the equity curve") as conn:
-            out["message"] = self._no_table(conn, schema.accounts, "trading ledger")
-            if out["message"]:
+            found = self._ledger_accounts(conn, account)
+            if isinstance(found, str):
+                out["message"] = found
                 return out
-            accounts = self._accounts(conn)
-            if not accounts:
-                out["message"] = "No trading account in the store yet: a trading DAG opens one on its first cycle."
-                return out
-            name = self._pick(accounts, account)
+            accounts, name = found
             out["account"] = name
             last = accounts[name]["last_snapshot"]
             if last is None:
