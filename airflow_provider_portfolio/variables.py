@@ -74,7 +74,8 @@ VARIABLES: dict[str, VariableSpec] = {
             "portfolio.retention_days",
             "{}",
             "JSON object table -> days of store rows the housekeeping job keeps (null: keep every row), over the "
-            "defaults: forecasts and model_evaluations 180, health_reports 90, bars and the trading ledger kept "
+            "defaults: forecasts, model_evaluations, signal_validations and opportunities 180, health_reports 90, "
+            "studies 365, bars and the trading ledger kept "
             "(see the README, 'Housekeeping'). A malformed value fails the housekeeping task before anything is "
             "deleted.",
         ),
