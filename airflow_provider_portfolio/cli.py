@@ -28,6 +28,9 @@ shell or a container (the image's entry point, ``Dockerfile``) with no Airflow s
 - ``restore-store --store URL|PATH [--backup FILE] [--backup-dir DIR] [--force]``: restore a corrupt SQLite store
   from its last good backup (:func:`~airflow_provider_portfolio.store.maintenance.restore_store`), keeping the
   corrupt file as ``<store>.corrupt-<stamp>``; a sound store is only overwritten with ``--force``. Needs no Airflow.
+- ``copy-store --from URL|PATH --to URL [--force] [--batch-rows N]``: copy a store into another database (a SQLite
+  file into PostgreSQL) in one transaction (:func:`~airflow_provider_portfolio.store.maintenance.copy_store`); prints
+  the rows per table and the total. Needs no Airflow.
 
 Airflow and the jobs' libraries are imported inside the commands: ``--help`` costs nothing.
 """
@@ -287,6 +290,52 @@ def _add_restore_store(commands: argparse._SubParsersAction) -> None:
                               "path is taken from the store's folder)")
     restore.add_argument("--force", action="store_true", help="overwrite a store that is not corrupt")
     restore.set_defaults(func=_restore_store)
+
+
+def _copy_store(args: argparse.Namespace) -> int:
+    from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
+    from airflow_provider_portfolio.store import PortfolioStore
+    from airflow_provider_portfolio.store.maintenance import DEFAULT_COPY_BATCH_ROWS, copy_store
+
+    def opened(text: str) -> PortfolioStore:
+        return PortfolioStore(text) if "://" in text else PortfolioStore.for_sqlite_file(text)
+
+    try:
+        source = opened(args.source)
+        target = opened(args.target)
+        try:
+            batch_rows = DEFAULT_COPY_BATCH_ROWS if args.batch_rows is None else args.batch_rows
+            result = copy_store(source, target, batch_rows=batch_rows, force=args.force)
+        finally:
+            source.dispose()
+            target.dispose()
+    except (InvalidInputError, StoreError) as err:
+        print(f"copy-store: {err}", file=sys.stderr)
+        return 1
+    for name, rows in result.rows.items():
+        print(f"{name}: {rows} row(s)")
+    replaced = f" (replacing {sum(result.replaced.values())} row(s))" if result.replaced else ""
+    print(f"Copied {result.total} row(s) in {len(result.rows)} table(s) from {result.source} into {result.target}"
+          f"{replaced} in {result.elapsed_s:.1f} s")
+    return 0
+
+
+def _add_copy_store(commands: argparse._SubParsersAction) -> None:
+    copy = commands.add_parser(
+        "copy-store", allow_abbrev=False,
+        help="copy a store into another database (SQLite to PostgreSQL), in one transaction",
+        description="Copy every table of a portfolio store (at the latest schema version) into another database, "
+                    "migrated first, in one transaction: all or nothing; row counts checked before the commit. A "
+                    "target that holds rows is refused unless --force (its rows are then replaced). Stop the DAGs "
+                    "writing to the source first, then point the store's connection at the target.",
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="URL|PATH",
+                      help="the store copied from: sqlite:///PATH, the database file's path, or postgresql://...")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL",
+                      help="the store copied into: postgresql://USER:PASSWORD@HOST:PORT/DB (or a SQLite URL or path)")
+    copy.add_argument("--force", action="store_true", help="replace the rows the target already holds")
+    copy.add_argument("--batch-rows", type=int, default=None, help="rows per statement (5000)")
+    copy.set_defaults(func=_copy_store)
 
 
 # -- the desk's jobs from a shell or a container -------------------------------------------------------------------
@@ -1019,8 +1068,8 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--as-of", default=None, help="the report's instant (ISO 8601 with a zone; default now)")
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_setup, _add_restore_store, _add_etl,
-                                                                 _add_forecast, _add_trade, _add_discover,
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_setup, _add_restore_store, _add_copy_store,
+                                                                 _add_etl, _add_forecast, _add_trade, _add_discover,
                                                                  _add_rebalance, _add_report]
 
 

@@ -1,4 +1,5 @@
-"""Housekeeping of the portfolio store: retention, online backups, restore of a corrupt SQLite store, VACUUM/ANALYZE.
+"""Housekeeping of the portfolio store: retention, online backups, restore of a corrupt SQLite store, VACUUM/ANALYZE,
+copy into another database.
 
 One entry point, :func:`housekeep`, runs the whole job in this order (each step also on its own):
 
@@ -43,6 +44,18 @@ Adding a table (e.g. ``studies``): declare it in :mod:`~airflow_provider_portfol
 ``RetentionTable("studies", "created_at", 180)`` to :data:`RETENTION_TABLES` (a ``guard`` when some rows must
 never go). Tables the database does not have yet are skipped.
 
+**Copying a store** (:func:`copy_store`, ``airflow-portfolio copy-store --from URL|PATH --to URL``): a one-shot copy of
+every portfolio table into another database, typically a SQLite file moved to PostgreSQL. The source must be at the
+latest schema version: it is refused otherwise (migrate it first), because the copy never writes to its source. The
+target is migrated to the latest schema, then filled in ONE transaction: table by table (:func:`copy_tables`: tables
+referred to first), ``batch_rows`` rows per statement, each value going through the store's column types (a
+``UtcTimestamp`` read from SQLite's epoch microseconds is written as ``TIMESTAMP WITH TIME ZONE``); ``schema_version``
+rows are the target's own migrations'. Before the commit each table's rows are counted in the target and must equal the
+source's; any failure rolls the whole copy back, leaving the target as it was (migrated, with its rows). A target that
+already holds rows is refused, naming the tables and their rows; with ``force`` those rows are deleted in the same
+transaction and replaced. The source is read in one transaction (a snapshot): stop the DAGs writing to it first, then
+point the store's connection at the target.
+
 Plain Python: never imports Airflow. Restoring replaces the store's file: stop the store's writers first (the
 housekeeping DAG runs at night, in ``database_pool``).
 """
@@ -62,7 +75,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, exists, func, inspect, select, tuple_
+from sqlalchemy import delete, exists, func, insert, inspect, select, tuple_
 
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
 from airflow_provider_portfolio.market.timeutil import ensure_utc, utc_now
@@ -81,12 +94,15 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_KEEP_BACKUPS", "DEFAULT_MIN_FREE_FRACTION", "MAX_RETENTION_DAYS",
            "RETENTION_TABLES", "BackupResult", "HousekeepingReport", "RestoreResult", "RetentionTable",
            "VacuumResult", "apply_retention", "backup_store", "default_backup_dir", "housekeep", "last_good_backup",
-           "list_backups", "resolve_retention", "restore_store", "vacuum_store"]
+           "list_backups", "resolve_retention", "restore_store", "vacuum_store",
+           "DEFAULT_COPY_BATCH_ROWS", "CopyResult", "copy_store", "copy_tables"]
 
 #: Backups kept by default (the newest ones).
 DEFAULT_KEEP_BACKUPS = 7
 #: Rows deleted per transaction by retention.
 DEFAULT_BATCH_ROWS = 10_000
+#: Rows read and inserted per statement by :func:`copy_store`.
+DEFAULT_COPY_BATCH_ROWS = 5_000
 #: SQLite: VACUUM only when at least this share of the store's pages are free.
 DEFAULT_MIN_FREE_FRACTION = 0.10
 #: The longest retention accepted, days (a century).
@@ -943,3 +959,141 @@ def housekeep(store: PortfolioStore, *, retention: Mapping[str, object] | None =
             report.durations_s["vacuum"] = time.monotonic() - mark
     report.durations_s["total"] = time.monotonic() - started
     return report
+
+
+# ---------------------------------------------------------------------------------------------- copy
+@dataclass(frozen=True)
+class CopyResult:
+    """What :func:`copy_store` did.
+
+    :param source: the source store's URL (password hidden).
+    :param target: the target store's URL (password hidden).
+    :param rows: rows copied per table, in copy order (every portfolio table, ``0`` for an empty one); equal to
+        the source's and the target's counts, checked before the commit.
+    :param replaced: rows the target held per table and lost (``force``); empty when it held none.
+    :param elapsed_s: how long it took.
+    """
+
+    source: str
+    target: str
+    rows: dict[str, int]
+    replaced: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def total(self) -> int:
+        """Rows copied, all tables."""
+        return sum(self.rows.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "rows": dict(self.rows), "total": self.total,
+                "replaced": dict(self.replaced), "elapsed_s": round(self.elapsed_s, 3)}
+
+
+def copy_tables() -> list[Table]:
+    """The tables :func:`copy_store` copies, in copy order: every table of the latest schema but
+    ``schema_version`` (the target's own migrations write its rows), tables referred to before the tables that
+    refer to them."""
+    return [t for t in schema.metadata.sorted_tables if t.name != schema.schema_version.name]
+
+
+def _count_rows(conn: Any, tables: Collection[Table]) -> dict[str, int]:
+    return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar() or 0) for t in tables}
+
+
+def _insert_batch(conn: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert one batch of ``rows`` (values as the table's column types return them) into ``table``."""
+    conn.execute(insert(table), rows)
+
+
+def _same_database(source: PortfolioStore, target: PortfolioStore) -> bool:
+    if source.dialect == "sqlite" and target.dialect == "sqlite":
+        a, b = _sqlite_file(source), _sqlite_file(target)
+        return a is not None and a == b
+    return source.url == target.url
+
+
+def _check_source(source: PortfolioStore) -> None:
+    """A source that exists and is at the latest schema version; never creates or migrates it."""
+    if source.dialect == "sqlite":
+        store_file = _sqlite_file(source)
+        if store_file is None:
+            raise InvalidInputError(f"source store {source.url}: an in-memory store cannot be copied from")
+        if not store_file.is_file():
+            raise InvalidInputError(f"source store {source.url}: there is no file at {store_file}")
+    latest = schema.latest_version()
+    version = source.schema_version()
+    if version > latest:
+        raise StoreError(f"source store {source.url}: schema version {version} is newer than this code knows "
+                         f"({latest}); upgrade airflow-provider-portfolio")
+    if version < latest:
+        state = "is not a migrated portfolio store (no schema version)" if version == 0 else \
+            f"is at schema version {version}, behind the latest ({latest})"
+        raise InvalidInputError(f"source store {source.url} {state}: migrate it first (PortfolioStore(url).migrate(), "
+                                "or run any desk job on it); the copy never writes to its source")
+
+
+def copy_store(source: PortfolioStore, target: PortfolioStore, *, batch_rows: int = DEFAULT_COPY_BATCH_ROWS,
+               force: bool = False) -> CopyResult:
+    """Copy every portfolio table of ``source`` into ``target`` in one transaction on the target (see the module
+    docstring): a SQLite store moved to PostgreSQL, or any store to any other.
+
+    The source must be at the latest schema version (it is read, never migrated or written); the target is migrated
+    first. The source is read in one transaction (a consistent snapshot: stop the desk's writers first, or rows
+    written after the copy began are not copied). Rows go table by table, ``batch_rows`` at a time, through the
+    store's column types (instants stay instants on either dialect); ``schema_version`` is not copied. Before the
+    commit, each table's rows in the target are counted and must equal the source's.
+
+    :param source: the store copied from (typically a SQLite file).
+    :param target: the store copied into (typically PostgreSQL); must not be the source.
+    :param batch_rows: rows read and inserted per statement (>= 1).
+    :param force: replace the rows a target already holds (deleted in the same transaction: a failure leaves them).
+    :raises InvalidInputError: for a bad ``batch_rows``, the target being the source, a missing or unmigrated source,
+        or a target that holds rows without ``force`` (naming the tables and their rows); nothing is written.
+    :raises StoreError: when a store fails or the counts differ: the target's transaction is rolled back, leaving it
+        as it was (migrated).
+    """
+    started = time.monotonic()
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise InvalidInputError(f"batch_rows must be a whole number >= 1, got {batch_rows!r}")
+    if _same_database(source, target):
+        raise InvalidInputError(f"source and target are the same store ({source.url}): copy into another database")
+    _check_source(source)
+    target.migrate()
+    tables = copy_tables()
+    copied: dict[str, int] = {}
+    with source.database.read("read the store to copy") as src:
+        if source.dialect == "postgresql":
+            src = src.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for every table
+        expected = _count_rows(src, tables)  # the first read: on SQLite it opens the snapshot read below
+        with target.database.write(f"copy the store {source.url} into it") as dst:
+            held = {name: n for name, n in _count_rows(dst, tables).items() if n}
+            if held and not force:
+                shown = ", ".join(f"{name}: {n}" for name, n in held.items())
+                raise InvalidInputError(f"target store {target.url} already holds rows ({shown}): refusing to copy "
+                                        "into it; pass force (--force) to replace them, or copy into an empty "
+                                        "database")
+            for table in reversed(tables):  # referring tables before the tables they refer to
+                if table.name in held:
+                    dst.execute(delete(table))
+            for table in tables:
+                key = [table.c[c.name] for c in table.primary_key.columns]
+                stream = src.execute(select(table).order_by(*key).execution_options(yield_per=batch_rows))
+                n = 0
+                for part in stream.mappings().partitions():
+                    rows = [dict(row) for row in part]
+                    _insert_batch(dst, table, rows)
+                    n += len(rows)
+                copied[table.name] = n
+                log.info("copy %s -> %s: %s: %d row(s)", source.url, target.url, table.name, n)
+            landed = _count_rows(dst, tables)
+            wrong = {name: (expected[name], copied[name], landed[name]) for name in expected
+                     if not expected[name] == copied[name] == landed[name]}
+            if wrong:
+                shown = ", ".join(f"{name}: source {a}, read {b}, target {c}" for name, (a, b, c) in wrong.items())
+                raise StoreError(f"copy {source.url} -> {target.url}: row counts differ ({shown}); nothing was "
+                                 "written to the target")
+    result = CopyResult(source.url, target.url, copied, held, time.monotonic() - started)
+    log.info("copied the store %s into %s: %d row(s) in %d table(s)%s", source.url, target.url, result.total,
+             len(copied), f"; replaced {sum(held.values())} row(s)" if held else "")
+    return result
