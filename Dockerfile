@@ -26,12 +26,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/portfolio/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow
-COPY --from=wheel /wheels /tmp/wheels
-RUN python -m venv /opt/portfolio \
-    && wheel="$(ls /tmp/wheels/*.whl)" \
+# The wheel is mounted from the first stage for this step only (BuildKit, the default builder since Docker 23):
+# nothing of it stays in a layer.
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    python -m venv /opt/portfolio \
+    && wheel="$(ls /wheels/*.whl)" \
     && /opt/portfolio/bin/pip install --no-cache-dir --disable-pip-version-check \
-        "${wheel}[${EXTRAS}]" ${AIRFLOW_VERSION:+"apache-airflow==${AIRFLOW_VERSION}"} \
-    && rm -rf /tmp/wheels
+        "${wheel}[${EXTRAS}]" ${AIRFLOW_VERSION:+"apache-airflow==${AIRFLOW_VERSION}"}
 # A user of its own, uid 50000 in group 0 as in Airflow's images (OpenShift runs any uid in group 0); AIRFLOW_HOME
 # (the embedded SQLite store's folder, $AIRFLOW_HOME/portfolio) and /data (a volume for the store and the reports)
 # are writable by the group.

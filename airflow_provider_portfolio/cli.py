@@ -255,13 +255,19 @@ def _add_setup(commands: argparse._SubParsersAction) -> None:
     setup.set_defaults(func=_setup)
 
 
+def store_at(text: str) -> PortfolioStore:
+    """The store at ``text``: a SQLAlchemy URL, or else a SQLite file's path (not opened or migrated yet)."""
+    from airflow_provider_portfolio.store import PortfolioStore
+
+    return PortfolioStore(text) if "://" in text else PortfolioStore.for_sqlite_file(text)
+
+
 def _restore_store(args: argparse.Namespace) -> int:
     from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
-    from airflow_provider_portfolio.store import PortfolioStore
     from airflow_provider_portfolio.store.maintenance import restore_store
 
     try:
-        store = PortfolioStore(args.store) if "://" in args.store else PortfolioStore.for_sqlite_file(args.store)
+        store = store_at(args.store)
         try:
             result = restore_store(store, backup=args.backup, backup_dir=args.backup_dir, force=args.force)
         finally:
@@ -294,15 +300,11 @@ def _add_restore_store(commands: argparse._SubParsersAction) -> None:
 
 def _copy_store(args: argparse.Namespace) -> int:
     from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
-    from airflow_provider_portfolio.store import PortfolioStore
     from airflow_provider_portfolio.store.maintenance import DEFAULT_COPY_BATCH_ROWS, copy_store
 
-    def opened(text: str) -> PortfolioStore:
-        return PortfolioStore(text) if "://" in text else PortfolioStore.for_sqlite_file(text)
-
     try:
-        source = opened(args.source)
-        target = opened(args.target)
+        source = store_at(args.source)
+        target = store_at(args.target)
         try:
             batch_rows = DEFAULT_COPY_BATCH_ROWS if args.batch_rows is None else args.batch_rows
             result = copy_store(source, target, batch_rows=batch_rows, force=args.force)
@@ -436,7 +438,7 @@ def open_store(store: str | None = None, store_conn_id: str | None = None, *, cr
 
     if not blank(store):
         text = str(store).strip()
-        opened = PortfolioStore(text) if "://" in text else PortfolioStore.for_sqlite_file(text)
+        opened = store_at(text)
     else:
         hook = PortfolioStoreHook(store_conn_id=None if blank(store_conn_id) else str(store_conn_id).strip())
         opened = PortfolioStore(hook.url, **hook.store_options)

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_portfolio.desk import performance
 from airflow_provider_portfolio.exceptions import InvalidInputError, StoreError
 from airflow_provider_portfolio.market.timeutil import DEFAULT_EXCHANGE, ensure_utc
+from airflow_provider_portfolio.trading.performance import downsample
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -390,15 +391,6 @@ def _drawdowns(equity: Sequence[float]) -> list[float]:
         peak = max(peak, v)
         out.append((peak - v) / peak if peak > 0 else 0.0)
     return out
-
-
-def _thin(rows: Sequence[Mapping[str, Any]], most: int) -> list[Mapping[str, Any]]:
-    """At most ``most`` points, evenly spaced, the last one kept (a chart of years of 30-minute snapshots)."""
-    if len(rows) <= most:
-        return list(rows)
-    step = math.ceil(len(rows) / most)
-    kept = list(rows[::-1][::step])[::-1]
-    return kept
 
 
 # -- the job ------------------------------------------------------------------------------------------------
@@ -805,9 +797,10 @@ def _equity_section(d: _Data, charts: Any) -> tuple[str, bytes]:
         why = (f"No equity snapshots of {d.account} in the {(d.history.end - d.history.start).days} days to "
                f"{d.when(d.now)}" + ("" if d.all_curve else f": {_HOW_TO_TRADE}."))
         return _note(why), charts.png(charts.empty_chart(why.split(":")[0] + "."))
-    points = _thin(d.curve, _MAX_POINTS)
-    ts = [r["ts"] for r in points]
-    equity = [float(r["equity"]) for r in points]
+    # at most _MAX_POINTS snapshots, each bucket's low and high kept (the trough stays on the chart)
+    kept = downsample([float(r["equity"]) for r in d.curve], _MAX_POINTS)
+    ts = [d.curve[i]["ts"] for i in kept]
+    equity = [float(d.curve[i]["equity"]) for i in kept]
     maximum, current = d.drawdown()
     change = "week" if d.period == "weekly" else "session"
     title = (f"{d.account}: equity {_money(d.equity)}, {_pct(d.figures['return'], True)} this {change}, "

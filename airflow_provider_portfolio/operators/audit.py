@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_portfolio.hooks.store import StoreHookMixin
 from airflow_provider_portfolio.operators.templated import blank
+from airflow_provider_portfolio.operators.trading import trader_account
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -16,19 +17,6 @@ if TYPE_CHECKING:
     from airflow_provider_portfolio.store.repository import PortfolioStore
     from airflow_provider_portfolio.trading.brokers import AccountSnapshot
     from airflow_provider_portfolio.trading.risk import RiskLimits
-
-
-def trader_account(account: object) -> str:
-    """The ledger account audited: ``account`` when given; else the auto trader's: ``alpaca:alpaca_default`` when
-    that connection exists, else ``simulated:default``."""
-    from airflow_provider_portfolio.hooks.market_data import connection_exists
-    from airflow_provider_portfolio.operators.trading import DEFAULT_BROKER_CONNECTION
-
-    if not blank(account):
-        return str(account).strip()
-    if connection_exists(DEFAULT_BROKER_CONNECTION):
-        return f"alpaca:{DEFAULT_BROKER_CONNECTION}"
-    return "simulated:default"
 
 
 def trader_limits(risk_limits: object, *, live_settings: bool = True, log: Any = None) -> RiskLimits:

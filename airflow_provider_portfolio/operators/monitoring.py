@@ -138,13 +138,10 @@ class MonitoringOperator(StoreHookMixin, BaseOperator):
 
     def _account(self) -> str | None:
         """The account whose book is judged (``None``: no trading checks)."""
-        from airflow_provider_portfolio.hooks.market_data import connection_exists
-        from airflow_provider_portfolio.operators.trading import DEFAULT_BROKER_CONNECTION
+        from airflow_provider_portfolio.operators.trading import trader_account
 
         if self.account is None:
-            if connection_exists(DEFAULT_BROKER_CONNECTION):
-                return f"alpaca:{DEFAULT_BROKER_CONNECTION}"
-            return "simulated:default"
+            return trader_account()
         return None if blank(self.account) else str(self.account).strip()
 
     def _probes(self) -> dict[str, Any]:

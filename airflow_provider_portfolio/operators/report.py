@@ -126,13 +126,9 @@ class PortfolioReportOperator(StoreHookMixin, BaseOperator):
 
     def _account(self) -> str:
         """The ledger account reported: the argument, else the auto trader's."""
-        from airflow_provider_portfolio.hooks.market_data import connection_exists
-        from airflow_provider_portfolio.operators.trading import DEFAULT_BROKER_CONNECTION
+        from airflow_provider_portfolio.operators.trading import trader_account
 
-        if not blank(self.account):
-            return str(self.account).strip()
-        return f"alpaca:{DEFAULT_BROKER_CONNECTION}" if connection_exists(DEFAULT_BROKER_CONNECTION) \
-            else "simulated:default"
+        return trader_account(self.account)
 
     def _destination(self) -> tuple[str, Any]:
         """(where to write, the fsspec filesystem to write with or ``None`` for the one ``out`` names)."""

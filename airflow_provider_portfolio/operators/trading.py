@@ -38,6 +38,18 @@ DEFAULT_COMMISSION_BPS = 0.0
 TRADING_SETTINGS_VARIABLE = "portfolio.trading_settings"
 
 
+def trader_account(account: object = None) -> str:
+    """The ledger account of the auto trader's book: ``account`` when given; else ``alpaca:alpaca_default`` when that
+    connection exists, else ``simulated:default`` (what the audit, the report and monitoring judge by default)."""
+    from airflow_provider_portfolio.hooks.market_data import connection_exists
+
+    if not blank(account):
+        return str(account).strip()
+    if connection_exists(DEFAULT_BROKER_CONNECTION):
+        return f"alpaca:{DEFAULT_BROKER_CONNECTION}"
+    return "simulated:default"
+
+
 def read_kill_switch(log: Any = None) -> str:
     """The kill switch state from Variable ``portfolio.kill_switch`` (unset: ``active``; unreadable: ``halted``)."""
     from airflow.sdk import Variable

@@ -86,6 +86,28 @@ def drawdown(equity: Iterable[float]) -> Drawdown | None:
     return Drawdown(current, worst, peak)
 
 
+def downsample(values: Sequence[float], points: int) -> list[int]:
+    """Indices of at most ``points`` (>= 4) of ``values`` that keep the curve's shape: the first and the last, and the
+    lowest and the highest of each of ``(points - 2) // 2`` equal buckets between them, in order.
+
+    :param values: the curve, oldest first.
+    :param points: the most indices returned.
+    """
+    n = len(values)
+    if n <= points:
+        return list(range(n))
+    buckets = (points - 2) // 2
+    inner = n - 2
+    keep = {0, n - 1}
+    for b in range(buckets):
+        lo, hi = 1 + b * inner // buckets, 1 + (b + 1) * inner // buckets
+        if lo < hi:
+            span = range(lo, hi)
+            keep.add(min(span, key=values.__getitem__))
+            keep.add(max(span, key=values.__getitem__))
+    return sorted(keep)
+
+
 def _zone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)

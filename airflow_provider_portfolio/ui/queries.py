@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ from airflow_provider_portfolio.market.timeutil import utc_now
 from airflow_provider_portfolio.store import schema
 from airflow_provider_portfolio.store.ledger import Position
 from airflow_provider_portfolio.trading.accounting import valuation_price, value_book
-from airflow_provider_portfolio.trading.performance import drawdown
+from airflow_provider_portfolio.trading.performance import downsample, drawdown
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -119,28 +119,6 @@ def verdict(action: str | None, order_qty: float | None, approved: bool | None) 
     if action in ("buy", "sell") and order_qty:
         return "unchecked"
     return "no order"
-
-
-def downsample(values: Sequence[float], points: int) -> list[int]:
-    """Indices of at most ``points`` (>= 4) of ``values`` that keep the curve's shape: the first and the last, and the
-    lowest and the highest of each of ``(points - 2) // 2`` equal buckets between them, in order.
-
-    :param values: the curve, oldest first.
-    :param points: the most indices returned.
-    """
-    n = len(values)
-    if n <= points:
-        return list(range(n))
-    buckets = (points - 2) // 2
-    inner = n - 2
-    keep = {0, n - 1}
-    for b in range(buckets):
-        lo, hi = 1 + b * inner // buckets, 1 + (b + 1) * inner // buckets
-        if lo < hi:
-            span = range(lo, hi)
-            keep.add(min(span, key=values.__getitem__))
-            keep.add(max(span, key=values.__getitem__))
-    return sorted(keep)
 
 
 class PortfolioReader:

@@ -21,8 +21,7 @@ SECTIONS = ("summary", "equity", "positions", "pnl", "forecast-health", "freshne
 @pytest.fixture(scope="module")
 def browser():
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (make system-deps installs them)")
+    assert chromium and driver, "Debian's chromium and chromium-driver are needed: make system-deps"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
