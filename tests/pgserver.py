@@ -67,8 +67,9 @@ class PostgresServer:
     """
 
     def __init__(self, *, user: str = "portfolio", database: str = "portfolio", bindir: str | Path | None = None,
-                 durable: bool = False) -> None:
+                 durable: bool = False, max_connections: int = 100) -> None:
         self.user = user
+        self.max_connections = max_connections
         self.database = database
         self.bindir = Path(bindir) if bindir else find_bindir()
         self.durable = durable
@@ -118,15 +119,15 @@ class PostgresServer:
         try:
             self._run(str(self.bindir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8",
                       "--locale=C", "--no-sync")
-            options = ["-c listen_addresses=127.0.0.1", f"-k {self.root}", "-c max_connections=100"]
+            options = ["-c listen_addresses=127.0.0.1", f"-k {self.root}", f"-c max_connections={self.max_connections}"]
             if not self.durable:
                 options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
             last: Exception | None = None
+            self._options = options
             for _ in range(3):  # a free port can be taken between the probe and the bind: retry
                 self.port = _free_port()
                 try:
-                    self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "server.log"), "-w",
-                              "-t", "60", "-o", " ".join([*options, f"-p {self.port}"]), "start")
+                    self._pg_ctl_start()
                     break
                 except PostgresServerError as err:
                     last = err
@@ -140,6 +141,27 @@ class PostgresServer:
             self.stop()
             raise
         return self
+
+    def _pg_ctl_start(self) -> None:
+        assert self.root is not None and self.bindir is not None
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "server.log"), "-w",
+                  "-t", "60", "-o", " ".join([*self._options, f"-p {self.port}"]), "start")
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (``-m immediate``: sessions cut as by a crash), wait ``down_s`` seconds, start it again on the
+        same port with the same data."""
+        import time
+
+        if not self._running or self.root is None or self.bindir is None:
+            raise PostgresServerError("server is not running")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+        time.sleep(down_s)
+        self._pg_ctl_start()
+
+    def log_tail(self, n: int = 3000) -> str:
+        """The end of the server's log."""
+        logfile = self.root / "server.log" if self.root else None
+        return logfile.read_text(errors="replace")[-n:] if logfile and logfile.exists() else ""
 
     def stop(self) -> None:
         """Stop the server (``pg_ctl stop -m fast``) and remove its directory. Idempotent."""
