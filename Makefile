@@ -85,7 +85,7 @@ test-cluster: system-deps
 	$(CLUSTER_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
 	$(CLUSTER_VENV)/bin/uv pip install --python $(CLUSTER_VENV)/bin/python \
 		"apache-airflow[celery,postgres]$(if $(AIRFLOW_VERSION),==$(AIRFLOW_VERSION),>=3.1.8,<4)" -e ".[test,postgres,celery]"
-	$(CLUSTER_VENV)/bin/python -m pytest -m cluster tests/cluster
+	$(CLUSTER_VENV)/bin/python -m pytest -m cluster -s --durations=12 tests/cluster
 
 bench: venv system-deps
 	$(UV) pip install --python $(VENV)/bin/python -q -e ".[bench]"

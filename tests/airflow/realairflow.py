@@ -170,7 +170,7 @@ class AirflowServer:
         self.log.close()
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -183,12 +183,12 @@ def _group_alive(pgid: int) -> bool:
 def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
     """SIGTERM ``proc``'s process group, wait up to ``grace`` seconds for every member, then SIGKILL it."""
     pgid = proc.pid
-    if _group_alive(pgid):
+    if group_alive(pgid):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             break
         time.sleep(0.5)
     else:

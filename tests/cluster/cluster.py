@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tests.airflow.realairflow import group_alive
 from tests.pgserver import PostgresServer
 
 HERE = Path(__file__).resolve().parent
@@ -146,10 +147,10 @@ class Service:
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _group_alive(pgid):
+        while time.monotonic() < deadline and group_alive(pgid):
             self.proc.poll()
             time.sleep(0.3)
-        if _group_alive(pgid):
+        if group_alive(pgid):
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
@@ -163,16 +164,6 @@ class Service:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Redis(Service):

@@ -81,7 +81,7 @@ def context(conf: dict | None = None, *, try_number: int = 1, task_id: str = "tr
 
 
 def trader(faults, **kwargs):
-    args = {"task_id": "trade", "symbols": faults.universe(12), "as_of": AS_OF, "simulated_account": "faults",
+    args = {"task_id": "trade", "symbols": faults.universe_symbols({"symbols": 12, "chunk": 6}), "as_of": AS_OF, "simulated_account": "faults",
             "store_conn_id": CONN_ID, **faults.TRADER_ARGS}
     return faults.PausingTrader(**{**args, **kwargs})
 
@@ -162,7 +162,7 @@ def test_the_dag_maps_the_etl_and_retries_both_tasks(faults):
     assert "simulated_account" in trade.template_fields and trade.simulated_account == "{{ params.account }}"
     assert trade.broker_conn_id == "simulated" and trade.sources == "synthetic" and trade.forecast_model is None
     assert dag.params["pause"] == "none" and dag.params["pause_s"] == 300
-    assert faults.chunked(faults.universe(14), 6) == [
+    assert faults.universe_chunks({"symbols": 14, "chunk": 6}) == [
         ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META"], ["TSLA", "SPY", "QQQ", "IWM", "BTC/USD", "ETH/USD"],
         ["T0001", "T0002"]]
 
@@ -320,7 +320,7 @@ PG = pytest.param("postgresql", marks=pytest.mark.postgres)
                                                        ("send-answer", PG)], indirect=["any_store_url"])
 def test_killed_at_the_pause_the_retry_sends_each_order_once(faults, any_store_url, tmp_path, workers, pause):
     marker = tmp_path / f"{pause}.json"
-    args = {"task_id": "trade", "symbols": faults.universe(12), "as_of": AS_OF, "simulated_account": "faults",
+    args = {"task_id": "trade", "symbols": faults.universe_symbols({"symbols": 12, "chunk": 6}), "as_of": AS_OF, "simulated_account": "faults",
             "store_conn_id": CONN_ID}
     worker = Worker(tmp_path, "trade", args, {"pause": pause, "marker": str(marker), "pause_s": WAIT_S})
     workers.append(worker)

@@ -18,3 +18,15 @@ def chunked(names: list[str], size: int) -> list[list[str]]:
 #: ``cluster_desk_day``'s trader arguments beyond the defaults: looser than the example trader's, so the synthetic
 #: market's day gives orders to count and check (``bench/bench_cluster.py`` runs the plain day with the same).
 DESK_TRADER_ARGS = {"min_score": 0.02, "risk_limits": {"min_confidence": 0.05, "max_order_notional": 50_000.0}}
+
+
+def universe_chunks(params: dict | None = None) -> list[list[str]]:
+    """The run's universe (param ``symbols``, how many) in chunks of param ``chunk``: a TaskFlow task's callable."""
+    assert params is not None
+    return chunked(universe(int(params["symbols"])), int(params["chunk"]))
+
+
+def universe_symbols(params: dict | None = None) -> list[str]:
+    """The run's whole universe (param ``symbols``, how many): a TaskFlow task's callable."""
+    assert params is not None
+    return universe(int(params["symbols"]))

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from cluster_common import DESK_TRADER_ARGS, chunked, universe
+from cluster_common import DESK_TRADER_ARGS, universe_chunks, universe_symbols
 
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 from airflow_provider_portfolio.operators.forecasting import GarchForecastOperator, SSAForecastOperator
@@ -38,16 +38,8 @@ from airflow_provider_portfolio.operators.trading import AutoTraderOperator
     tags=["test", "cluster"],
 )
 def cluster_desk_day():
-    @task
-    def chunks(params=None) -> list[list[str]]:
-        return chunked(universe(int(params["symbols"])), int(params["chunk"]))
-
-    @task
-    def symbols(params=None) -> list[str]:
-        return universe(int(params["symbols"]))
-
-    parts = chunks()
-    everything = symbols()
+    parts = task(universe_chunks, task_id="chunks")()
+    everything = task(universe_symbols, task_id="symbols")()
     etl = PortfolioETLOperator.partial(task_id="etl", start="{{ params.start }}", end="{{ params.end }}",
                                        mode="full").expand(symbols=parts)
     common = {"symbols": everything, "timeframe": "1Day", "history": 252, "horizon": 5}

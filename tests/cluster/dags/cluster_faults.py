@@ -44,7 +44,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from cluster_common import chunked, universe
+from cluster_common import universe_chunks, universe_symbols
 
 from airflow_provider_portfolio.operators.etl import PortfolioETLOperator
 from airflow_provider_portfolio.operators.trading import AutoTraderOperator
@@ -235,16 +235,8 @@ class PausingETL(PortfolioETLOperator):
     tags=["test", "cluster"],
 )
 def cluster_fault_trade():
-    @task
-    def chunks(params=None) -> list[list[str]]:
-        return chunked(universe(int(params["symbols"])), int(params["chunk"]))
-
-    @task
-    def symbols(params=None) -> list[str]:
-        return universe(int(params["symbols"]))
-
-    parts = chunks()
-    everything = symbols()
+    parts = task(universe_chunks, task_id="chunks")()
+    everything = task(universe_symbols, task_id="symbols")()
     etl = PausingETL.partial(task_id="etl", start="{{ params.start }}", end="{{ params.end }}",
                              mode="{{ params.mode }}", sources="synthetic").expand(symbols=parts)
     trade = PausingTrader(task_id="trade", symbols=everything, as_of="{{ params.as_of }}",
