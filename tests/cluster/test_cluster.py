@@ -36,6 +36,8 @@ AS_OF = "2024-12-31T15:00:00-05:00"
 FAULT_DAYS = {"etl": "2024-12-31", "record-send": "2024-12-30", "send-answer": "2024-12-27",
               "redis": "2024-12-26", "postgres": "2024-12-23", "scheduler": "2024-12-19"}
 FAULT_SYMBOLS = 12
+#: The session after a trade fault's day, when the book's next cycle fills its orders.
+FILL_DAYS = {"record-send": "2024-12-31", "send-answer": "2024-12-30"}
 
 
 def _interrupted(signum, frame):
@@ -155,6 +157,17 @@ def test_a_worker_killed_mid_task_is_retried_on_the_other_worker_with_nothing_lo
     assert again[-1]["hostname"] == survivor, tries[key]
     counts = desk_checks(cluster, account, symbols_of(FAULT_SYMBOLS), dag_ids={FAULTS})
     assert counts["duplicates"] == 0 and counts["pending"] == 0 and counts["orders"] > 0, counts
+    if pause in FILL_DAYS:
+        # The book's next cycle, on the next session: the simulated broker fills what the retry (and the dead try)
+        # left at the broker, at that session's open. Each order fills once; the book reconciles with its positions.
+        follow = cluster.trigger(FAULTS, {"pause": "none", "account": account, "symbols": FAULT_SYMBOLS,
+                                          "start": START, "end": END, "as_of": f"{FILL_DAYS[pause]}T15:00:00-05:00"})
+        assert cluster.wait_run(FAULTS, follow, timeout=300) == "success", cluster.failed_logs(FAULTS, follow)
+        filled = desk_checks(cluster, account, symbols_of(FAULT_SYMBOLS), dag_ids={FAULTS})
+        # Every order of the faulted run filled once (an order the next cycle places itself fills a session later).
+        assert filled["fills"] == counts["orders"], (counts, filled)
+        assert filled["positions"] > 0 and filled["duplicates"] == 0, filled
+        counts = filled
     print(f"{pause}: killed {killed}; {len(tries[key])} tries of {key}; counts {counts}")
 
 
