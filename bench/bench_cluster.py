@@ -37,7 +37,6 @@ Usage (the cluster's venv, with Airflow's celery and postgres extras):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import platform
@@ -100,11 +99,9 @@ MONITOR_DEFAULTS: dict[str, Any] = {"timeframe": "1Day", "exchange": None, "vend
 
 def _cluster_common() -> Any:
     """``tests/cluster/dags/cluster_common.py`` (the DAG folder's own module: the universe and the chunks)."""
-    spec = importlib.util.spec_from_file_location("cluster_common", DAGS / "cluster_common.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tests.cluster.cluster import dag_module
+
+    return dag_module("cluster_common")
 
 
 def universe(n: int) -> list[str]:

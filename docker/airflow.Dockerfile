@@ -15,12 +15,13 @@ ARG AIRFLOW_VERSION
 # image adds gpu (CuPy for CUDA 12).
 ARG EXTRAS=postgres,celery
 USER airflow
-COPY --chown=airflow:0 pyproject.toml README.md /tmp/portfolio/
-COPY --chown=airflow:0 airflow_provider_portfolio/ /tmp/portfolio/airflow_provider_portfolio/
+# The sources go to a folder under the image's working directory (AIRFLOW_HOME) for the install only.
+COPY --chown=airflow:0 pyproject.toml README.md portfolio-src/
+COPY --chown=airflow:0 airflow_provider_portfolio/ portfolio-src/airflow_provider_portfolio/
 # apache-airflow pinned to the image's own version, so installing the provider never moves Airflow.
 RUN pip install --no-cache-dir --disable-pip-version-check \
-        "apache-airflow==${AIRFLOW_VERSION}" "/tmp/portfolio[${EXTRAS}]" \
-    && rm -rf /tmp/portfolio
+        "apache-airflow==${AIRFLOW_VERSION}" "./portfolio-src[${EXTRAS}]" \
+    && rm -rf portfolio-src
 # The folders the compose file mounts named volumes on, owned by the airflow user (a new volume takes them over):
 # the provider's files shared by every worker (synthetic datasets, reports) and the API server's password file.
 RUN mkdir -p /opt/airflow/portfolio /opt/airflow/auth

@@ -18,6 +18,8 @@ The settings are those of ``docker-compose.yaml`` at the repository root (the sa
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import secrets
@@ -31,8 +33,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 
-from tests.airflow.realairflow import group_alive
+from tests.airflow.realairflow import free_port, stop_group
 from tests.pgserver import PostgresServer
 
 HERE = Path(__file__).resolve().parent
@@ -46,10 +49,14 @@ class ClusterError(AssertionError):
     """A service did not start, did not answer in time, or a wait ran out."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@functools.cache
+def dag_module(name: str) -> ModuleType:
+    """A module of the cluster's DAG folder (``tests/cluster/dags/<name>.py``), loaded once, as the DAG files see it."""
+    spec = importlib.util.spec_from_file_location(name, HERE / "dags" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float, *, every: float = 1.0,
@@ -132,38 +139,22 @@ class Service:
             self.proc.wait(timeout=30)
 
     def stop(self, grace: float = 20) -> None:
-        """SIGTERM the group, SIGKILL what is left after ``grace`` seconds."""
+        """SIGTERM the group, SIGKILL what is left after ``grace`` seconds (:func:`stop_group`), then the task processes
+        that run in process groups of their own."""
         if self.proc is None:
             return
         import psutil
 
-        pgid = self.proc.pid
         try:
-            leftovers = psutil.Process(pgid).children(recursive=True)
+            leftovers = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             leftovers = []
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and group_alive(pgid):
-            self.proc.poll()
-            time.sleep(0.3)
-        if group_alive(pgid):
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_group(self.proc, grace)
         for orphan in leftovers:  # task processes in groups of their own, outliving their worker
             try:
                 orphan.kill()
             except psutil.NoSuchProcess:
                 pass
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 class Redis(Service):

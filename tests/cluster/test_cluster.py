@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.checks import check_desk
-from tests.cluster.cluster import GPU_QUEUE, WORKERS, Cluster, ClusterError, Redis, wait_for
+from tests.cluster.cluster import GPU_QUEUE, WORKERS, Cluster, ClusterError, Redis, dag_module, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -62,12 +62,7 @@ def cluster(tmp_path_factory):
 
 
 def symbols_of(n: int) -> list[str]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cluster_common", HERE / "dags" / "cluster_common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.universe(n)
+    return dag_module("cluster_common").universe(n)
 
 
 def by_task(tries: list[dict]) -> dict[tuple[str, int], list[dict]]:
